@@ -1,0 +1,43 @@
+# Set-up and entry points. `make run` and `make test` work on a fresh machine (Python ≥3.10 + pip).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.scrapbench-installed
+# torch is installed first, on its own: this pair lies on the build machines' local disk; elsewhere pip
+# falls back to the newest release it finds (the project itself only asks for torch>=2.1).
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+RUN_ARGS ?= --methods all --seeds 3
+OUT ?= runs
+
+.PHONY: setup run test lint reference bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH) || $(BIN)/python -m pip install --quiet torch torchvision
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/scrapbench run $(RUN_ARGS) --out $(OUT)
+	$(BIN)/scrapbench report $(OUT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+# The reference report in results/: the default run on the synthetic dataset, then the report.
+reference: $(STAMP)
+	$(BIN)/scrapbench run --methods all --seeds 3 --out runs/reference
+	$(BIN)/scrapbench run --methods ablation --seeds 3 --out runs/reference
+	$(BIN)/scrapbench report runs/reference --out results/reference
+
+bench: $(STAMP)
+	$(BIN)/python scripts/bench_run.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,175 @@
+"""The one contract between methods and the rest of scrapbench.
+
+A method is configured from a frozen dataclass, fitted on the train split (a no-op for zero-shot
+methods), and turns RGB images into anomaly maps: float32, one per image, at the image's
+resolution, higher = more anomalous. The evaluator never imports a method; it only sees maps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from enum import Enum
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from scrapbench.datasets.types import Split
+
+
+class LearningType(str, Enum):
+    ZERO_SHOT = "zero_shot"
+    FEW_SHOT = "few_shot"
+    SUPERVISED = "supervised"
+
+
+class WeightsError(FileNotFoundError):
+    """A configured pretrained weight is not available; the message says which file and where."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FitContext:
+    """What a method's ``fit`` gets besides data: seed, device, a private work folder, the classes."""
+
+    seed: int
+    device: str
+    workdir: Path
+    class_names: tuple[str, ...]
+    show_progress: bool = True
+
+
+class AnomalyMethod(ABC):
+    """Base class for every method plugin.
+
+    Subclasses set ``Config`` (a frozen dataclass whose defaults are the paper's configuration),
+    ``presets`` (field overrides per preset name: data, not branches) and ``learning_type``.
+    """
+
+    Config: ClassVar[type]
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    learning_type: ClassVar[LearningType]
+    #: The config field that ``--weights`` sets (e.g. ``"clip_pretrained"``); ``None``: no weights.
+    weights_field: ClassVar[str | None] = None
+
+    def __init__(self, config: Any, class_names: Sequence[str]) -> None:
+        self.config = config
+        self.class_names = tuple(class_names)
+
+    # -- the protocol -------------------------------------------------------------------------
+    @abstractmethod
+    def fit(self, train: Split, ctx: FitContext) -> None:
+        """Learn from the train split (k normal references, prompts, a whole network...)."""
+
+    @abstractmethod
+    def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Anomaly maps (float32, H×W of each input image, higher = more anomalous)."""
+
+    def predict_classes(self, images: Sequence[np.ndarray]) -> list[np.ndarray] | None:
+        """Optional per-class maps (K×H×W) for methods that know classes; ``None`` otherwise."""
+        return None
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Everything ``fit`` learned, as tensors/arrays/plain values (saved with torch.save)."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned, on a method built with the same config."""
+
+    # -- provenance ----------------------------------------------------------------------------
+    def weights_info(self) -> dict[str, Any]:
+        """Where the pretrained weights came from; ``{"random_init": True}`` marks untrained rows."""
+        return {"random_init": False}
+
+    # -- save / load ---------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        """Write config, class names and fitted state to ``directory`` (atomically per file)."""
+        import torch
+
+        from scrapbench.store import atomic_write_bytes, atomic_write_json
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "method": getattr(self, "registry_name", type(self).__name__),
+            "class": f"{type(self).__module__}:{type(self).__qualname__}",
+            "config": config_to_dict(self.config),
+            "class_names": list(self.class_names),
+        }
+        import io
+
+        buffer = io.BytesIO()
+        torch.save(self.state_dict(), buffer)
+        atomic_write_bytes(directory / "state.pt", buffer.getvalue())
+        atomic_write_json(directory / "method.json", meta)
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str = "cpu") -> AnomalyMethod:
+        """Rebuild a fitted method saved by :meth:`save` (``cls`` may be the base class)."""
+        import importlib
+
+        import torch
+
+        directory = Path(directory)
+        meta_path = directory / "method.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{meta_path}: no saved method here (write one with `scrapbench run`)")
+        meta = json.loads(meta_path.read_text())
+        module_name, _, qualname = meta["class"].partition(":")
+        method_cls = getattr(importlib.import_module(module_name), qualname)
+        config = config_from_dict(method_cls.Config, meta["config"])
+        method = method_cls(config, meta["class_names"])
+        method.registry_name = meta["method"]
+        if hasattr(method, "to_device"):
+            method.to_device(device)
+        state = torch.load(directory / "state.pt", map_location=device, weights_only=False)
+        method.load_state_dict(state)
+        return method
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-friendly dict of a config dataclass (tuples become lists, paths strings)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, (tuple, list)):
+            return [plain(v) for v in value]
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return {f.name: plain(getattr(config, f.name)) for f in dataclasses.fields(config)}
+
+
+def config_from_dict(config_cls: type, values: dict[str, Any]) -> Any:
+    """Build ``config_cls`` from plain values, restoring tuples and rejecting unknown fields."""
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(f"{config_cls.__name__}: unknown config fields {unknown}; known: {sorted(fields)}")
+    kwargs = {}
+    for key, value in values.items():
+        if isinstance(value, list):
+            value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        kwargs[key] = value
+    return config_cls(**kwargs)
+
+
+def check_maps(maps: Sequence[np.ndarray], images: Sequence[np.ndarray], method: str) -> list[np.ndarray]:
+    """Validate a method's output: one finite float32 H×W map per image."""
+    if len(maps) != len(images):
+        raise RuntimeError(f"{method}: returned {len(maps)} maps for {len(images)} images")
+    out = []
+    for i, (amap, image) in enumerate(zip(maps, images, strict=True)):
+        amap = np.asarray(amap, dtype=np.float32)
+        if amap.shape != image.shape[:2]:
+            raise RuntimeError(f"{method}: map {i} has shape {amap.shape}, image is {image.shape[:2]}")
+        if not np.isfinite(amap).all():
+            raise RuntimeError(f"{method}: map {i} contains NaN or inf")
+        out.append(amap)
+    return out

@@ -1,0 +1,118 @@
+"""The data contract every loader produces and every method consumes.
+
+A sample is an RGB image (uint8, H×W×3), a class-index mask (uint8, H×W; 0 = normal,
+1..K = anomaly classes) and an id. Evaluation is binary (mask > 0); training may use classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+class DatasetError(ValueError):
+    """Bad input data; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One patch: image (H×W×3 uint8), class-index mask (H×W uint8) and a stable id."""
+
+    image: np.ndarray
+    mask: np.ndarray
+    id: str
+
+    @property
+    def is_anomalous(self) -> bool:
+        return bool(self.mask.any())
+
+
+class Split(Sequence[Sample]):
+    """A lazily loaded, indexable list of samples (a split may not fit in memory).
+
+    ``ids`` fixes the order; ``loader(i)`` returns sample ``i``. ``has_anomaly`` (per sample)
+    lets methods pick normal references without decoding every image.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        ids: Sequence[str],
+        loader: Callable[[int], Sample],
+        has_anomaly: Sequence[bool],
+        class_presence: Sequence[frozenset[int]] | None = None,
+    ) -> None:
+        if len(ids) != len(has_anomaly):
+            raise ValueError("ids and has_anomaly must have the same length")
+        self.name = name
+        self.ids = list(ids)
+        self._loader = loader
+        self.has_anomaly = [bool(v) for v in has_anomaly]
+        self.class_presence = (
+            list(class_presence) if class_presence is not None else [frozenset() for _ in self.ids]
+        )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self._loader(index)
+
+    def __iter__(self) -> Iterator[Sample]:
+        for i in range(len(self)):
+            yield self._loader(i)
+
+    def normal_indices(self) -> list[int]:
+        return [i for i, a in enumerate(self.has_anomaly) if not a]
+
+    def anomalous_indices(self) -> list[int]:
+        return [i for i, a in enumerate(self.has_anomaly) if a]
+
+    def subset(self, indices: Sequence[int], name: str | None = None) -> Split:
+        """A view on some samples (same lazy loading)."""
+        indices = list(indices)
+        return Split(
+            name or self.name,
+            [self.ids[i] for i in indices],
+            lambda j: self._loader(indices[j]),
+            [self.has_anomaly[i] for i in indices],
+            [self.class_presence[i] for i in indices],
+        )
+
+    @classmethod
+    def from_samples(cls, name: str, samples: Sequence[Sample]) -> Split:
+        """An in-memory split (tests, small synthetic sets)."""
+        samples = list(samples)
+        return cls(
+            name,
+            [s.id for s in samples],
+            lambda i: samples[i],
+            [s.is_anomalous for s in samples],
+            [frozenset(int(v) for v in np.unique(s.mask) if v) for s in samples],
+        )
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Class names (index 1..K in masks) and the train/test splits."""
+
+    name: str
+    class_names: tuple[str, ...]
+    train: Split
+    test: Split
+    root: Path | None = None
+    notes: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of anomaly classes K (masks hold 0..K)."""
+        return len(self.class_names)

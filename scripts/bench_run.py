@@ -1,0 +1,63 @@
+"""Wall time and peak memory of the main job, for the closing notes and the README.
+
+    .venv/bin/python scripts/bench_run.py [--presets smoke cpu] [--seeds 3] [--methods all]
+
+Each preset runs `scrapbench run` in a fresh subprocess into a fresh folder (nothing resumed, the
+synthetic dataset cache included), and the figures are written to results/bench_run.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def measure(preset: str, seeds: int, methods: str) -> dict:
+    with tempfile.TemporaryDirectory(prefix=f"bench-{preset}-") as tmp:
+        env = dict(os.environ, SCRAPBENCH_CACHE=str(Path(tmp) / "cache"))
+        command = [str(Path(sys.executable).with_name("scrapbench")), "run", "--methods", methods,
+                   "--seeds", str(seeds), "--preset", preset, "--out", str(Path(tmp) / "runs"), "--no-progress"]
+        start = time.perf_counter()
+        # A child per preset: ru_maxrss of RUSAGE_CHILDREN is then that job's own peak.
+        proc = subprocess.run(command, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        runs = [json.loads(p.read_text()) for p in sorted((Path(tmp) / "runs").glob("**/run.json"))]
+    if proc.returncode != 0:
+        print(proc.stdout[-4000:], proc.stderr[-4000:], sep="\n")
+    return {
+        "preset": preset, "methods": methods, "seeds": seeds, "returncode": proc.returncode,
+        "wall_s": round(wall, 1), "peak_rss_mb": round(peak_kb / 1024, 1),
+        "per_run": [{"method": r["method"], "seed": r["seed"], **r["timings"]} for r in runs],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--presets", nargs="+", default=["smoke", "cpu"])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--methods", default="all")
+    parser.add_argument("--out", type=Path, default=REPO / "results" / "bench_run.json")
+    args = parser.parse_args()
+    report = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count()}, "jobs": []}
+    for preset in args.presets:
+        job = measure(preset, args.seeds, args.methods)
+        print(f"{preset}: {job['wall_s']} s wall, peak RSS {job['peak_rss_mb']} MB, exit {job['returncode']}")
+        report["jobs"].append(job)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Every registered method, through the same public interface the CLI uses (smoke preset)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scrapbench.method import AnomalyMethod, FitContext, check_maps
+from scrapbench.registry import create_method, list_methods
+from scrapbench.seeding import seed_everything
+
+METHOD_NAMES = [spec.name for spec in list_methods()]
+
+
+def _fit(name, dataset, workdir, seed=0):
+    method = create_method(name, dataset.class_names, preset="smoke")
+    seed_everything(seed)
+    method.fit(dataset.train, FitContext(seed=seed, device="cpu", workdir=workdir,
+                                         class_names=dataset.class_names, show_progress=False))
+    return method
+
+
+@pytest.fixture(scope="module")
+def test_images(smoke_dataset):
+    return [sample.image for sample in smoke_dataset.test[:4]]
+
+
+@pytest.mark.parametrize("name", METHOD_NAMES)
+def test_fit_predict_contract(name, smoke_dataset, test_images, tmp_path):
+    method = _fit(name, smoke_dataset, tmp_path / "a")
+    maps = check_maps(method.predict(test_images), test_images, name)
+    assert all(m.dtype == np.float32 and m.shape == img.shape[:2] for m, img in zip(maps, test_images, strict=True))
+    assert "random_init" in method.weights_info()
+
+    again = _fit(name, smoke_dataset, tmp_path / "b")
+    for first, second in zip(maps, again.predict(test_images), strict=True):
+        np.testing.assert_allclose(first, second, rtol=1e-5, atol=1e-6, err_msg=f"{name}: same seed, other maps")
+
+    method.save(tmp_path / "saved")
+    loaded = AnomalyMethod.load(tmp_path / "saved")
+    for first, reloaded in zip(maps, loaded.predict(test_images), strict=True):
+        np.testing.assert_allclose(first, reloaded, rtol=1e-5, atol=1e-6, err_msg=f"{name}: save/load changed maps")
+
+
+@pytest.mark.parametrize("name", METHOD_NAMES)
+def test_presets_are_data(name):
+    """smoke and cpu presets only override known fields; paper is the defaults plus the name's own fields."""
+    from scrapbench.method import config_to_dict
+    from scrapbench.registry import build_config, get_spec
+
+    spec = get_spec(name)
+    cls = spec.load_class()
+    assert {"smoke", "cpu"} <= set(cls.presets)
+    paper = config_to_dict(build_config(name, "paper"))
+    defaults = config_to_dict(cls.Config())
+    for key, value in spec.overrides.items():
+        assert paper[key] == (list(value) if isinstance(value, tuple) else value)
+    assert {k: v for k, v in paper.items() if k not in spec.overrides} == \
+        {k: v for k, v in defaults.items() if k not in spec.overrides}
+    assert config_to_dict(build_config(name, "smoke")) != paper

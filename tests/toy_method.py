@@ -1,0 +1,50 @@
+"""A tiny, dependency-free method for testing the runner, the CLI and the reports.
+
+It learns the mean colour of normal training pixels and scores each pixel by its colour distance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from scrapbench.method import AnomalyMethod, FitContext, LearningType
+
+
+@dataclass(frozen=True)
+class ToyConfig:
+    max_images: int = 8
+    noise: float = 0.0  # seeded noise, so that seeds give different (but repeatable) maps
+    fail_on_predict: bool = False
+
+
+class ColourDistance(AnomalyMethod):
+    """Distance of each pixel's colour from the mean normal colour."""
+
+    Config = ToyConfig
+    presets: ClassVar[dict[str, dict[str, Any]]] = {"smoke": {"max_images": 4}, "cpu": {}}
+    learning_type = LearningType.FEW_SHOT
+
+    def fit(self, train, ctx: FitContext) -> None:
+        normals = train.normal_indices()[: self.config.max_images]
+        pixels = np.concatenate([train[i].image.reshape(-1, 3) for i in normals]).astype(np.float32)
+        self.mean = pixels.mean(axis=0)
+        self.rng_seed = ctx.seed
+
+    def predict(self, images):
+        if self.config.fail_on_predict:
+            raise RuntimeError("toy failure")
+        out = []
+        rng = np.random.default_rng(self.rng_seed)
+        for image in images:
+            dist = np.linalg.norm(image.astype(np.float32) - self.mean, axis=-1)
+            out.append((dist + self.config.noise * rng.standard_normal(dist.shape)).astype(np.float32))
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean, "rng_seed": self.rng_seed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.mean, self.rng_seed = np.asarray(state["mean"]), int(state["rng_seed"])

@@ -79,6 +79,8 @@ def read_class_names(root: Path) -> tuple[tuple[str, ...], dict]:
         meta = yaml.safe_load(meta_path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise DatasetError(f"{meta_path}: invalid YAML ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{meta_path}: expected a mapping like `classes: [motor, cable, spray_can]`")
     classes = meta.get("classes")
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
         raise DatasetError(f"{meta_path}: `classes` must be a non-empty list of anomaly class names")
@@ -101,6 +103,12 @@ def _read_split(root: Path, split: str, num_classes: int) -> Split:
     if not images:
         raise DatasetError(f"{image_dir}: empty split, no images with suffix {IMAGE_SUFFIXES}")
     if mask_dir.is_dir():
+        # A mask in another format would be skipped silently and its image counted as normal.
+        foreign = sorted(
+            p.name for p in mask_dir.iterdir() if p.suffix.lower() != ".png" and not p.name.startswith(".")
+        )
+        if foreign:
+            raise DatasetError(f"{mask_dir}: masks must be PNG files of class indices, found {foreign[:5]}")
         orphans = sorted(p.name for p in mask_dir.glob("*.png") if p.stem not in images)
         if orphans:
             raise DatasetError(f"{mask_dir}: masks without an image: {orphans[:5]}")
@@ -151,13 +159,18 @@ def write_folder_dataset(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    seen: set[tuple[str, str]] = set()
     try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; the final folder should read like any other
         doc = {"classes": list(class_names), **(meta or {})}
         (tmp / "dataset.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
         for split, samples in splits.items():
             (tmp / split / "images").mkdir(parents=True)
             (tmp / split / "masks").mkdir(parents=True)
             for sample in samples:
+                if (split, sample.id) in seen:
+                    raise ValueError(f"duplicate sample id {sample.id!r} in split {split!r}")
+                seen.add((split, sample.id))
                 Image.fromarray(sample.image).save(tmp / split / "images" / f"{sample.id}.png")
                 if sample.mask.any():
                     Image.fromarray(sample.mask).save(tmp / split / "masks" / f"{sample.id}.png")

@@ -144,22 +144,32 @@ def resolve_clip_weights(model_name: str, pretrained: str | None, cache_dir: str
 
 
 def load_clip(
-    model_name: str, pretrained: str | None, image_size: int, device: str | torch.device = "cpu"
+    model_name: str, pretrained: str | None, image_size: int, device: str | torch.device = "cpu",
+    init_seed: int = 0,
 ) -> LoadedClip:
-    """Build ``model_name`` at input ``image_size`` (position embeddings interpolated) with weights."""
+    """Build ``model_name`` at input ``image_size`` (position embeddings interpolated) with weights.
+
+    Random initialisation draws from ``init_seed`` on a forked RNG: a random-init model is the same
+    in every run (methods are built before the run seeds torch) and building one leaves the global
+    RNG untouched.
+    """
     if model_name not in open_clip.list_models():
         raise ValueError(f"unknown CLIP architecture {model_name!r}; open_clip knows {open_clip.list_models()[:8]}…")
     checkpoint = resolve_clip_weights(model_name, pretrained)
-    model = open_clip.create_model(
-        model_name,
-        pretrained=checkpoint,
-        force_image_size=image_size,
-        device=device,
-        weights_only=False,
-    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed)
+        model = open_clip.create_model(
+            model_name,
+            pretrained=checkpoint,
+            force_image_size=image_size,
+            device=device,
+            weights_only=False,
+        )
     model.eval()
     info = {"random_init": checkpoint is None, "clip_model": model_name, "clip_pretrained": pretrained,
             "checkpoint": checkpoint}
+    if checkpoint is None:
+        info["init_seed"] = init_seed
     return LoadedClip(model, open_clip.get_tokenizer(model_name), image_size, info)
 
 

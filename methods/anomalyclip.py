@@ -1,0 +1,271 @@
+"""AnomalyCLIP (Zhou et al., ICLR 2024) on a frozen CLIP, as the steel paper runs it.
+
+Object-agnostic learnable prompts (normal / abnormal, initial words "object which is made of steel"
+/ "object which is not steel") with deep text prompts are trained on the train split; the image
+encoder stays frozen. Patch tokens of the V-V path at four layers are compared with the two text
+features (cosine / temperature, softmax) → one map per layer; training minimises focal + dice per
+layer (plus the release's image-level cross-entropy on the CLS embedding); the test map is the sum
+of the four *real* layer maps (the release returned one layer four times), upsampled to the input
+size and Gaussian-smoothed.
+
+``gaussian_sigma`` is in pixels of the model input (518 in the paper: σ = 4). The small presets
+scale it with the input size (64 px → 0.5, 128 px → 1.0) so that it smooths the same fraction of
+the image.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.ndimage import gaussian_filter
+from tqdm.auto import tqdm
+
+from scrapbench.datasets.types import Split
+from scrapbench.method import AnomalyMethod, FitContext, LearningType
+from scrapbench.methods.clip_backbone import load_clip, preprocess_images, project_tokens, upsample_maps
+from scrapbench.methods.prompt_learner import ANOMALY_PROMPT, NORMAL_PROMPT, PromptLearner
+from scrapbench.methods.vv_attention import vv_layer_tokens
+from scrapbench.seeding import seed_everything
+
+
+@dataclass(frozen=True)
+class AnomalyCLIPConfig:
+    """Defaults: the paper's setting (ViT-L/14@336 OpenAI, input 518, layers 6/12/18/24)."""
+
+    clip_model: str = "ViT-L-14-336"
+    clip_pretrained: str | None = "openai"  # tag, checkpoint path, or None / "random"
+    image_size: int = 518
+    feature_layers: tuple[int, ...] = (6, 12, 18, 24)
+    vv_from_layer: int = 6  # first block with the V-V path (the release's DPAM_layer=20 on 24 blocks)
+    normal_prompt: str = NORMAL_PROMPT
+    anomaly_prompt: str = ANOMALY_PROMPT
+    prompt_length: int = 12
+    deep_prompt_depth: int = 9
+    deep_prompt_length: int = 4
+    learn_prompt_words: bool = False  # the release keeps the words fixed after the learnable context
+    temperature: float = 0.07
+    epochs: int = 15
+    batch_size: int = 8
+    lr: float = 1e-3
+    focal_gamma: float = 2.0
+    pixel_loss_weight: float = 4.0  # the release's λ on focal + dice
+    image_loss_weight: float = 1.0  # the release's CLS cross-entropy; 0 turns it off
+    gaussian_sigma: float = 4.0
+    max_train_images: int | None = None  # keep anomalous images, subsample normals down to this
+    feature_cache_mb: int = 2048  # frozen encoder: cache train features once when they fit
+    predict_batch_size: int = 8
+
+
+class AnomalyCLIP(AnomalyMethod):
+    """AnomalyCLIP: object-agnostic learnable prompts on a frozen CLIP with the V-V path."""
+
+    Config = AnomalyCLIPConfig
+    learning_type = LearningType.SUPERVISED
+    weights_field = "clip_pretrained"
+    # Small presets scale the paper's choices to their depth: four evenly spaced layers, the V-V path
+    # from the first of them (6/24 → 1/4, 2/8), deep prompts on 3 of the 4 text layers (9 of 12).
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "smoke": {"clip_model": "scrapbench-vit-tiny", "clip_pretrained": None, "image_size": 64,
+                  "feature_layers": (1, 2, 3, 4), "vv_from_layer": 1, "deep_prompt_depth": 2,
+                  "epochs": 1, "batch_size": 8, "max_train_images": 16, "gaussian_sigma": 0.5},
+        "cpu": {"clip_model": "scrapbench-vit-small", "clip_pretrained": None, "image_size": 128,
+                "feature_layers": (2, 4, 6, 8), "vv_from_layer": 2, "deep_prompt_depth": 3,
+                "epochs": 8, "batch_size": 8, "max_train_images": 300, "gaussian_sigma": 1.0},
+    }
+
+    def __init__(self, config: AnomalyCLIPConfig, class_names: Sequence[str]) -> None:
+        super().__init__(config, class_names)
+        self.device = "cpu"
+        self._clip = load_clip(config.clip_model, config.clip_pretrained, config.image_size, self.device)
+        self._clip.model.visual.requires_grad_(False)  # frozen image encoder
+        num_layers = self._clip.num_layers
+        if not config.feature_layers or not all(1 <= i <= num_layers for i in config.feature_layers):
+            raise ValueError(f"feature_layers {config.feature_layers} outside 1..{num_layers} of {config.clip_model}")
+        self.learner = self._new_learner()
+        self._text_features: torch.Tensor | None = None
+
+    def _new_learner(self) -> PromptLearner:
+        c = self.config
+        return PromptLearner(self._clip.model, self._clip.tokenizer, (c.normal_prompt, c.anomaly_prompt),
+                             context_length=c.prompt_length, deep_depth=c.deep_prompt_depth,
+                             deep_length=c.deep_prompt_length, learn_words=c.learn_prompt_words).to(self.device)
+
+    # -- features --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _encode(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised V-V patch features [B, layers, N, D] and CLS image embeddings [B, D]."""
+        size = self.config.image_size
+        pixels = torch.cat([preprocess_images([image], size, self.device) for image in images])
+        visual = self._clip.visual
+        layer_tokens, final = vv_layer_tokens(visual, pixels, self.config.feature_layers, self.config.vv_from_layer)
+        patches = torch.stack([project_tokens(visual, t[:, 1:]) for t in layer_tokens], dim=1)
+        cls = project_tokens(visual, final[:, 0])
+        return F.normalize(patches, dim=-1), F.normalize(cls, dim=-1)
+
+    def _layer_probabilities(self, patches: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """[B, layers, N, D] × [2, D] → normal/abnormal probabilities [B, layers, 2, S, S] at input size."""
+        batch, layers, tokens, _ = patches.shape
+        side = round(tokens**0.5)
+        probs = (patches @ text.T / self.config.temperature).softmax(dim=-1)  # [B, L, N, 2]
+        probs = probs.permute(0, 1, 3, 2).reshape(batch * layers, 2, side, side)
+        size = self.config.image_size
+        return upsample_maps(probs, (size, size)).view(batch, layers, 2, size, size)
+
+    def _text(self) -> torch.Tensor:
+        if self._text_features is None:
+            with torch.no_grad():
+                self._text_features = self.learner().detach()
+        return self._text_features
+
+    # -- training --------------------------------------------------------------------------------
+    def _training_indices(self, train: Split, seed: int) -> list[int]:
+        limit = self.config.max_train_images
+        if limit is None or len(train) <= limit:
+            return list(range(len(train)))
+        rng = np.random.default_rng(seed)
+        anomalous = train.anomalous_indices()
+        if len(anomalous) >= limit:
+            return sorted(rng.choice(anomalous, size=limit, replace=False).tolist())
+        normals = rng.choice(train.normal_indices(), size=limit - len(anomalous), replace=False).tolist()
+        return sorted(anomalous + normals)
+
+    def _masks(self, samples: Sequence[Any]) -> torch.Tensor:
+        """Binary ground truth [B, S, S] at the model input size (nearest: keeps masks binary)."""
+        size = (self.config.image_size, self.config.image_size)
+        masks = [torch.from_numpy(np.ascontiguousarray(s.mask > 0)).float()[None, None] for s in samples]
+        return torch.cat([F.interpolate(m, size=size, mode="nearest") for m in masks])[:, 0].to(self.device)
+
+    def fit(self, train: Split, ctx: FitContext) -> None:
+        c = self.config
+        seed_everything(ctx.seed)
+        self.to_device(ctx.device)
+        self.learner = self._new_learner()  # prompt initialisation follows the run's seed
+        self._text_features = None
+        indices = self._training_indices(train, ctx.seed)
+        if not indices:
+            raise ValueError(f"{train.name}: AnomalyCLIP needs training images, the split is empty")
+        started = time.perf_counter()
+        cached = self._cache_features(train, indices) if self._cache_fits(len(indices)) else None
+        encode_s = time.perf_counter() - started
+        optimiser = torch.optim.Adam(self.learner.parameters(), lr=c.lr, betas=(0.5, 0.999))
+        generator = torch.Generator().manual_seed(ctx.seed)
+        log: list[dict[str, float]] = []
+        self.learner.train()
+        for epoch in tqdm(range(c.epochs), desc="anomalyclip", disable=not ctx.show_progress):
+            order = torch.randperm(len(indices), generator=generator).tolist()
+            totals = {"pixel_loss": 0.0, "image_loss": 0.0}
+            for start in range(0, len(order), c.batch_size):
+                positions = order[start : start + c.batch_size]
+                if cached is not None:
+                    patches, cls, masks = (t[positions] for t in cached)
+                else:
+                    samples = [train[indices[p]] for p in positions]
+                    patches, cls = self._encode([s.image for s in samples])
+                    masks = self._masks(samples)
+                pixel_loss, image_loss = self._losses(patches, cls, masks)
+                loss = c.pixel_loss_weight * pixel_loss + c.image_loss_weight * image_loss
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                totals["pixel_loss"] += pixel_loss.item() * len(positions)
+                totals["image_loss"] += image_loss.item() * len(positions)
+            log.append({"epoch": epoch + 1, **{k: v / len(order) for k, v in totals.items()}})
+        self.learner.eval()
+        summary = {"train_images": len(indices), "cached_features": cached is not None,
+                   "encode_s": round(encode_s, 2), "fit_s": round(time.perf_counter() - started, 2), "epochs": log}
+        ctx.workdir.mkdir(parents=True, exist_ok=True)
+        (ctx.workdir / "anomalyclip_train_log.json").write_text(json.dumps(summary, indent=1))
+
+    def _cache_fits(self, count: int) -> bool:
+        grid = (self.config.image_size // self._clip.patch_size) ** 2
+        dim = int(self._clip.visual.output_dim)
+        megabytes = count * (len(self.config.feature_layers) * grid * dim + self.config.image_size**2) * 4 / 2**20
+        return megabytes <= self.config.feature_cache_mb
+
+    def _cache_features(self, train: Split, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The frozen encoder gives the same features every epoch: encode the train images once."""
+        patches, cls, masks = [], [], []
+        for start in range(0, len(indices), self.config.predict_batch_size):
+            samples = [train[i] for i in indices[start : start + self.config.predict_batch_size]]
+            p, c = self._encode([s.image for s in samples])
+            patches.append(p)
+            cls.append(c)
+            masks.append(self._masks(samples))
+        return torch.cat(patches), torch.cat(cls), torch.cat(masks)
+
+    def _losses(self, patches: torch.Tensor, cls: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Focal + dice (both channels) summed over layers, and the CLS cross-entropy."""
+        text = self.learner()
+        probs = self._layer_probabilities(patches, text)  # [B, L, 2, S, S]
+        target = masks.unsqueeze(1).expand(-1, probs.shape[1], -1, -1)  # [B, L, S, S]
+        # All layers at once (per-layer slicing made the backward pass allocate a full tensor per layer).
+        pixel = focal_loss(probs, target, self.config.focal_gamma).sum()
+        pixel = pixel + dice_loss(probs[:, :, 1], target).sum() + dice_loss(probs[:, :, 0], 1 - target).sum()
+        labels = (masks.flatten(1).amax(dim=1) > 0).long()
+        image = F.cross_entropy(cls @ text.T / self.config.temperature, labels)
+        return pixel, image
+
+    # -- inference -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def layer_anomaly_maps(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """Per-layer abnormal probability [B, layers, S, S] at the model input size (before smoothing)."""
+        patches, _ = self._encode(images)
+        # With two groups (p_abnormal + 1 − p_normal) / 2, the release's formula, is p_abnormal.
+        return self._layer_probabilities(patches, self._text())[:, :, 1]
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        maps: list[np.ndarray] = []
+        for start in range(0, len(images), self.config.predict_batch_size):
+            batch = images[start : start + self.config.predict_batch_size]
+            summed = self.layer_anomaly_maps(batch).sum(dim=1).cpu().numpy()
+            for image, amap in zip(batch, summed, strict=True):
+                if self.config.gaussian_sigma > 0:
+                    amap = gaussian_filter(amap, sigma=self.config.gaussian_sigma)
+                resized = F.interpolate(torch.from_numpy(amap)[None, None], size=image.shape[:2], mode="bilinear",
+                                        align_corners=False)
+                maps.append(resized[0, 0].numpy().astype(np.float32))
+        return maps
+
+    # -- state -----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"prompt_learner": {k: v.detach().cpu() for k, v in self.learner.state_dict().items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.learner.load_state_dict(state["prompt_learner"])
+        self._text_features = None
+
+    def to_device(self, device: str) -> None:
+        self.device = device
+        self._clip.model.to(device)
+        self.learner.to(device)
+        self._text_features = None
+
+    def weights_info(self) -> dict[str, Any]:
+        return {**self._clip.weights_info, "trained": "prompts only (frozen image and text encoders)"}
+
+
+def focal_loss(probs: torch.Tensor, target: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Per-layer focal loss [L] of normal/abnormal probabilities [B, L, 2, H, W] and binary targets [B, L, H, W].
+
+    torchvision's ``sigmoid_focal_loss`` expects logits; AnomalyCLIP applies focal loss to the
+    two-way softmax probabilities, so it is written out here.
+    """
+    p_true = torch.where(target > 0.5, probs[:, :, 1], probs[:, :, 0]).clamp(1e-6, 1.0)
+    return (-((1 - p_true) ** gamma) * p_true.log()).mean(dim=(0, 2, 3))
+
+
+def dice_loss(probs: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """Per-layer 1 − soft Dice of [B, L, H, W] maps, averaged over images → [L].
+
+    ``smooth`` keeps images without foreground defined (and pushes their map towards zero).
+    """
+    probs, target = probs.flatten(2), target.flatten(2)
+    dice = (2 * (probs * target).sum(-1) + smooth) / (probs.sum(-1) + target.sum(-1) + smooth)
+    return (1 - dice).mean(dim=0)

@@ -1,0 +1,131 @@
+"""AnomalyCLIP through the registry on a tiny random CLIP: weights by path, V-V path, frozen encoder."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from scrapbench.method import FitContext, WeightsError
+from scrapbench.methods.anomalyclip import dice_loss, focal_loss
+from scrapbench.methods.clip_backbone import layer_tokens, load_clip, preprocess_images
+from scrapbench.methods.vv_attention import vv_layer_tokens
+from scrapbench.registry import create_method
+from scrapbench.seeding import seed_everything
+
+CLASSES = ("motor", "cable", "spray_can")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A tiny random CLIP saved the way users save open_clip weights."""
+    model = load_clip("scrapbench-vit-tiny", None, 64, init_seed=123).model
+    path = tmp_path_factory.mktemp("weights") / "clip.pt"
+    torch.save(model.state_dict(), path)
+    return path, model.state_dict()
+
+
+def _context(tmp_path, seed=0):
+    return FitContext(seed=seed, device="cpu", workdir=tmp_path, class_names=CLASSES, show_progress=False)
+
+
+@pytest.fixture(scope="module")
+def fitted(smoke_dataset, checkpoint, tmp_path_factory):
+    """Method loaded from the checkpoint, with image/text weights before and after fit."""
+    path, _ = checkpoint
+    method = create_method("anomalyclip", smoke_dataset.class_names, preset="smoke",
+                           overrides={"clip_pretrained": str(path)})
+    before = {k: v.clone() for k, v in method._clip.model.state_dict().items()}
+    method.fit(smoke_dataset.train, _context(tmp_path_factory.mktemp("fit")))
+    return method, before
+
+
+def test_checkpoint_path_loads_through_the_registry(fitted, checkpoint):
+    method, before = fitted
+    path, saved = checkpoint
+    assert before.keys() == saved.keys()
+    for key, value in saved.items():
+        torch.testing.assert_close(before[key], value, msg=key)
+    info = method.weights_info()
+    assert info["random_init"] is False and info["checkpoint"] == str(path)
+    default_init = load_clip("scrapbench-vit-tiny", None, 64).model.state_dict()
+    assert not torch.equal(default_init["visual.conv1.weight"], saved["visual.conv1.weight"])
+
+
+def test_missing_checkpoint_names_the_file(tmp_path):
+    missing = tmp_path / "nowhere" / "ViT-L-14-336.pt"
+    with pytest.raises(WeightsError, match=re.escape(str(missing))):
+        create_method("anomalyclip", CLASSES, preset="smoke", overrides={"clip_pretrained": str(missing)})
+
+
+def test_smoke_preset_is_marked_random_init():
+    assert create_method("anomalyclip", CLASSES, preset="smoke").weights_info()["random_init"] is True
+
+
+def test_encoders_frozen_and_prompts_trained(fitted):
+    method, before = fitted
+    after = method._clip.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "CLIP weights changed during fit"
+    assert not any(p.requires_grad for p in method._clip.model.visual.parameters())
+    # fit starts from the prompts that seed 0 draws; they must have moved.
+    seed_everything(0)
+    initial = method._new_learner().state_dict()
+    trained = method.learner.state_dict()
+    assert not torch.allclose(initial["context"], trained["context"])
+    assert not torch.allclose(initial["deep_prompts.0"], trained["deep_prompts.0"])
+
+
+def test_training_log_in_workdir(smoke_dataset, tmp_path):
+    method = create_method("anomalyclip", CLASSES, preset="smoke", overrides={"epochs": 2})
+    method.fit(smoke_dataset.train, _context(tmp_path))
+    log = (tmp_path / "anomalyclip_train_log.json").read_text()
+    assert '"epoch": 2' in log
+
+
+def test_four_layer_maps_differ(fitted, smoke_dataset):
+    method, _ = fitted
+    images = [s.image for s in smoke_dataset.test[:2]]
+    layer_maps = method.layer_anomaly_maps(images)
+    assert layer_maps.shape == (2, 4, 64, 64)
+    for i in range(4):
+        for j in range(i + 1, 4):
+            assert not torch.allclose(layer_maps[:, i], layer_maps[:, j]), f"layers {i} and {j} gave the same map"
+
+
+def test_predict_maps_each_image_at_its_own_size(fitted):
+    method, _ = fitted
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (48, 80, 3), dtype=np.uint8), rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)]
+    maps = method.predict(images)
+    assert [m.shape for m in maps] == [(48, 80), (64, 64)]
+    assert all(m.dtype == np.float32 and np.isfinite(m).all() for m in maps)
+
+
+def test_vv_path_keeps_the_ordinary_path_and_changes_patch_tokens():
+    torch.manual_seed(0)
+    visual = load_clip("scrapbench-vit-tiny", None, 64).visual
+    pixels = preprocess_images([np.full((64, 64, 3), 128, np.uint8), np.zeros((64, 64, 3), np.uint8)], 64, "cpu")
+    pixels = pixels + 0.1 * torch.randn_like(pixels)
+    with torch.no_grad():
+        plain, plain_final = layer_tokens(visual, pixels, (1, 2, 3, 4))
+        off, _ = vv_layer_tokens(visual, pixels, (1, 2, 3, 4), vv_from_layer=5)  # past the last block
+        vv, vv_final = vv_layer_tokens(visual, pixels, (1, 2, 3, 4), vv_from_layer=3)
+    for a, b in zip(plain, off, strict=True):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(vv_final, plain_final)  # the ordinary path is the frozen encoder's
+    torch.testing.assert_close(vv[0], plain[0])
+    torch.testing.assert_close(vv[1], plain[1])  # before vv_from_layer: ordinary tokens
+    assert not torch.allclose(vv[2], plain[2]) and not torch.allclose(vv[3], plain[3])
+
+
+def test_losses_reward_the_right_map():
+    target = torch.zeros(2, 1, 8, 8)
+    target[0, 0, 2:5, 2:5] = 1
+    perfect = torch.stack([1 - target, target], dim=2)  # [B, L, 2, H, W]
+    wrong = perfect.flip(2)
+    assert focal_loss(perfect.clamp(1e-6, 1), target, 2.0).item() < 1e-6
+    assert focal_loss(wrong.clamp(1e-6, 1 - 1e-6), target, 2.0).item() > 1.0
+    assert dice_loss(perfect[:, :, 1], target).item() < 1e-6
+    assert dice_loss(wrong[:, :, 1], target).item() > 0.4

@@ -142,12 +142,119 @@ def evaluate(
 def report(
     runs: Path = typer.Argument(Path("runs"), help="Results folder written by `scrapbench run`."),
     out: Path = typer.Option(None, help="Report folder (default: RUNS/report)."),
+    dataset: str = typer.Option(None, help="Only runs on this dataset (needed when RUNS holds several)."),
+    preset: str = typer.Option(None, help="Only runs of this preset (needed when RUNS holds several)."),
+    n_boot: int = typer.Option(1000, help="Paired bootstrap resamples (0: no confidence intervals)."),
+    ci: float = typer.Option(0.95, help="Confidence level of the bootstrap intervals."),
+    primary_metric: str = typer.Option("ap", help="Metric that picks the best method for the bootstrap."),
+    rows: int = typer.Option(4, help="Test images in the qualitative figure."),
+    figures: bool = typer.Option(True, "--figures/--no-figures", help="Draw the PNG figures."),
 ) -> None:
     """Tables (Table 2 / Table 3 layout), confidence intervals and figures from finished runs."""
-    from scrapbench.report import build_report
+    from scrapbench.report import ReportError, build_report
 
-    path = build_report(runs, out or runs / "report")
+    try:
+        path = build_report(runs, out or runs / "report", dataset=dataset, preset=preset, n_boot=n_boot, ci=ci,
+                            primary_metric=primary_metric, qualitative_rows=rows, figures=figures)
+    except (ReportError, FileNotFoundError) as exc:
+        _fail(str(exc))
     console.print(f"report written to {path}")
+
+
+@app.command()
+def predict(
+    model: Path = typer.Argument(..., help="A run's model folder: OUT/<dataset>/<preset>/<method>/seed<k>/model."),
+    images: Path = typer.Argument(..., help="A folder of images (any size) or one image."),
+    out: Path = typer.Option(..., help="Folder for overlays/, maps/, regions.json and regions.csv."),
+    threshold: float = typer.Option(None, help="Score threshold (default: the run's F1-max threshold)."),
+    patch_size: int = typer.Option(None, help="Tile size (default: the patch size the method was run on)."),
+    overlap: int = typer.Option(0, help="Pixels shared by neighbouring tiles (maps are averaged there)."),
+    min_area: int = typer.Option(1, help="Smallest region reported, in pixels."),
+    batch_size: int = typer.Option(8, help="Tiles per forward pass."),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:1 ..."),
+    save_maps: bool = typer.Option(True, "--maps/--no-maps", help="Write the raw maps (.npy)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Apply a fitted method to new images: tiled, stitched, with overlays and detected regions."""
+    from scrapbench.datasets import DatasetError
+    from scrapbench.method import WeightsError
+    from scrapbench.predict import predict_folder
+
+    try:
+        summary = predict_folder(model, images, out, threshold=threshold, patch_size=patch_size, overlap=overlap,
+                                 batch_size=batch_size, min_area=min_area, device=device, save_maps=save_maps,
+                                 show_progress=progress)
+    except (FileNotFoundError, ValueError, DatasetError, WeightsError) as exc:
+        _fail(str(exc))
+    flagged = sum(1 for entry in summary["images"] if entry["anomalous"])
+    regions = sum(len(entry["regions"]) for entry in summary["images"])
+    console.print(f"{summary['method']}: {len(summary['images'])} images, {flagged} with anomalies "
+                  f"({regions} regions at threshold {summary['threshold']:.4g}, {summary['threshold_source']}) → {out}")
+
+
+@app.command()
+def prepare(
+    source: Path = typer.Argument(..., help="Folder of raw images (for --format mvtec: an MVTec category folder)."),
+    out: Path = typer.Option(..., help="Dataset folder to write (on-disk format; replaced atomically)."),
+    format_: str = typer.Option("masks", "--format", help="Annotations: masks (class-index PNGs) | coco | mvtec."),
+    annotations: Path = typer.Option(None, help="masks: folder of <stem>.png; coco: the instances JSON file."),
+    classes: str = typer.Option(None, help="Comma-separated class names, index 1..K (coco: default = its "
+                                           "categories by id; mvtec: one name, default `anomaly`)."),
+    patch_size: int = typer.Option(512, help="Patch side in pixels (the paper: 512)."),
+    overlap: int = typer.Option(0, help="Pixels shared by neighbouring patches."),
+    test_fraction: float = typer.Option(0.2, help="Share of source images in the test split."),
+    split_seed: int = typer.Option(0, help="Seed of the split by source image."),
+    keep_split: bool = typer.Option(False, help="Keep the split of the source layout (MVTec train/test)."),
+    missing_mask_normal: bool = typer.Option(False, help="masks: an image without a mask is normal."),
+    roi_file: Path = typer.Option(None, help="JSON crop per image: {\"img.jpg\": {\"box\": [x0,y0,x1,y1]}} or "
+                                             "{\"polygon\": [[x,y],...]}."),
+    roi_prompt: str = typer.Option(None, help="Crop by text, e.g. 'the scrap' (SAM masks scored by CLIP)."),
+    sam_checkpoint: Path = typer.Option(None, help="SAM checkpoint for --roi-prompt (e.g. sam_vit_h_4b8939.pth)."),
+    sam_model: str = typer.Option("vit_h", help="SAM size of the checkpoint: vit_h | vit_l | vit_b."),
+    clip_model: str = typer.Option("ViT-B-16", help="open_clip architecture scoring the regions."),
+    clip_weights: str = typer.Option("openai", help="open_clip pretrained tag or checkpoint path."),
+    min_roi_fraction: float = typer.Option(0.5, help="Keep a patch only if this share lies inside the crop."),
+    preview: Path = typer.Option(None, help="Write one PNG per image with its crop and kept patches here."),
+    preview_only: bool = typer.Option(False, help="Only write the previews (check a crop before tiling)."),
+    device: str = typer.Option("cpu", help="Device for SAM/CLIP."),
+) -> None:
+    """Turn raw annotated images (e.g. 4K crane-camera frames) into a scrapbench dataset folder."""
+    from scrapbench.datasets import DatasetError
+    from scrapbench.datasets.prepare import PrepareConfig, prepare_dataset, preview_rois, read_sources
+    from scrapbench.datasets.roi import ClipTextScorer, RoiFile, TextPromptedRoi, sam_mask_generator
+    from scrapbench.method import WeightsError
+
+    names = tuple(c.strip() for c in classes.split(",") if c.strip()) if classes else None
+    try:
+        if roi_file is not None and roi_prompt is not None:
+            _fail("choose one of --roi-file and --roi-prompt")
+        config = PrepareConfig(patch_size=patch_size, overlap=overlap, test_fraction=test_fraction, seed=split_seed,
+                               keep_split=keep_split, min_roi_fraction=min_roi_fraction)
+        sources, class_names = read_sources(format_, source, annotations, names, missing_mask_normal)
+        roi = None
+        if roi_file is not None:
+            roi = RoiFile(roi_file)
+        elif roi_prompt is not None:
+            if sam_checkpoint is None:
+                _fail("--roi-prompt needs --sam-checkpoint (Segment Anything weights, e.g. sam_vit_h_4b8939.pth)")
+            roi = TextPromptedRoi(sam_mask_generator(sam_model, sam_checkpoint, device=device),
+                                  ClipTextScorer(clip_model, clip_weights, device=device), prompt=roi_prompt)
+        if preview_only:
+            if preview is None:
+                _fail("--preview-only needs --preview DIR")
+            if roi is None:
+                _fail("--preview-only shows a crop: give --roi-file or --roi-prompt")
+            paths = preview_rois(sources, roi, preview, config)
+            console.print(f"{len(paths)} previews written to {preview}")
+            return
+        path = prepare_dataset(sources, class_names, out, roi=roi, config=config, preview_dir=preview)
+    except (DatasetError, WeightsError, ValueError) as exc:
+        _fail(str(exc))
+    from scrapbench.datasets.folder import read_folder_dataset
+
+    data = read_folder_dataset(path)
+    console.print(f"wrote {path}: {len(data.train)} train / {len(data.test)} test patches "
+                  f"({sum(data.test.has_anomaly)} anomalous test patches), classes {', '.join(data.class_names)}")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -1,0 +1,188 @@
+"""Report figures (PNG): a qualitative grid like the paper's Fig. 4, ROC/PR curves, metric bar charts.
+
+Functions take plain data (images, maps, numbers) and a path; reading run folders is the report's
+job. Figures are built on ``matplotlib.figure.Figure`` directly (no pyplot state, no GUI backend).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+DPI = 120
+_FONT = {"title": 11, "label": 10, "tick": 9, "legend": 9}
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # No "Software"/date metadata: the same runs give byte-identical PNGs.
+    fig.savefig(path, dpi=DPI, bbox_inches="tight", metadata={"Software": None})
+    return path
+
+
+def robust_range(maps: Sequence[np.ndarray], low: float = 1.0, high: float = 99.9) -> tuple[float, float]:
+    """Colour limits of one method: percentiles over all its maps (one outlier pixel cannot wash it out)."""
+    values = np.concatenate([np.asarray(m, np.float32).ravel() for m in maps])
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return 0.0, 1.0
+    lo, hi = np.percentile(values, [low, high])
+    return float(lo), float(hi if hi > lo else lo + 1e-6)
+
+
+def class_overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.6) -> np.ndarray:
+    """The image with each anomaly class painted in its own colour (tab10, class 1 = first colour)."""
+    from matplotlib import colormaps
+
+    palette = np.asarray(colormaps["tab10"].colors)[:, :3] * 255
+    out = image.astype(np.float32).copy()
+    for k in np.unique(mask[mask > 0]):
+        where = mask == k
+        out[where] = (1 - alpha) * out[where] + alpha * palette[(int(k) - 1) % 10]
+    return out.round().astype(np.uint8)
+
+
+def qualitative_grid(
+    rows: Sequence[tuple[str, np.ndarray, np.ndarray]],
+    method_maps: Mapping[str, Mapping[str, np.ndarray]],
+    color_limits: Mapping[str, tuple[float, float]],
+    class_names: Sequence[str],
+    path: str | Path,
+    title: str = "Qualitative comparison",
+    cmap: str = "jet",
+) -> Path:
+    """Rows = test images (id, image, class-index mask); columns = image, ground truth, each method.
+
+    Each method's map is drawn over the image with that method's own colour limits; the ground
+    truth outline (white) is drawn on every map so misses and false alarms are visible.
+    """
+    from matplotlib import colormaps
+
+    methods = list(method_maps)
+    n_cols, n_rows = 2 + len(methods), len(rows)
+    cell = 2.1
+    fig = Figure(figsize=(cell * n_cols, cell * n_rows + 0.9), layout="constrained")
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    titles = ["Image", "Ground truth", *methods]
+    for r, (sample_id, image, mask) in enumerate(rows):
+        panels = [image, class_overlay(image, mask)]
+        for c in range(n_cols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < 2:
+                ax.imshow(panels[c], interpolation="nearest")
+            else:
+                method = methods[c - 2]
+                lo, hi = color_limits[method]
+                ax.imshow(image, interpolation="nearest")
+                ax.imshow(np.asarray(method_maps[method][sample_id], np.float32), cmap=cmap, vmin=lo, vmax=hi,
+                          alpha=0.55, interpolation="bilinear")
+                if mask.any():
+                    ax.contour(mask > 0, levels=[0.5], colors="white", linewidths=0.9)
+            if r == 0:
+                ax.set_title(titles[c], fontsize=_FONT["label"])
+            if c == 0:
+                ax.set_ylabel(sample_id, fontsize=_FONT["tick"])
+    used = sorted({int(k) for _, _, m in rows for k in np.unique(m) if k})
+    palette = colormaps["tab10"].colors
+    handles = [Patch(color=palette[(k - 1) % 10], label=class_names[k - 1] if k <= len(class_names) else str(k))
+               for k in used]
+    handles.append(Patch(facecolor="none", edgecolor="black", label="ground-truth outline (white) on maps"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=_FONT["legend"],
+               frameon=False)
+    fig.suptitle(f"{title}; map colours {cmap}, scaled per method", fontsize=_FONT["title"])
+    return _save(fig, path)
+
+
+def curves_figure(curves: Mapping[str, Mapping[str, np.ndarray]], path: str | Path,
+                  title: str = "Pixel-level curves") -> Path:
+    """ROC, precision–recall and (when given) PRO panels, one line per method.
+
+    ``curves[method]`` holds ``fpr``, ``tpr``, ``recall``, ``precision`` arrays, optionally ``pro_fpr``
+    and ``pro`` (the PRO curve up to the FPR limit) and ``auroc`` / ``ap`` / ``aupro`` for the legends.
+    """
+    from matplotlib import colormaps
+
+    with_pro = all("pro" in c for c in curves.values()) and bool(curves)
+    fig = Figure(figsize=(16 if with_pro else 11, 4.8), layout="constrained")
+    axes = fig.subplots(1, 3 if with_pro else 2)
+    palette = colormaps["tab10"].colors
+
+    def label(method: str, c: Mapping[str, np.ndarray], key: str) -> str:
+        return method + (f" ({100 * c[key]:.1f})" if c.get(key) is not None else "")
+
+    for i, (method, c) in enumerate(curves.items()):
+        colour = palette[i % 10]
+        axes[0].plot(c["fpr"], c["tpr"], color=colour, lw=1.6, label=label(method, c, "auroc"))
+        axes[1].plot(c["recall"], c["precision"], color=colour, lw=1.6, label=label(method, c, "ap"))
+        if with_pro:
+            axes[2].plot(c["pro_fpr"], c["pro"], color=colour, lw=1.6, label=label(method, c, "aupro"))
+    axes[0].plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
+    panels = [("False positive rate", "True positive rate", "ROC", "method (AUROC %)", "lower right"),
+              ("Recall", "Precision", "Precision–recall", "method (AP %)", "best")]
+    if with_pro:
+        panels.append(("False positive rate", "Per-region overlap", "PRO (to the FPR limit)", "method (AUPRO %)",
+                       "best"))
+    for ax, (xlabel, ylabel, name, legend_title, where) in zip(axes, panels, strict=True):
+        ax.set_ylim(0, 1.01)
+        ax.set_xlabel(xlabel, fontsize=_FONT["label"])
+        ax.set_ylabel(ylabel, fontsize=_FONT["label"])
+        ax.set_title(name, fontsize=_FONT["title"])
+        ax.tick_params(labelsize=_FONT["tick"])
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=_FONT["legend"] - 1, title=legend_title, title_fontsize=_FONT["legend"], loc=where)
+    axes[0].set_xlim(0, 1)
+    axes[1].set_xlim(0, 1)
+    # Low-AP methods hug the x axis: zoom the PR panel to the highest precision reached at recall > 0.
+    reached = [np.max(np.asarray(c["precision"])[np.asarray(c["recall"]) > 0], initial=0.0) for c in curves.values()]
+    axes[1].set_ylim(0, min(1.01, max(0.02, 1.1 * max(reached, default=1.0))))
+    fig.suptitle(title, fontsize=_FONT["title"] + 1)
+    return _save(fig, path)
+
+
+def metric_bars(
+    means: Mapping[str, Mapping[str, float]],
+    stds: Mapping[str, Mapping[str, float]],
+    metric_labels: Sequence[tuple[str, str]],
+    path: str | Path,
+    title: str,
+    legend_title: str = "",
+) -> Path:
+    """Grouped bars: one group per metric, one bar per row (method or ablation variant), ± std."""
+    from matplotlib import colormaps
+
+    rows = list(means)
+    n = len(rows)
+    x = np.arange(len(metric_labels))
+    width = 0.8 / max(n, 1)
+    fig = Figure(figsize=(max(6.5, 1.2 * len(metric_labels) * max(n, 2) * 0.45 + 2), 4.4), layout="constrained")
+    ax = fig.subplots()
+    palette = colormaps["tab10"].colors
+    top = 0.0
+    for i, row in enumerate(rows):
+        heights = np.array([means[row].get(m, np.nan) for m, _ in metric_labels], float)
+        errors = np.array([stds[row].get(m, np.nan) for m, _ in metric_labels], float)
+        errors = np.where(np.isfinite(errors), errors, 0.0)
+        positions = x - 0.4 + width * (i + 0.5)
+        ax.bar(positions, heights, width * 0.92, yerr=errors, capsize=3, color=palette[i % 10], label=row,
+               error_kw={"elinewidth": 1.0})
+        for px, h, e in zip(positions, heights, errors, strict=True):
+            if np.isfinite(h) and n <= 6:  # the value above its error bar
+                ax.text(px, h + e + 0.8, f"{h:.1f}", ha="center", va="bottom", fontsize=_FONT["tick"] - 1.5,
+                        rotation=90)
+        top = max(top, float(np.nanmax(heights + errors)) if np.isfinite(heights).any() else 0.0)
+    ax.set_xticks(x, [label for _, label in metric_labels], fontsize=_FONT["label"])
+    ax.set_ylabel("%  (mean ± std over seeds)", fontsize=_FONT["label"])
+    ax.set_ylim(0, min(112.0, top * 1.18 + 4))
+    ax.tick_params(labelsize=_FONT["tick"])
+    ax.grid(axis="y", alpha=0.3)
+    fig.legend(fontsize=_FONT["legend"], title=legend_title or None, title_fontsize=_FONT["legend"],
+               loc="outside right upper", frameon=False)
+    ax.set_title(title, fontsize=_FONT["title"])
+    return _save(fig, path)

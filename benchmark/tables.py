@@ -1,0 +1,251 @@
+"""Tables from finished runs: a tidy frame, then the paper's Table 2 / Table 3 layouts.
+
+``collect_runs`` reads every run folder into one row per (run, metric). ``summary_table`` averages
+over seeds (mean ± sample std, in %) and marks the best mean per metric; the same table is written
+as CSV (numbers), Markdown and LaTeX (formatted, best in bold, † on rows run with random-initialised
+weights). LaTeX is written by hand (booktabs) because pandas' ``to_latex`` needs jinja2, which is
+not one of our dependencies.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from scrapbench.store import iter_run_records
+
+PIXEL_METRICS = ("auroc", "aupro", "ap", "f1max")
+IMAGE_METRICS = ("image_auroc", "image_ap")
+METRIC_LABELS = {"auroc": "AUROC", "aupro": "AUPRO", "ap": "AP", "f1max": "F1-max",
+                 "image_auroc": "image AUROC", "image_ap": "image AP", "pixel_auroc": "pixel AUROC",
+                 "pixel_recall": "pixel recall at the F1-max threshold",
+                 "region_recall": "region recall at the F1-max threshold"}
+RANDOM_INIT_MARK = "†"
+RANDOM_INIT_NOTE = (f"{RANDOM_INIT_MARK} run with random-initialised pretrained weights (none were available "
+                    "offline): the numbers show that the pipeline runs, not what the method can do.")
+DISPLAY_NAMES = {"winclip": "WinCLIP", "winclip_plus": "WinCLIP+", "anomalyclip": "AnomalyCLIP",
+                 "yolov8_sam": "YOLOv8-seg + SAM", "yolo11_sam": "YOLO11-seg + SAM", "mask_rcnn": "Mask R-CNN",
+                 "ours": "Ours", "ours_no_msm": "Ours w/o MSM", "ours_msm_5_11": "Ours, MSM 5×5 & 11×11",
+                 "ours_msm_7_13": "Ours, MSM 7×7 & 13×13"}
+
+
+class ReportError(ValueError):
+    """No usable runs, or an ambiguous selection; the message says what to pass."""
+
+
+def method_label(method: str, config: dict[str, Any]) -> str:
+    """How the paper names a method row (WinCLIP+ gets its shot count)."""
+    label = DISPLAY_NAMES.get(method, method)
+    if method == "winclip_plus" and config.get("k_shot"):
+        label += f" ({config['k_shot']} shots)"
+    return label
+
+
+def ablation_label(method: str, config: dict[str, Any]) -> str:
+    """Table 3 names rows by the MSM setting: ``3×3 & 9×9`` or ``w/o MSM``."""
+    if config.get("use_msm") is False:
+        return "w/o MSM"
+    scales = config.get("msm_scales")
+    if isinstance(scales, (list, tuple)) and scales:
+        return " & ".join(f"{s}×{s}" for s in scales)
+    return method_label(method, config)
+
+
+def collect_runs(runs_dir: str | Path) -> pd.DataFrame:
+    """One row per (finished run, metric) with the run's identity, weights flag and timings."""
+    rows = []
+    for folder, record in iter_run_records(runs_dir):
+        metrics_path = folder / "metrics.json"
+        if not metrics_path.is_file():
+            raise ReportError(f"{metrics_path}: missing although run.json exists; delete {folder} and re-run")
+        metrics = json.loads(metrics_path.read_text())
+        dataset = record.get("dataset", {})
+        timings = record.get("timings", {})
+        config = record.get("config", {})
+        base = {
+            "dataset": dataset.get("name", "?"),
+            "preset": record.get("preset", "?"),
+            "method": record["method"],
+            "seed": int(record["seed"]),
+            "label": method_label(record["method"], config),
+            "ablation_label": ablation_label(record["method"], config),
+            "suites": ",".join(record.get("suites", [])),
+            "learning_type": record.get("learning_type"),
+            "random_init": bool(record.get("weights", {}).get("random_init", False)),
+            "fit_s": timings.get("fit_s"),
+            "predict_images_per_s": timings.get("predict_images_per_s"),
+            "peak_rss_mb": timings.get("peak_rss_mb"),
+            "folder": str(folder),
+        }
+        for metric in (*PIXEL_METRICS, *IMAGE_METRICS):
+            value = metrics.get(metric)
+            if isinstance(value, (int, float)) and value is not None:
+                rows.append({**base, "metric": metric, "value": float(value)})
+    columns = ["dataset", "preset", "method", "seed", "label", "ablation_label", "suites", "learning_type",
+               "random_init", "fit_s", "predict_images_per_s", "peak_rss_mb", "folder", "metric", "value"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def select_group(tidy: pd.DataFrame, dataset: str | None = None, preset: str | None = None) -> pd.DataFrame:
+    """The runs of one (dataset, preset): a report compares methods on the same data only."""
+    if tidy.empty:
+        raise ReportError("no finished runs found (run.json + metrics.json); run `scrapbench run` first")
+    if dataset is not None:
+        tidy = tidy[tidy["dataset"] == dataset]
+    if preset is not None:
+        tidy = tidy[tidy["preset"] == preset]
+    groups = sorted(set(zip(tidy["dataset"], tidy["preset"], strict=True)))
+    if not groups:
+        raise ReportError(f"no runs for dataset={dataset!r} preset={preset!r}")
+    if len(groups) > 1:
+        listing = ", ".join(f"--dataset {d} --preset {p}" for d, p in groups)
+        raise ReportError(f"runs of several datasets/presets found; choose one: {listing}")
+    return tidy.reset_index(drop=True)
+
+
+def method_order(methods: Sequence[str]) -> list[str]:
+    """Registry order (the paper's row order), unknown names after it, alphabetically."""
+    from scrapbench.registry import list_methods
+
+    known = [s.name for s in list_methods()]
+    present = set(methods)
+    return [m for m in known if m in present] + sorted(present - set(known))
+
+
+@dataclass
+class SummaryTable:
+    """Mean/std (in %) per method and metric, plus what the formatted tables need."""
+
+    numbers: pd.DataFrame  # index: method; columns: label, random_init, n_seeds, <m>_mean, <m>_std, images_per_s
+    metrics: tuple[str, ...]
+    row_title: str
+
+    def best(self, metric: str) -> set[str]:
+        """Methods with the highest mean (all of them on a tie, after rounding to the shown digits)."""
+        means = self.numbers[f"{metric}_mean"].round(2)
+        return set(means.index[means == means.max()]) if means.notna().any() else set()
+
+    def formatted(self, bold: tuple[str, str] = ("**", "**"), mark: str = RANDOM_INIT_MARK,
+                  pm: str = "±") -> pd.DataFrame:
+        """Strings: ``85.40 ± 1.23`` with the best per column wrapped in ``bold``."""
+        out = pd.DataFrame(index=self.numbers.index)
+        out[self.row_title] = [label + (f" {mark}" if rnd else "")
+                               for label, rnd in zip(self.numbers["label"], self.numbers["random_init"], strict=True)]
+        for metric in self.metrics:
+            best = self.best(metric)
+            cells = []
+            for method, row in self.numbers.iterrows():
+                mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
+                if pd.isna(mean):
+                    cells.append("–")
+                    continue
+                cell = f"{mean:.2f}" + (f" {pm} {std:.2f}" if row["n_seeds"] > 1 and not pd.isna(std) else "")
+                cells.append(f"{bold[0]}{cell}{bold[1]}" if method in best else cell)
+            out[f"{METRIC_LABELS[metric]} (%)"] = cells
+        out["images/s"] = [f"{v:.1f}" if not pd.isna(v) else "–" for v in self.numbers["images_per_s"]]
+        out["seeds"] = self.numbers["n_seeds"].astype(int).astype(str)
+        return out.reset_index(drop=True)
+
+    def has_random_init(self) -> bool:
+        return bool(self.numbers["random_init"].any())
+
+
+def summary_table(tidy: pd.DataFrame, methods: Sequence[str], label_column: str = "label",
+                  row_title: str = "Method", metrics: Sequence[str] = PIXEL_METRICS) -> SummaryTable:
+    """Mean ± sample std over seeds (in %) for ``methods`` (rows in that order)."""
+    rows = []
+    for method in methods:
+        runs = tidy[tidy["method"] == method]
+        if runs.empty:
+            continue
+        row: dict[str, Any] = {"method": method, "label": runs[label_column].iloc[0],
+                               "random_init": bool(runs["random_init"].any()), "n_seeds": runs["seed"].nunique()}
+        for metric in metrics:
+            values = runs.loc[runs["metric"] == metric, "value"] * 100.0
+            row[f"{metric}_mean"] = values.mean() if len(values) else math.nan
+            row[f"{metric}_std"] = values.std(ddof=1) if len(values) > 1 else math.nan
+        per_run = runs.drop_duplicates("seed")["predict_images_per_s"].dropna()
+        row["images_per_s"] = per_run.mean() if len(per_run) else math.nan
+        rows.append(row)
+    numbers = pd.DataFrame(rows).set_index("method") if rows else pd.DataFrame()
+    return SummaryTable(numbers, tuple(metrics), row_title)
+
+
+def suite_methods(tidy: pd.DataFrame, suite: str) -> list[str]:
+    """Methods of Table 2 (``table2``: also methods in no suite) or Table 3 (``ablation``)."""
+    runs = tidy.drop_duplicates("method")
+    if suite == "ablation":
+        chosen = [m for m, s in zip(runs["method"], runs["suites"], strict=True) if "ablation" in s.split(",")]
+    else:
+        chosen = [m for m, s in zip(runs["method"], runs["suites"], strict=True)
+                  if "table2" in s.split(",") or not s]
+    return method_order(chosen)
+
+
+# -- renderers ---------------------------------------------------------------------------------
+
+
+def to_markdown(frame: pd.DataFrame) -> str:
+    """A GitHub Markdown table (numbers right-aligned, the first column left)."""
+    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
+    align = "|" + "|".join("---:" if i > 0 and _numeric_column(frame.iloc[:, i]) else ":---"
+                           for i in range(len(frame.columns))) + "|"
+    body = ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, align, *body]) + "\n"
+
+
+def _numeric_column(values: pd.Series) -> bool:
+    """Cells that start with a number (``85.40 ± 1.2``, ``**85.40**``, ``–``) are aligned right."""
+    text = [str(v).strip("*+ ") for v in values]
+    return all(t == "–" or t[:1].isdigit() or t[:1] == "-" for t in text)
+
+
+_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                  "×": r"$\times$", "±": r"$\pm$", "†": r"$^\dagger$", "–": "--", "Δ": r"$\Delta$"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in str(text))
+
+
+def to_latex(frame: pd.DataFrame, caption: str, label: str, notes: Sequence[str] = ()) -> str:
+    """A booktabs table; cells already holding ``\\textbf{...}`` keep their command."""
+    def cell(value: Any) -> str:
+        text = str(value)
+        if text.startswith("\\textbf{") and text.endswith("}"):
+            return "\\textbf{" + latex_escape(text[len("\\textbf{"):-1]) + "}"
+        return latex_escape(text)
+
+    spec = "l" + "r" * (len(frame.columns) - 1)
+    lines = ["\\begin{table}[t]", "\\centering", f"\\caption{{{latex_escape(caption)}}}", f"\\label{{{label}}}",
+             f"\\begin{{tabular}}{{{spec}}}", "\\toprule", " & ".join(cell(c) for c in frame.columns) + " \\\\",
+             "\\midrule"]
+    lines += [" & ".join(cell(v) for v in row) + " \\\\" for row in frame.itertuples(index=False)]
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    lines += [f"\\par\\smallskip{{\\footnotesize {latex_escape(note)}}}" for note in notes]
+    lines.append("\\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(table: SummaryTable, out_dir: Path, stem: str, caption: str) -> dict[str, Path]:
+    """``<stem>.csv`` (numbers), ``<stem>.md`` and ``<stem>.tex`` (formatted); returns the paths."""
+    from scrapbench.store import atomic_write_text
+
+    numbers = table.numbers.reset_index()
+    numbers = numbers.rename(columns={c: c.replace("_mean", "_mean_pct").replace("_std", "_std_pct")
+                                      for c in numbers.columns})
+    notes = [RANDOM_INIT_NOTE] if table.has_random_init() else []
+    paths = {"csv": out_dir / f"{stem}.csv", "md": out_dir / f"{stem}.md", "tex": out_dir / f"{stem}.tex"}
+    atomic_write_text(paths["csv"], numbers.to_csv(index=False, float_format="%.6f"))
+    markdown = to_markdown(table.formatted()) + "".join(f"\n{note}\n" for note in notes)
+    atomic_write_text(paths["md"], markdown)
+    latex = to_latex(table.formatted(bold=("\\textbf{", "}")), caption, f"tab:{stem}", notes)
+    atomic_write_text(paths["tex"], latex)
+    return paths

@@ -1,0 +1,140 @@
+"""``scrapbench predict``: tiling and stitching are exact, regions and files are right."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from red_channel_method import RedChannel
+
+from scrapbench.predict import find_regions, predict_folder, predict_tiled, training_patch_size
+
+CLASSES = ("motor", "cable")
+
+
+def _image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("overlap", [0, 5, 16])
+def test_stitching_a_large_image_gives_back_exactly_the_per_pixel_map(overlap):
+    method = RedChannel(RedChannel.Config(scale=0.37), CLASSES)
+    image = _image(150, 230)
+    amap, class_maps = predict_tiled(method, image, patch_size=64, overlap=overlap, batch_size=3)
+    assert amap.dtype == np.float32 and amap.shape == (150, 230)
+    np.testing.assert_array_equal(amap, image[..., 0].astype(np.float32) * np.float32(0.37))
+    np.testing.assert_array_equal(class_maps, np.stack([image[..., 0], image[..., 1]]).astype(np.float32))
+    assert set(method.seen_shapes) == {(64, 64)}  # every tile full size: the last ones are moved back
+    # rows × columns: 150 px → 3 rows; 230 px → 4 columns (5 with stride 48)
+    assert len(method.seen_shapes) == {0: 12, 5: 12, 16: 15}[overlap]
+
+
+def test_a_small_or_thin_image_is_predicted_whole():
+    method = RedChannel(RedChannel.Config(), CLASSES)
+    image = _image(40, 150)
+    amap, _ = predict_tiled(method, image, patch_size=64)
+    np.testing.assert_array_equal(amap, image[..., 0].astype(np.float32))
+    assert method.seen_shapes == [(40, 64), (40, 64), (40, 64)]
+
+
+def _two_objects() -> np.ndarray:
+    image = np.zeros((120, 200, 3), np.uint8)
+    image[10:30, 20:60, 0] = 200  # red only → class 0 (motor)
+    image[70:100, 150:190, 0] = 180
+    image[70:100, 150:190, 1] = 250  # green dominates → class 1 (cable)
+    image[50, 100, 0] = 255  # a single pixel, dropped by min_area
+    return image
+
+
+def test_regions_have_boxes_areas_scores_and_classes():
+    image = _two_objects()
+    amap = image[..., 0].astype(np.float32)
+    classes = np.stack([image[..., 0], image[..., 1]]).astype(np.float32)
+    regions = find_regions("a.png", amap, 100.0, classes, CLASSES, min_area=2)
+    assert [(r.x, r.y, r.width, r.height, r.area) for r in regions] == [(20, 10, 40, 20, 800), (150, 70, 40, 30, 1200)]
+    assert [r.class_name for r in regions] == ["motor", "cable"]
+    assert regions[0].max_score == 200.0 and regions[1].mean_score == 180.0 and regions[1].class_score == 250.0
+    assert len(find_regions("a.png", amap, 100.0)) == 3 and find_regions("a.png", amap, 100.0)[0].class_name is None
+
+
+def _run_folder(tmp_path, f1max_threshold=150.0, record=None):
+    model_dir = tmp_path / "runs" / "seed0" / "model"
+    RedChannel(RedChannel.Config(), CLASSES).save(model_dir)
+    if f1max_threshold is not None:
+        (model_dir.parent / "metrics.json").write_text(json.dumps({"f1max_threshold": f1max_threshold}))
+    if record is not None:
+        (model_dir.parent / "run.json").write_text(json.dumps(record))
+    return model_dir
+
+
+def test_predict_folder_writes_overlays_maps_and_regions(tmp_path):
+    model_dir = _run_folder(tmp_path, record={"preset": "smoke", "dataset": {"spec": "synthetic"}})
+    images = tmp_path / "images"
+    images.mkdir()
+    big = np.zeros((300, 500, 3), np.uint8)
+    big[200:260, 400:480] = (220, 0, 0)  # one object straddling tile borders at patch 64
+    Image.fromarray(big).save(images / "big.png")
+    Image.fromarray(_two_objects()).save(images / "two.jpg", quality=100)
+    Image.fromarray(np.zeros((50, 50, 3), np.uint8)).save(images / "empty.png")
+    summary = predict_folder(model_dir, images, tmp_path / "out", min_area=4, show_progress=False)
+    out = tmp_path / "out"
+    assert summary["threshold"] == 150.0 and summary["patch_size"] == 64  # from metrics.json / the smoke preset
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["big.png", "empty.png", "two.png"]
+    with Image.open(out / "overlays" / "big.png") as overlay:
+        assert overlay.size == (500, 300)
+    stitched = np.load(out / "maps" / "big.npy")
+    assert stitched.dtype == np.float16
+    np.testing.assert_array_equal(stitched, big[..., 0].astype(np.float16))
+    doc = json.loads((out / "regions.json").read_text())
+    by_image = {entry["image"]: entry for entry in doc["images"]}
+    [region] = by_image["big.png"]["regions"]
+    assert (region["x"], region["y"], region["width"], region["height"], region["area"]) == (400, 200, 80, 60, 4800)
+    assert region["class_name"] == "motor"
+    assert not by_image["empty.png"]["anomalous"] and by_image["two.jpg"]["anomalous"]
+    rows = list(csv.DictReader((out / "regions.csv").open()))
+    assert len(rows) == sum(len(e["regions"]) for e in doc["images"]) and rows[0]["image"] == "big.png"
+
+
+def test_explicit_threshold_and_patch_size_and_clear_errors(tmp_path):
+    model_dir = _run_folder(tmp_path, f1max_threshold=None)
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(_two_objects()).save(images / "two.png")
+    with pytest.raises(FileNotFoundError, match=r"metrics\.json: no metrics next to the model; pass --threshold"):
+        predict_folder(model_dir, images, tmp_path / "out", show_progress=False)
+    with pytest.raises(ValueError, match="pass --patch-size"):
+        predict_folder(model_dir, images, tmp_path / "out", threshold=100.0, show_progress=False)
+    summary = predict_folder(model_dir, images, tmp_path / "out", threshold=100.0, patch_size=48, overlap=8,
+                             save_maps=False, show_progress=False)
+    assert summary["threshold_source"] == "given" and len(summary["images"][0]["regions"]) == 3
+    assert not (tmp_path / "out" / "maps").exists()
+    with pytest.raises(FileNotFoundError, match="no such image or folder"):
+        predict_folder(model_dir, tmp_path / "nope", tmp_path / "out", threshold=1.0, patch_size=8)
+
+
+def test_training_patch_size_from_a_prepared_folder(tmp_path):
+    dataset = tmp_path / "ds"
+    (dataset / "train" / "images").mkdir(parents=True)
+    (dataset / "dataset.yaml").write_text("classes: [motor]\nnotes: {patch_size: 96}\n")
+    model_dir = _run_folder(tmp_path, record={"preset": "cpu", "dataset": {"spec": str(dataset)}})
+    assert training_patch_size(model_dir) == 96
+
+
+def test_cli_predict(tmp_path):
+    from typer.testing import CliRunner
+
+    from scrapbench.cli import app
+
+    model_dir = _run_folder(tmp_path)
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(_two_objects()).save(images / "two.png")
+    result = CliRunner().invoke(app, ["predict", str(model_dir), str(images), "--out", str(tmp_path / "out"),
+                                      "--patch-size", "32", "--min-area", "2", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "1withanomalies" in "".join(result.output.split()) and (tmp_path / "out" / "regions.csv").is_file()
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "nope"), str(images), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "nosavedmethodhere" in "".join(result.output.split())

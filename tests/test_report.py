@@ -1,0 +1,229 @@
+"""``scrapbench report``: tables (values, bold, mean ± std, markers), breakdowns, figures, files."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scrapbench.metrics import PixelMetrics
+from scrapbench.report import breakdown_rows, build_report
+from scrapbench.report_figures import choose_examples, curve_arrays
+from scrapbench.tables import ReportError, collect_runs, summary_table, to_latex
+
+# method → (suites, random_init, config, {seed: (auroc, aupro, ap, f1max)})
+RUNS = {
+    "winclip": (["table2"], True, {"k_shot": 0}, {0: (0.50, 0.06, 0.01, 0.02), 1: (0.52, 0.08, 0.01, 0.02)}),
+    "mask_rcnn": (["table2"], False, {}, {0: (0.66, 0.20, 0.10, 0.22), 1: (0.70, 0.22, 0.12, 0.24),
+                                          2: (0.68, 0.21, 0.11, 0.23)}),
+    "ours": (["table2", "ablation"], False, {"msm_scales": [3, 9], "use_msm": True},
+             {0: (0.85, 0.19, 0.28, 0.35), 1: (0.86, 0.20, 0.29, 0.36), 2: (0.84, 0.18, 0.27, 0.37)}),
+    "ours_no_msm": (["ablation"], False, {"msm_scales": [3, 9], "use_msm": False},
+                    {0: (0.83, 0.16, 0.25, 0.33), 1: (0.84, 0.17, 0.26, 0.34)}),
+}
+
+
+def _write_runs(root, dataset, preset="smoke", with_maps=True, with_state=True):
+    """Run folders as the runner writes them (hand-written metrics; maps = noisy ground truth)."""
+    test = list(dataset.test)
+    for method, (suites, random_init, config, seeds) in RUNS.items():
+        for seed, (auroc, aupro, ap, f1max) in seeds.items():
+            folder = root / "synthetic-seed0" / preset / method / f"seed{seed}"
+            folder.mkdir(parents=True)
+            rng = np.random.default_rng(seed)
+            maps = {s.id: ((s.mask > 0) * auroc + rng.random(s.mask.shape) * 0.9).astype(np.float32) for s in test}
+            computed = {"f1max_threshold": 0.5, "per_class": {}, "per_size": {}}
+            if with_state:
+                state = PixelMetrics(class_names=dataset.class_names)
+                state.update(np.stack([maps[s.id] for s in test]), np.stack([s.mask for s in test]),
+                             ids=[s.id for s in test])
+                state.save(folder / "metrics_state.npz")
+                computed = state.compute()
+            # Table values are hand-set (known means/stds); breakdowns and curves come from the real evaluator.
+            metrics = {"auroc": auroc, "aupro": aupro, "ap": ap, "f1max": f1max, "image_auroc": auroc,
+                       "image_ap": ap, "f1max_threshold": computed["f1max_threshold"],
+                       "per_class": computed["per_class"], "per_size": computed["per_size"]}
+            (folder / "metrics.json").write_text(json.dumps(metrics))
+            buffer = io.StringIO()
+            writer = csv.writer(buffer)
+            writer.writerow(["id", "is_anomalous", "image_score", "anomalous_pixels"])
+            for s in test:
+                writer.writerow([s.id, int(s.is_anomalous), float(maps[s.id].max()), int((s.mask > 0).sum())])
+            (folder / "per_image.csv").write_text(buffer.getvalue())
+            if with_maps:
+                np.savez_compressed(folder / "maps.npz", **{k: v.astype(np.float16) for k, v in maps.items()})
+            record = {"method": method, "seed": seed, "preset": preset, "suites": suites,
+                      "learning_type": "supervised", "config": config,
+                      "dataset": {"name": dataset.name, "spec": "synthetic", "seed": 0,
+                                  "class_names": list(dataset.class_names), "num_train": len(dataset.train),
+                                  "num_test": len(test)},
+                      "weights": {"random_init": random_init}, "device": "cpu",
+                      "timings": {"fit_s": 1.0, "predict_s": 2.0, "predict_images_per_s": 10.0 + seed,
+                                  "peak_rss_mb": 500.0},
+                      "versions": {"torch": "2.x"}, "git": None, "date": "2025-01-01T00:00:00+00:00"}
+            (folder / "run.json").write_text(json.dumps(record))
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory, smoke_dataset):
+    root = tmp_path_factory.mktemp("report")
+    _write_runs(root / "runs", smoke_dataset)
+    path = build_report(root / "runs", root / "out", n_boot=50)
+    return root, path
+
+
+def test_tidy_frame_has_one_row_per_run_and_metric(report):
+    root, _ = report
+    tidy = collect_runs(root / "runs")
+    assert len(tidy) == 10 * 6  # 10 runs × (4 pixel + 2 image metrics)
+    row = tidy[(tidy.method == "ours") & (tidy.seed == 1) & (tidy.metric == "ap")].iloc[0]
+    assert row.value == 0.29 and row.ablation_label == "3×3 & 9×9" and not row.random_init
+    written = pd.read_csv(root / "out" / "runs.csv")
+    assert len(written) == len(tidy)
+
+
+def test_table2_values_mean_std_bold_and_markers(report):
+    root, _ = report
+    numbers = pd.read_csv(root / "out" / "table2.csv").set_index("method")
+    assert list(numbers.index) == ["winclip", "mask_rcnn", "ours"]  # registry order, ablation-only rows left out
+    assert numbers.loc["ours", "ap_mean_pct"] == pytest.approx(28.0)
+    assert numbers.loc["ours", "ap_std_pct"] == pytest.approx(1.0)
+    assert numbers.loc["mask_rcnn", "auroc_std_pct"] == pytest.approx(2.0)
+    assert numbers.loc["winclip", "images_per_s"] == pytest.approx(10.5)
+    markdown = (root / "out" / "table2.md").read_text()
+    assert "| Ours | **85.00 ± 1.00** | 19.00 ± 1.00 | **28.00 ± 1.00** | **36.00 ± 1.00** | 11.0 | 3 |" in markdown
+    assert "| Mask R-CNN | 68.00 ± 2.00 | **21.00 ± 1.00** |" in markdown  # best AUPRO, as in the paper
+    assert "| WinCLIP † |" in markdown and "† run with random-initialised" in markdown
+    latex = (root / "out" / "table2.tex").read_text()
+    assert r"\textbf{85.00 $\pm$ 1.00}" in latex and r"WinCLIP $^\dagger$" in latex and r"\toprule" in latex
+
+
+def test_table3_rows_are_named_by_msm_setting(report):
+    root, _ = report
+    markdown = (root / "out" / "table3.md").read_text()
+    assert "| Scale sizes |" in markdown
+    assert "| 3×3 & 9×9 | **85.00 ± 1.00** |" in markdown and "| w/o MSM | 83.50 ± 0.71 |" in markdown
+    assert "†" not in markdown
+    assert r"3$\times$3 \& 9$\times$9" in (root / "out" / "table3.tex").read_text()
+
+
+def _breakdown_mean(root, method, key, group, metric):
+    values = [json.loads(p.read_text())[key][group][metric]
+              for p in sorted((root / "runs").glob(f"*/smoke/{method}/seed*/metrics.json"))]
+    return 100 * np.mean(values), 100 * np.std(values, ddof=1)
+
+
+def test_breakdowns_and_report_page(report):
+    root, path = report
+    per_class = (root / "out" / "per_class.md").read_text()
+    assert "| Method | motor | cable | spray_can |" in per_class and "**pixel AUROC (%)**" in per_class
+    mean, std = _breakdown_mean(root, "ours", "per_class", "motor", "pixel_auroc")
+    assert f"| Ours | {mean:.2f} ± {std:.2f} |" in per_class
+    assert "| WinCLIP † |" in per_class and "| Ours w/o MSM |" in per_class
+    per_size = (root / "out" / "per_size.md").read_text()
+    assert "| Method | small | medium | large |" in per_size and "Test set: small: 0 regions" in per_size
+    page = path.read_text()
+    for link in ("table2.csv", "table3.tex", "bootstrap.csv", "per_class.csv", "figures/table2_bars.png",
+                 "figures/ablation.png", "figures/curves.png", "figures/qualitative.png", "runs.csv"):
+        assert f"({link})" in page, link
+        assert (root / "out" / link).is_file(), link
+    assert "## Runs" in page and "random init" in page and "## Notes" not in page
+
+
+def test_bootstrap_compares_the_best_method_with_each_other_one(report):
+    root, _ = report
+    frame = pd.read_csv(root / "out" / "bootstrap.csv")
+    assert set(frame["best"]) == {"ours"} and set(frame["method"]) == {"winclip", "mask_rcnn"}
+    assert len(frame) == 2 * 4 and set(frame["seed"]) == {0}
+    ours = PixelMetrics.load(next((root / "runs").glob("*/smoke/ours/seed0")) / "metrics_state.npz").compute()
+    other = PixelMetrics.load(next((root / "runs").glob("*/smoke/winclip/seed0")) / "metrics_state.npz").compute()
+    row = frame[(frame["method"] == "winclip") & (frame["metric"] == "ap")].iloc[0]
+    assert row["diff_pct"] == pytest.approx(100 * (ours["ap"] - other["ap"]), abs=1e-3)
+    assert row["low_pct"] <= row["diff_pct"] <= row["high_pct"]
+    assert "| WinCLIP † | 0 |" in (root / "out" / "bootstrap.md").read_text()
+
+
+def test_report_is_a_pure_function_of_the_runs(report, tmp_path):
+    root, path = report
+    again = build_report(root / "runs", tmp_path / "again", n_boot=50)
+    assert again.read_text().replace(str(tmp_path / "again"), "OUT") == path.read_text().replace(
+        str(root / "out"), "OUT")
+    for name in ("table2.md", "table3.tex", "per_class.csv", "bootstrap.csv", "figures/ablation.png",
+                 "figures/curves.png", "figures/qualitative.png"):
+        assert (tmp_path / "again" / name).read_bytes() == (root / "out" / name).read_bytes(), name
+
+
+def test_qualitative_rows_go_from_smallest_to_largest_anomaly():
+    frame = pd.DataFrame({"id": list("abcdefg"), "is_anomalous": [1, 1, 0, 1, 1, 1, 1],
+                          "anomalous_pixels": [50, 10, 0, 30, 20, 70, 60]})
+    assert choose_examples(frame, set("abcdefg"), 3) == ["b", "d", "f"]  # pixels 10, 30, 70
+    assert choose_examples(frame, {"a", "c"}, 3) == ["a"]
+
+
+def test_several_presets_need_a_choice_and_empty_folders_are_clear(tmp_path, smoke_dataset):
+    _write_runs(tmp_path / "runs", smoke_dataset, preset="smoke", with_maps=False, with_state=False)
+    _write_runs(tmp_path / "runs", smoke_dataset, preset="cpu", with_maps=False, with_state=False)
+    with pytest.raises(ReportError, match=r"--dataset .* --preset cpu, --dataset .* --preset smoke"):
+        build_report(tmp_path / "runs", tmp_path / "out", n_boot=0, figures=False)
+    path = build_report(tmp_path / "runs", tmp_path / "out", preset="cpu", n_boot=0, figures=False)
+    assert "preset `cpu`" in path.read_text()
+    with pytest.raises(ReportError, match="no finished runs"):
+        build_report(tmp_path / "nothing", tmp_path / "out2")
+
+
+def test_single_seed_cells_have_no_std_and_ties_are_all_bold():
+    tidy = pd.DataFrame([
+        {"method": m, "seed": 0, "label": m, "random_init": False, "predict_images_per_s": None, "metric": k,
+         "value": 0.5} for m in ("a", "b") for k in ("auroc", "aupro", "ap", "f1max")])
+    table = summary_table(tidy, ["a", "b"]).formatted()
+    assert table["AUROC (%)"].tolist() == ["**50.00**", "**50.00**"]
+    assert table["images/s"].tolist() == ["–", "–"]
+    assert "a\\_b" in to_latex(pd.DataFrame({"x": ["a_b"]}), "c", "l")
+
+
+def test_breakdown_rows_accept_dicts_and_lists():
+    assert breakdown_rows({"per_class": {"motor": {"ap": 0.5, "n": 3}}}, "per_class") == [("motor", "ap", 0.5),
+                                                                                         ("motor", "n", 3.0)]
+    assert breakdown_rows({"per_size": [{"bucket": "small", "recall": 0.2}]}, "per_size") == [("small", "recall", 0.2)]
+    assert breakdown_rows({}, "per_class") == []
+
+
+def test_curve_arrays_reads_the_evaluator_layout():
+    raw = {"roc": {"fpr": [0, 1], "tpr": [0, 1], "threshold": [2, 0]},
+           "pr": {"recall": [1, 0], "precision": [0.1, 1], "threshold": [0, 2]},
+           "pro": {"fpr": [0, 0.3], "pro": [0, 0.5], "threshold": [2, 1]}}
+    arrays = curve_arrays(raw)
+    np.testing.assert_array_equal(arrays["fpr"], [0, 1])  # the ROC's, not the PRO curve's
+    np.testing.assert_array_equal(arrays["pro_fpr"], [0, 0.3])
+    np.testing.assert_array_equal(arrays["precision"], [0.1, 1])
+    with pytest.raises(KeyError, match="'roc' and 'pr'"):
+        curve_arrays({"fpr": [0, 1]})
+
+
+def test_report_of_real_runner_output(smoke_dataset, tmp_path, monkeypatch):
+    """The runner's files (not hand-written ones) go through the whole report, figures and bootstrap included."""
+    from toy_method import ColourDistance
+
+    from scrapbench import registry
+    from scrapbench.runner import RunOptions, run_benchmark
+
+    monkeypatch.setenv("SCRAPBENCH_CACHE", str(tmp_path / "cache"))  # the qualitative figure reloads the data
+    registry.list_methods()
+    monkeypatch.setitem(registry._REGISTRY, "toy", registry.MethodSpec("toy", ColourDistance, "toy", ("table2",)))
+    monkeypatch.setitem(registry._REGISTRY, "toy_noisy", registry.MethodSpec(
+        "toy_noisy", ColourDistance, "noisy toy", ("table2",), {"noise": 40.0}))
+    options = RunOptions(preset="smoke", out=tmp_path / "runs", show_progress=False)
+    results = run_benchmark(smoke_dataset, ["toy", "toy_noisy"], [0, 1], options)
+    assert all(r.status == "done" for r in results)
+    page = build_report(tmp_path / "runs", tmp_path / "out", n_boot=20).read_text()
+    assert "## Notes" not in page  # nothing was skipped
+    numbers = pd.read_csv(tmp_path / "out" / "table2.csv").set_index("method")
+    runs = {(r.method, r.seed): r.metrics for r in results}
+    assert numbers.loc["toy_noisy", "ap_mean_pct"] == pytest.approx(
+        50 * (runs[("toy_noisy", 0)]["ap"] + runs[("toy_noisy", 1)]["ap"]), abs=1e-5)
+    for name in ("bootstrap.csv", "per_class.md", "per_size.md", "figures/curves.png", "figures/qualitative.png"):
+        assert (tmp_path / "out" / name).is_file(), name

@@ -9,6 +9,7 @@ timeout, so an offline machine gets a :class:`WeightsError` naming the file inst
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections.abc import Sequence
@@ -106,6 +107,23 @@ def _reachable(host: str, timeout_s: float = 3.0) -> bool:
         return False
 
 
+class _DropRandomInitWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
+@contextmanager
+def _quiet_random_init_warning():
+    """open_clip logs a warning on every random init; ours is deliberate and recorded in weights_info."""
+    root = logging.getLogger()
+    quiet = _DropRandomInitWarning()
+    root.addFilter(quiet)
+    try:
+        yield
+    finally:
+        root.removeFilter(quiet)
+
+
 def resolve_clip_weights(model_name: str, pretrained: str | None, cache_dir: str | None = None) -> str | None:
     """Turn a tag or path into a local checkpoint file (``None`` = random init) or raise WeightsError."""
     if not pretrained or pretrained == "random":
@@ -156,7 +174,7 @@ def load_clip(
     if model_name not in open_clip.list_models():
         raise ValueError(f"unknown CLIP architecture {model_name!r}; open_clip knows {open_clip.list_models()[:8]}…")
     checkpoint = resolve_clip_weights(model_name, pretrained)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), _quiet_random_init_warning():
         torch.manual_seed(init_seed)
         model = open_clip.create_model(
             model_name,

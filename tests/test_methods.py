@@ -14,6 +14,7 @@ METHOD_NAMES = [spec.name for spec in list_methods()]
 
 def _fit(name, dataset, workdir, seed=0):
     method = create_method(name, dataset.class_names, preset="smoke")
+    workdir.mkdir(parents=True)
     seed_everything(seed)
     method.fit(dataset.train, FitContext(seed=seed, device="cpu", workdir=workdir,
                                          class_names=dataset.class_names, show_progress=False))

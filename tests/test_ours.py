@@ -1,0 +1,119 @@
+"""The paper's method: MSM geometry, losses, what trains and what stays frozen, ablations, weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from scrapbench.method import FitContext, WeightsError
+from scrapbench.methods.ours.losses import class_balanced_weights, dice_loss, focal_loss
+from scrapbench.methods.ours.msm import MultiScaleMechanism, pool_tokens
+from scrapbench.registry import create_method
+
+CLASSES = ("motor", "cable", "spray_can")
+
+
+def test_pooling_averages_windows_and_clips_large_ones():
+    grid = torch.arange(36, dtype=torch.float32).reshape(1, 1, 6, 6)
+    pooled = pool_tokens(grid, 3)
+    assert pooled.shape == (1, 1, 2, 2)
+    assert pooled[0, 0, 0, 0] == grid[0, 0, :3, :3].mean()
+    assert pooled[0, 0, 1, 1] == grid[0, 0, 3:, 3:].mean()
+    whole = pool_tokens(grid, 9)  # a 9×9 window on a 6×6 grid sees the whole grid once
+    assert whole.shape == (1, 1, 1, 1) and whole.item() == pytest.approx(grid.mean().item())
+    ragged = pool_tokens(torch.ones(1, 1, 8, 8), 3)  # ceil mode: the border windows are partial
+    assert ragged.shape == (1, 1, 3, 3) and torch.allclose(ragged, torch.ones_like(ragged))
+
+
+def test_msm_returns_a_map_on_the_patch_grid():
+    torch.manual_seed(0)
+    msm = MultiScaleMechanism(dim=16, num_classes=4, scales=(3, 9), heads=2)
+    grid = torch.nn.functional.normalize(torch.randn(2, 16, 8, 8), dim=1)
+    text = torch.nn.functional.normalize(torch.randn(4, 16), dim=-1)
+    out = msm(grid, text, temperature=0.07)
+    assert out.shape == (2, 4, 8, 8) and torch.isfinite(out).all()
+    out.sum().backward()
+    assert all(p.grad is not None for p in msm.parameters())
+
+
+def test_constant_coarse_maps_upsample_to_constants():
+    """A grid whose tokens are all equal gives the same pseudo map everywhere, at every scale."""
+    torch.manual_seed(0)
+    msm = MultiScaleMechanism(dim=8, num_classes=2, scales=(2, 4), heads=1)
+    msm.encoder = torch.nn.Identity()
+    token = torch.nn.functional.normalize(torch.randn(8), dim=0)
+    grid = token.view(1, 8, 1, 1).expand(1, 8, 8, 8).contiguous()
+    out = msm(grid, torch.nn.functional.normalize(torch.randn(2, 8), dim=-1), temperature=1.0)
+    assert torch.allclose(out, out[..., :1, :1].expand_as(out), atol=1e-5)
+
+
+def test_class_balanced_weights_favour_rare_classes():
+    weights = class_balanced_weights(torch.tensor([1_000_000, 5000, 500, 0]), beta=0.99999)
+    assert weights[0] < weights[1] < weights[2] <= weights[3]
+    assert weights.sum().item() == pytest.approx(4.0)
+
+
+def test_losses_reward_the_right_answer():
+    target = torch.zeros(1, 4, 4, dtype=torch.long)
+    target[0, 1:3, 1:3] = 2
+    right = torch.nn.functional.one_hot(target, 3).permute(0, 3, 1, 2).float() * 20
+    wrong = torch.roll(right, 1, dims=1)
+    assert focal_loss(right, target, 2.0, None) < 1e-6 < focal_loss(wrong, target, 2.0, None)
+    assert dice_loss(right, target) < 0.05 < dice_loss(wrong, target)
+    heavy = focal_loss(wrong, target, 2.0, torch.tensor([1.0, 1.0, 10.0]))
+    assert heavy > focal_loss(wrong, target, 2.0, None)  # the weighted class costs more when missed
+
+
+def test_one_fit_trains_encoder_prompts_and_msm_but_not_the_text_tower(smoke_dataset, tmp_path):
+    method = create_method("ours", smoke_dataset.class_names, preset="smoke", overrides={"epochs": 1})
+    method._build()
+    before = {k: v.clone() for k, v in method.model.state_dict().items()}
+    text_before = {k: v.clone() for k, v in method.model.prompts._text.tower.transformer.state_dict().items()}
+    method.model = None  # fit builds it again from the same seeds
+    method.fit(smoke_dataset.train, FitContext(0, "cpu", tmp_path, smoke_dataset.class_names, False))
+    after = method.model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(k.startswith("visual.transformer") for k in changed), "image encoder must be fine-tuned"
+    assert any(k.startswith("prompts.") for k in changed) and any(k.startswith("msm.") for k in changed)
+    text_after = method.model.prompts._text.tower.transformer.state_dict()
+    assert all(torch.equal(text_before[k], text_after[k]) for k in text_before), "text tower must stay frozen"
+    assert (tmp_path / "ours_train_log.json").is_file()
+    [classes] = method.predict_classes([smoke_dataset.test[0].image])
+    assert classes.shape == (3, 64, 64)
+    [binary] = method.predict([smoke_dataset.test[0].image])
+    np.testing.assert_allclose(binary, classes.mean(0), rtol=1e-4, atol=1e-5)
+
+
+def test_ablations_differ_only_in_msm():
+    full = create_method("ours", CLASSES, preset="smoke")
+    assert full.config.msm_scales == (3, 9) and full.config.use_msm
+    assert create_method("ours_msm_5_11", CLASSES, preset="smoke").config.msm_scales == (5, 11)
+    assert create_method("ours_msm_7_13", CLASSES, preset="smoke").config.msm_scales == (7, 13)
+    no_msm = create_method("ours_no_msm", CLASSES, preset="smoke")
+    assert no_msm._build().msm is None
+    assert full._build().msm is not None
+
+
+def test_paper_preset_is_the_papers_configuration():
+    config = create_method("ours", CLASSES, preset="paper").config
+    assert (config.clip_model, config.clip_pretrained, config.image_size) == ("ViT-L-14-336", "openai", 518)
+    assert config.feature_layers == (6, 12, 18, 24) and config.msm_scales == (3, 9)
+    assert (config.lr, config.epochs, config.batch_size) == (1e-6, 15, 4)
+    assert (config.prompt_length, config.deep_prompt_depth, config.deep_prompt_length) == (16, 9, 4)
+    assert config.msm_stage_weights == (0.1, 0.1, 0.1, 0.7)
+
+
+def test_weights_load_from_a_checkpoint_file(tmp_path):
+    from scrapbench.methods.clip_backbone import load_clip
+
+    reference = load_clip("scrapbench-vit-tiny", None, 64, init_seed=123)
+    path = tmp_path / "tiny_clip.pt"
+    torch.save(reference.model.state_dict(), path)
+    method = create_method("ours", CLASSES, preset="smoke", overrides={"clip_pretrained": str(path)})
+    model = method._build()
+    assert torch.equal(model.visual.conv1.weight, reference.visual.conv1.weight)
+    assert method.weights_info()["random_init"] is False
+    missing = create_method("ours", CLASSES, preset="smoke", overrides={"clip_pretrained": str(tmp_path / "no.pt")})
+    with pytest.raises(WeightsError, match=r"no\.pt"):
+        missing._build()

@@ -1,0 +1,112 @@
+"""Import and train ultralytics so that it stays offline and writes only inside the run folder.
+
+What ultralytics 8.x does on its own, and what this module does about it:
+
+- On import it creates ``settings.json`` in its config dir (``~/.config/Ultralytics``) and checks
+  connectivity. :func:`import_ultralytics` imports it with ``YOLO_CONFIG_DIR`` pointing into the
+  caller's work folder and ``YOLO_OFFLINE=1`` (both only if the user has not set them; restored
+  afterwards — ultralytics reads them once, at import). If ultralytics was imported earlier in
+  the process, its config dir is whatever that import chose.
+- ``check_det_dataset`` fetches ``Arial.ttf`` for plot labels (an HTTP request, then a download
+  into the config dir), whatever ``plots`` says. :func:`sandboxed_training` replaces that check
+  with a no-op while training: plots are off, so no font is needed.
+- Trainers attach logging integrations (MLflow, ClearML, Comet, DVC, ...) enabled in settings,
+  some of which write next to the working directory, and may send usage events. They are
+  switched off in memory for the duration of training; the settings file is not rewritten.
+- ``select_device`` pins torch to ``cpu_count - 1`` threads (1 on a 2-core machine) for the rest of
+  the process, and training ends by switching deterministic algorithms off globally.
+  :func:`restored_torch_state` puts both back; during training the caller's thread count is
+  restored as soon as the trainer has picked its device (we load data in the main process, so
+  no core needs to be left free for loader workers).
+- Model weights are downloaded only for a model *name* that is not a local file; callers pass a
+  YAML (random init) or an existing ``.pt`` path, never a bare name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+_INTEGRATION_SETTINGS = ("clearml", "comet", "dvc", "mlflow", "raytune", "tensorboard", "wandb", "sync")
+
+
+def import_ultralytics(config_dir: str | Path) -> ModuleType:
+    """``import ultralytics`` with its config dir in ``config_dir`` and offline mode on (first import)."""
+    if "ultralytics" in sys.modules:
+        return sys.modules["ultralytics"]
+    config_dir = Path(config_dir)
+    config_dir.mkdir(parents=True, exist_ok=True)
+    saved = {key: os.environ.get(key) for key in ("YOLO_CONFIG_DIR", "YOLO_OFFLINE")}
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(config_dir))
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    try:
+        return importlib.import_module("ultralytics")
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
+def restored_torch_state() -> Iterator[None]:
+    """Undo what ultralytics changes globally: torch thread count and deterministic-algorithm flags."""
+    import torch
+
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    fill_memory = torch.utils.deterministic.fill_uninitialized_memory
+    environ = {key: os.environ.get(key) for key in ("CUBLAS_WORKSPACE_CONFIG", "PYTHONHASHSEED")}
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        torch.utils.deterministic.fill_uninitialized_memory = fill_memory
+        for key, value in environ.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
+def sandboxed_training(model: Any, show_progress: bool) -> Iterator[None]:
+    """While ``model`` (an ultralytics ``YOLO``) trains: no font download, no logging integrations,
+    the caller's torch threads and determinism flags kept, quiet unless ``show_progress``."""
+    import torch
+    import ultralytics.data.utils as data_utils
+    from ultralytics.utils import LOGGER, SETTINGS
+
+    threads = torch.get_num_threads()
+    model.add_callback("on_pretrain_routine_start", lambda trainer: torch.set_num_threads(threads))
+
+    saved_settings = {key: SETTINGS[key] for key in _INTEGRATION_SETTINGS}
+    saved_check_font = data_utils.check_font
+    saved_level = LOGGER.level
+    # dict.update, not SETTINGS.update: the latter rewrites the user's settings file.
+    dict.update(SETTINGS, dict.fromkeys(_INTEGRATION_SETTINGS, False))
+    data_utils.check_font = _no_font
+    if not show_progress:
+        LOGGER.setLevel(logging.WARNING)  # ultralytics' progress bars hide themselves above INFO
+    try:
+        with restored_torch_state():
+            yield
+    finally:
+        dict.update(SETTINGS, saved_settings)
+        data_utils.check_font = saved_check_font
+        LOGGER.setLevel(saved_level)
+
+
+def _no_font(font: str = "Arial.ttf") -> None:
+    """Stand-in for ``ultralytics.utils.checks.check_font`` (plots are off; nothing to render)."""
+    return None

@@ -1,0 +1,264 @@
+"""YOLOv8-seg / YOLO11-seg + SAM: the paper's detector baselines (Sec. 4.2).
+
+A YOLO segmentation model (ultralytics) is fine-tuned on the anomaly classes: every anomalous
+training patch with its instances (connected components per class, see ``instances.py``) plus a
+seeded subsample of normal patches as background images. At test time each detected box prompts
+SAM for the object's mask, and the anomaly map is, per pixel, the highest
+``confidence × SAM mask`` over detections (``instances.detections_to_anomaly_map``); SAM's soft
+mask (sigmoid of its logits) keeps the map graded at object borders.
+
+Weights: ``paper`` fine-tunes ``yolov8x-seg.pt`` / ``yolo11x-seg.pt`` and prompts SAM ViT-H, all
+from files the user provides (nothing is downloaded). ``cpu`` / ``smoke`` train the ``n`` model
+from its YAML (random init) and use a tiny random-initialised SAM; ``weights_info`` says so.
+Everything ultralytics writes goes to ``ctx.workdir`` (see ``yolo_offline.py``).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from scrapbench.datasets.types import Split
+from scrapbench.method import AnomalyMethod, FitContext, LearningType, WeightsError
+from scrapbench.methods.instances import (
+    detections_to_anomaly_map,
+    detections_to_class_maps,
+    training_indices,
+)
+from scrapbench.methods.sam_refiner import SamBoxRefiner, build_sam
+from scrapbench.methods.yolo_dataset import write_yolo_dataset
+from scrapbench.methods.yolo_offline import import_ultralytics, restored_torch_state, sandboxed_training
+
+YOLO_FAMILIES = ("yolov8", "yolo11")
+YOLO_SCALES = ("n", "s", "m", "l", "x")
+_YOLO_STRIDE = 32
+
+
+@dataclass(frozen=True)
+class YoloSamConfig:
+    """Defaults are the paper's setting; ultralytics defaults where the paper says nothing."""
+
+    yolo_family: str = "yolov8"  # "yolov8" or "yolo11" (fixed by the registered name)
+    yolo_scale: str = "x"  # paper: extra large
+    # Pretrained checkpoint; "{yolo_family}"/"{yolo_scale}" are filled in, relative paths are
+    # resolved against the working directory. None: build from the model YAML (random init).
+    yolo_weights: str | None = "{yolo_family}{yolo_scale}-seg.pt"
+    image_size: int | None = None  # YOLO input side; None: the training patch size (rounded up to 32)
+    epochs: int = 100
+    batch_size: int = 16
+    nominal_batch_size: int = 64  # ultralytics `nbs`: gradients accumulate over this many images
+    optimizer: str = "auto"
+    lr0: float = 0.01  # ignored by ultralytics when optimizer="auto"
+    warmup_epochs: float = 3.0
+    mosaic: float = 1.0
+    close_mosaic: int = 10
+    val_images: int = 16  # anomalous training images ultralytics validates on (it requires a val set)
+    max_background_fraction: float = 0.1  # normal patches as ≤ this share of the training images
+    min_instance_area: int = 9  # pixels; smaller components are not training targets
+    conf_threshold: float = 0.001  # as ultralytics validates: weak detections still rank pixels
+    iou_threshold: float = 0.7  # NMS
+    max_detections: int = 100
+    sam_model: str = "vit_h"  # vit_h / vit_l / vit_b (published) or tiny (CPU runs, tests)
+    sam_checkpoint: str | None = "sam_vit_h_4b8939.pth"  # None: random init
+    sam_soft_masks: bool = True  # sigmoid(logits) instead of logits > 0
+    sam_clip_to_box: bool = True  # zero SAM mask pixels outside the prompt box
+
+
+_SMALL = {"yolo_scale": "n", "yolo_weights": None, "batch_size": 8, "nominal_batch_size": 8,
+          "optimizer": "AdamW", "lr0": 0.002, "warmup_epochs": 1.0, "mosaic": 0.0, "close_mosaic": 0,
+          "sam_model": "tiny", "sam_checkpoint": None}
+
+
+class YoloSam(AnomalyMethod):
+    """YOLO-seg fine-tuned on the anomaly classes; detected boxes prompt SAM for masks."""
+
+    Config = YoloSamConfig
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "smoke": {**_SMALL, "epochs": 2, "val_images": 2},
+        "cpu": {**_SMALL, "epochs": 20, "val_images": 4},
+    }
+    learning_type = LearningType.SUPERVISED
+    weights_field = "yolo_weights"  # what `scrapbench run --weights FILE` sets
+
+    def __init__(self, config: YoloSamConfig, class_names: Sequence[str]) -> None:
+        super().__init__(config, class_names)
+        if config.yolo_family not in YOLO_FAMILIES:
+            raise ValueError(f"yolo_family must be one of {YOLO_FAMILIES}, got {config.yolo_family!r}")
+        if config.yolo_scale not in YOLO_SCALES:
+            raise ValueError(f"yolo_scale must be one of {YOLO_SCALES}, got {config.yolo_scale!r}")
+        self._device = "cpu"
+        self._yolo: torch.nn.Module | None = None
+        self._image_size: int | None = None
+        self._predictor: Any = None
+        self._refiner: SamBoxRefiner | None = None
+        self._sam_info: dict[str, Any] = {}
+        self._sam_state: dict[str, torch.Tensor] | None = None
+        self._config_dir: Path | None = None
+
+    # -- weights -----------------------------------------------------------------------------
+    def yolo_weights_path(self) -> Path | None:
+        """The configured YOLO checkpoint (must exist), or ``None`` for a YAML-built model."""
+        if self.config.yolo_weights is None:
+            return None
+        path = Path(self.config.yolo_weights.format(yolo_family=self.config.yolo_family,
+                                                    yolo_scale=self.config.yolo_scale)).expanduser()
+        if not path.is_file():
+            raise WeightsError(
+                f"YOLO checkpoint {path.resolve()} not found. Download {path.name} from the ultralytics "
+                f"assets (https://github.com/ultralytics/assets/releases) and put it there or set "
+                f"`yolo_weights` to its path; yolo_weights=null trains from the model YAML (random init)."
+            )
+        return path
+
+    def _yaml_name(self) -> str:
+        return f"{self.config.yolo_family}{self.config.yolo_scale}-seg.yaml"
+
+    def weights_info(self) -> dict[str, Any]:
+        weights = self.config.yolo_weights
+        if weights is not None:
+            weights = weights.format(yolo_family=self.config.yolo_family, yolo_scale=self.config.yolo_scale)
+        yolo_random = weights is None
+        sam_random = self._sam_info.get("sam_random_init", self.config.sam_checkpoint is None)
+        return {"random_init": yolo_random and sam_random, "yolo_random_init": yolo_random,
+                "yolo_weights": weights, "yolo_model": self._yaml_name(),
+                "sam_model": self.config.sam_model, "sam_checkpoint": self.config.sam_checkpoint,
+                "sam_random_init": sam_random}
+
+    # -- fit -----------------------------------------------------------------------------------
+    def fit(self, train: Split, ctx: FitContext) -> None:
+        cfg = self.config
+        weights = self.yolo_weights_path()  # fail before any work if a checkpoint is missing
+        self._set_sam(seed=ctx.seed)
+        self._device = ctx.device
+        random.seed(ctx.seed)
+        np.random.seed(ctx.seed % 2**32)
+        torch.manual_seed(ctx.seed)
+
+        anomalous, background = training_indices(train, cfg.max_background_fraction, ctx.seed,
+                                                 cfg.min_instance_area)
+        val = anomalous[:: max(1, math.ceil(len(anomalous) / max(cfg.val_images, 1)))][: cfg.val_images]
+        workdir = Path(ctx.workdir)
+        data_yaml = write_yolo_dataset(workdir / "yolo_data", train, anomalous + background, val,
+                                       self.class_names, cfg.min_instance_area)
+        self._image_size = cfg.image_size or _round_up(max(train[anomalous[0]].image.shape[:2]), _YOLO_STRIDE)
+
+        self._config_dir = workdir / "ultralytics_config"
+        import_ultralytics(self._config_dir)
+        from ultralytics import YOLO
+
+        model = YOLO(str(weights) if weights else self._yaml_name(), task="segment")
+        with sandboxed_training(model, ctx.show_progress):
+            model.train(
+                data=str(data_yaml), epochs=cfg.epochs, imgsz=self._image_size, batch=cfg.batch_size,
+                nbs=cfg.nominal_batch_size, optimizer=cfg.optimizer, lr0=cfg.lr0,
+                warmup_epochs=cfg.warmup_epochs, mosaic=cfg.mosaic, close_mosaic=cfg.close_mosaic,
+                device=_ultralytics_device(ctx.device), workers=0, seed=ctx.seed, deterministic=True,
+                amp=False, plots=False, val=False, project=str(workdir / "ultralytics_runs"),
+                name="train", exist_ok=True, verbose=ctx.show_progress,
+            )
+        # ultralytics reloads the final checkpoint (best.pt) after training. Its module is kept whole:
+        # fine-tuning from a checkpoint can rebuild head branches at the source's width, so the YAML
+        # alone does not describe the trained architecture.
+        self._set_yolo(model.model)
+
+    def _set_yolo(self, model: torch.nn.Module) -> None:
+        model = model.float().cpu().eval()
+        model.names = dict(enumerate(self.class_names))
+        self._yolo, self._predictor = model, None
+
+    def _set_sam(self, seed: int, state: dict[str, torch.Tensor] | None = None) -> None:
+        cfg = self.config
+        checkpoint = None if state is not None else cfg.sam_checkpoint
+        loaded = build_sam(cfg.sam_model, checkpoint, seed=seed)
+        if state is not None:
+            loaded.model.load_state_dict(state)
+            loaded.weights_info["sam_random_init"] = True
+        self._sam_info = loaded.weights_info
+        # A random-initialised SAM is part of the fitted state (tiny); a checkpoint is reloaded instead.
+        self._sam_state = loaded.model.state_dict() if self._sam_info["sam_random_init"] else None
+        self._refiner = SamBoxRefiner(loaded.model.to(self._device), cfg.sam_soft_masks, cfg.sam_clip_to_box)
+
+    # -- predict -------------------------------------------------------------------------------
+    def _detect(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per image: boxes (N×4 xyxy pixels), confidences (N), class indices 1..K (N)."""
+        if self._yolo is None or self._refiner is None:
+            raise RuntimeError(f"{type(self).__name__}: call fit() (or load a fitted method) before predict()")
+        if self._predictor is None:
+            from ultralytics.models.yolo.segment import SegmentationPredictor
+
+            self._predictor = SegmentationPredictor(overrides={
+                "conf": self.config.conf_threshold, "iou": self.config.iou_threshold,
+                "max_det": self.config.max_detections, "imgsz": self._image_size, "retina_masks": False,
+                "device": _ultralytics_device(self._device), "save": False, "verbose": False,
+                "mode": "predict", "rect": True,
+            })
+            with restored_torch_state():  # select_device() would pin torch to cpu_count - 1 threads
+                self._predictor.setup_model(self._yolo, verbose=False)
+        # ultralytics takes numpy images as BGR (OpenCV order); ours are RGB.
+        results = self._predictor(source=[np.ascontiguousarray(img[..., ::-1]) for img in images])
+        out = []
+        for result in results:
+            boxes = result.boxes
+            out.append((boxes.xyxy.cpu().numpy().astype(np.float32), boxes.conf.cpu().numpy().astype(np.float32),
+                        boxes.cls.cpu().numpy().astype(np.int64) + 1))
+        return out
+
+    def _detections_and_masks(self, images: Sequence[np.ndarray]):
+        for image, (boxes, scores, labels) in zip(images, self._detect(images), strict=True):
+            yield image, scores, labels, self._refiner.masks(image, boxes)
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return [detections_to_anomaly_map(scores, masks, image.shape[:2])
+                for image, scores, _, masks in self._detections_and_masks(images)]
+
+    def predict_classes(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return [detections_to_class_maps(scores, masks, labels, len(self.class_names), image.shape[:2])
+                for image, scores, labels, masks in self._detections_and_masks(images)]
+
+    # -- state ---------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        if self._yolo is None:
+            raise RuntimeError(f"{type(self).__name__}: nothing to save before fit()")
+        # The module as bytes: unpickling it imports ultralytics, which must happen through
+        # import_ultralytics() (config dir, offline mode), not inside AnomalyMethod.load's torch.load.
+        buffer = io.BytesIO()
+        torch.save(self._yolo, buffer)
+        return {"yolo_model": buffer.getvalue(), "image_size": self._image_size, "sam_state": self._sam_state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        import_ultralytics(self._config_dir or _fallback_config_dir())
+        self._image_size = int(state["image_size"])
+        self._set_yolo(torch.load(io.BytesIO(state["yolo_model"]), map_location="cpu", weights_only=False))
+        self._set_sam(seed=0, state=state["sam_state"])
+
+    def to_device(self, device: str) -> None:
+        self._device = device
+        self._predictor = None
+        if self._refiner is not None:
+            self._refiner.predictor.model.to(device)
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return max(multiple, math.ceil(value / multiple) * multiple)
+
+
+def _ultralytics_device(device: str) -> str:
+    """ultralytics spells CUDA devices as indices ("0"), not "cuda:0"."""
+    return device.split(":", 1)[1] if device.startswith("cuda:") else ("0" if device == "cuda" else device)
+
+
+@functools.cache
+def _fallback_config_dir() -> Path:
+    """Config dir for ultralytics when a fitted method is loaded without a run folder (one per process)."""
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix="scrapbench-ultralytics-"))

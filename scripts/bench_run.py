@@ -22,17 +22,20 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def measure(preset: str, seeds: int, methods: str) -> dict:
+def measure(preset: str, seeds: int, methods: str, keep: Path | None) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"bench-{preset}-") as tmp:
         env = dict(os.environ, SCRAPBENCH_CACHE=str(Path(tmp) / "cache"))
+        out = keep if keep is not None else Path(tmp) / "runs"
+        if (out / "synthetic-seed0" / preset).exists():
+            raise SystemExit(f"{out}: already holds {preset} runs; the benchmark must start from nothing")
         command = [str(Path(sys.executable).with_name("scrapbench")), "run", "--methods", methods,
-                   "--seeds", str(seeds), "--preset", preset, "--out", str(Path(tmp) / "runs"), "--no-progress"]
+                   "--seeds", str(seeds), "--preset", preset, "--out", str(out), "--no-progress"]
         start = time.perf_counter()
         # A child per preset: ru_maxrss of RUSAGE_CHILDREN is then that job's own peak.
         proc = subprocess.run(command, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - start
         peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        runs = [json.loads(p.read_text()) for p in sorted((Path(tmp) / "runs").glob("**/run.json"))]
+        runs = [json.loads(p.read_text()) for p in sorted((out / "synthetic-seed0" / preset).glob("**/run.json"))]
     if proc.returncode != 0:
         print(proc.stdout[-4000:], proc.stderr[-4000:], sep="\n")
     return {
@@ -48,10 +51,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--methods", default="all")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "bench_run.json")
+    parser.add_argument("--keep-runs", type=Path, default=None,
+                        help="write the runs here (kept, e.g. for the reference report) instead of a temp dir")
     args = parser.parse_args()
     report = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count()}, "jobs": []}
     for preset in args.presets:
-        job = measure(preset, args.seeds, args.methods)
+        job = measure(preset, args.seeds, args.methods, args.keep_runs)
         print(f"{preset}: {job['wall_s']} s wall, peak RSS {job['peak_rss_mb']} MB, exit {job['returncode']}")
         report["jobs"].append(job)
     args.out.parent.mkdir(parents=True, exist_ok=True)

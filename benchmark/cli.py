@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# Idle OpenMP threads sleep instead of spinning: with the default (spin), two processes sharing two
+# cores make every small torch op wait ~25 ms (measured: a YOLO forward 4.1 s instead of 0.03 s).
+# It must be set before torch is imported, and torch is only imported by the commands below.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import typer
 from rich.console import Console

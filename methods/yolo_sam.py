@@ -137,8 +137,8 @@ class YoloSam(AnomalyMethod):
     def fit(self, train: Split, ctx: FitContext) -> None:
         cfg = self.config
         weights = self.yolo_weights_path()  # fail before any work if a checkpoint is missing
-        self._set_sam(seed=ctx.seed)
         self._device = ctx.device
+        self._set_sam(seed=ctx.seed)
         random.seed(ctx.seed)
         np.random.seed(ctx.seed % 2**32)
         torch.manual_seed(ctx.seed)

@@ -9,6 +9,8 @@ import pytest
 # Tests never reach the network: weights must come from files the tests write themselves.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("YOLO_OFFLINE", "1")
+# Sleeping (not spinning) OpenMP threads: see benchmark/cli.py; set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @pytest.fixture(scope="session")

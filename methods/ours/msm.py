@@ -52,8 +52,10 @@ class MultiScaleMechanism(nn.Module):
             raise ValueError(f"MSM scales must be positive window sizes, got {tuple(scales)}")
         self.scales = tuple(scales)
         self.paths = nn.ModuleList(ScalePath(dim, heads) for _ in self.scales)
+        # Replicate padding: zero padding made the patch border light up in every MSM map.
         self.encoder = nn.Sequential(
-            nn.Conv2d(num_classes, hidden, 3, padding=1), nn.GELU(), nn.Conv2d(hidden, num_classes, 1)
+            nn.Conv2d(num_classes, hidden, 3, padding=1, padding_mode="replicate"), nn.GELU(),
+            nn.Conv2d(hidden, num_classes, 1),
         )
 
     def forward(self, grid: torch.Tensor, text: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -18,3 +18,16 @@ def smoke_dataset(tmp_path_factory):
     from scrapbench.datasets import load_dataset
 
     return load_dataset("synthetic", preset="smoke", seed=0, cache_dir=tmp_path_factory.mktemp("synth_cache"))
+
+
+@pytest.fixture(scope="session")
+def clip_checkpoint(tmp_path_factory):
+    """A tiny random CLIP saved the way users save open_clip weights: (path, state_dict)."""
+    import torch
+
+    from scrapbench.methods.clip_backbone import load_clip
+
+    model = load_clip("scrapbench-vit-tiny", None, 64, init_seed=123).model
+    path = tmp_path_factory.mktemp("weights") / "tiny_clip.pt"
+    torch.save(model.state_dict(), path)
+    return path, model.state_dict()

@@ -18,23 +18,14 @@ from scrapbench.seeding import seed_everything
 CLASSES = ("motor", "cable", "spray_can")
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A tiny random CLIP saved the way users save open_clip weights."""
-    model = load_clip("scrapbench-vit-tiny", None, 64, init_seed=123).model
-    path = tmp_path_factory.mktemp("weights") / "clip.pt"
-    torch.save(model.state_dict(), path)
-    return path, model.state_dict()
-
-
 def _context(tmp_path, seed=0):
     return FitContext(seed=seed, device="cpu", workdir=tmp_path, class_names=CLASSES, show_progress=False)
 
 
 @pytest.fixture(scope="module")
-def fitted(smoke_dataset, checkpoint, tmp_path_factory):
+def fitted(smoke_dataset, clip_checkpoint, tmp_path_factory):
     """Method loaded from the checkpoint, with image/text weights before and after fit."""
-    path, _ = checkpoint
+    path, _ = clip_checkpoint
     method = create_method("anomalyclip", smoke_dataset.class_names, preset="smoke",
                            overrides={"clip_pretrained": str(path)})
     before = {k: v.clone() for k, v in method._clip.model.state_dict().items()}
@@ -42,9 +33,9 @@ def fitted(smoke_dataset, checkpoint, tmp_path_factory):
     return method, before
 
 
-def test_checkpoint_path_loads_through_the_registry(fitted, checkpoint):
+def test_checkpoint_path_loads_through_the_registry(fitted, clip_checkpoint):
     method, before = fitted
-    path, saved = checkpoint
+    path, saved = clip_checkpoint
     assert before.keys() == saved.keys()
     for key, value in saved.items():
         torch.testing.assert_close(before[key], value, msg=key)

@@ -104,15 +104,11 @@ def test_paper_preset_is_the_papers_configuration():
     assert config.msm_stage_weights == (0.1, 0.1, 0.1, 0.7)
 
 
-def test_weights_load_from_a_checkpoint_file(tmp_path):
-    from scrapbench.methods.clip_backbone import load_clip
-
-    reference = load_clip("scrapbench-vit-tiny", None, 64, init_seed=123)
-    path = tmp_path / "tiny_clip.pt"
-    torch.save(reference.model.state_dict(), path)
+def test_weights_load_from_a_checkpoint_file(clip_checkpoint, tmp_path):
+    path, saved = clip_checkpoint
     method = create_method("ours", CLASSES, preset="smoke", overrides={"clip_pretrained": str(path)})
     model = method._build()
-    assert torch.equal(model.visual.conv1.weight, reference.visual.conv1.weight)
+    assert torch.equal(model.visual.conv1.weight, saved["visual.conv1.weight"])
     assert method.weights_info()["random_init"] is False
     missing = create_method("ours", CLASSES, preset="smoke", overrides={"clip_pretrained": str(tmp_path / "no.pt")})
     with pytest.raises(WeightsError, match=r"no\.pt"):

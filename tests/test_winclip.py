@@ -24,31 +24,22 @@ from scrapbench.registry import create_method
 CLASSES = ("motor", "cable", "spray_can")
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A tiny random CLIP saved the way users save open_clip weights."""
-    model = load_clip("scrapbench-vit-tiny", None, 64, init_seed=7).model
-    path = tmp_path_factory.mktemp("weights") / "tiny_clip.pt"
-    torch.save(model.state_dict(), path)
-    return path, model.state_dict()
-
-
 def _context(tmp_path, seed=0):
     return FitContext(seed=seed, device="cpu", workdir=tmp_path, class_names=CLASSES, show_progress=False)
 
 
 @pytest.fixture(scope="module")
-def plus(smoke_dataset, checkpoint, tmp_path_factory):
+def plus(smoke_dataset, clip_checkpoint, tmp_path_factory):
     """WinCLIP+ (k = 10) built from the checkpoint and fitted on the smoke train split."""
     method = create_method("winclip_plus", smoke_dataset.class_names, preset="smoke",
-                           overrides={"clip_pretrained": str(checkpoint[0])})
+                           overrides={"clip_pretrained": str(clip_checkpoint[0])})
     method.fit(smoke_dataset.train, _context(tmp_path_factory.mktemp("fit")))
     return method
 
 
 # -- weights ---------------------------------------------------------------------------------------
-def test_checkpoint_path_loads_through_the_registry(checkpoint):
-    path, saved = checkpoint
+def test_checkpoint_path_loads_through_the_registry(clip_checkpoint):
+    path, saved = clip_checkpoint
     method = create_method("winclip", CLASSES, preset="smoke", overrides={"clip_pretrained": str(path)})
     loaded = method._clip.model.state_dict()
     for key, value in saved.items():
@@ -121,9 +112,9 @@ def test_harmonic_mean_is_pulled_down_by_small_values():
     torch.testing.assert_close(harmonic_mean(values, dim=1), torch.tensor([0.4, 0.0]))
 
 
-def test_window_embedding_sees_only_its_window(checkpoint):
+def test_window_embedding_sees_only_its_window(clip_checkpoint):
     """Token masking: pixels outside a window do not change its embedding; they change the image's."""
-    loaded = load_clip("scrapbench-vit-tiny", str(checkpoint[0]), 64)
+    loaded = load_clip("scrapbench-vit-tiny", str(clip_checkpoint[0]), 64)
     image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     changed = image.copy()
     changed[32:] = 255 - changed[32:]  # patch rows 4..7 of the 8×8 grid
@@ -180,9 +171,10 @@ def test_few_shot_map_is_the_mean_of_window_and_patch_maps():
     torch.testing.assert_close(amap, torch.tensor([[0.0, 0.25], [0.25, 0.0]]))
 
 
-def test_same_seed_same_maps(plus, smoke_dataset, checkpoint, tmp_path):
+def test_same_seed_same_maps(plus, smoke_dataset, clip_checkpoint, tmp_path):
     images = [s.image for s in smoke_dataset.test[:3]]
-    again = create_method("winclip_plus", CLASSES, preset="smoke", overrides={"clip_pretrained": str(checkpoint[0])})
+    again = create_method("winclip_plus", CLASSES, preset="smoke",
+                          overrides={"clip_pretrained": str(clip_checkpoint[0])})
     again.fit(smoke_dataset.train, _context(tmp_path))
     for first, second in zip(plus.predict(images), again.predict(images), strict=True):
         np.testing.assert_array_equal(first, second)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -73,3 +76,17 @@ class PeakMemory:
     @property
     def peak_mb(self) -> float:
         return self.peak_bytes / 2**20
+
+
+@contextmanager
+def restored_environ(*keys: str) -> Iterator[None]:
+    """Put the named environment variables back as they were (or unset) when the block ends."""
+    saved = {key: os.environ.get(key) for key in keys}
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

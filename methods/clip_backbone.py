@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
+from scrapbench.environment import restored_environ
 from scrapbench.method import WeightsError
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
@@ -66,17 +67,10 @@ def _looks_like_path(value: str) -> bool:
 @contextmanager
 def _bounded_downloads():
     """Make huggingface_hub give up quickly when the network is missing (it honours these)."""
-    saved = {k: os.environ.get(k) for k in ("HF_HUB_DOWNLOAD_TIMEOUT", "HF_HUB_ETAG_TIMEOUT")}
-    os.environ["HF_HUB_DOWNLOAD_TIMEOUT"] = _DOWNLOAD_TIMEOUT_S
-    os.environ["HF_HUB_ETAG_TIMEOUT"] = _DOWNLOAD_TIMEOUT_S
-    try:
+    with restored_environ("HF_HUB_DOWNLOAD_TIMEOUT", "HF_HUB_ETAG_TIMEOUT"):
+        os.environ["HF_HUB_DOWNLOAD_TIMEOUT"] = _DOWNLOAD_TIMEOUT_S
+        os.environ["HF_HUB_ETAG_TIMEOUT"] = _DOWNLOAD_TIMEOUT_S
         yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _cached_checkpoint(cfg: dict, cache_dir: str | None) -> str | None:

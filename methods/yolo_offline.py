@@ -34,6 +34,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from scrapbench.environment import restored_environ
+
 _INTEGRATION_SETTINGS = ("clearml", "comet", "dvc", "mlflow", "raytune", "tensorboard", "wandb", "sync")
 
 
@@ -43,17 +45,10 @@ def import_ultralytics(config_dir: str | Path) -> ModuleType:
         return sys.modules["ultralytics"]
     config_dir = Path(config_dir)
     config_dir.mkdir(parents=True, exist_ok=True)
-    saved = {key: os.environ.get(key) for key in ("YOLO_CONFIG_DIR", "YOLO_OFFLINE")}
-    os.environ.setdefault("YOLO_CONFIG_DIR", str(config_dir))
-    os.environ.setdefault("YOLO_OFFLINE", "1")
-    try:
+    with restored_environ("YOLO_CONFIG_DIR", "YOLO_OFFLINE"):
+        os.environ.setdefault("YOLO_CONFIG_DIR", str(config_dir))
+        os.environ.setdefault("YOLO_OFFLINE", "1")
         return importlib.import_module("ultralytics")
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @contextlib.contextmanager
@@ -65,18 +60,13 @@ def restored_torch_state() -> Iterator[None]:
     deterministic = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     fill_memory = torch.utils.deterministic.fill_uninitialized_memory
-    environ = {key: os.environ.get(key) for key in ("CUBLAS_WORKSPACE_CONFIG", "PYTHONHASHSEED")}
     try:
-        yield
+        with restored_environ("CUBLAS_WORKSPACE_CONFIG", "PYTHONHASHSEED"):
+            yield
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
         torch.utils.deterministic.fill_uninitialized_memory = fill_memory
-        for key, value in environ.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @contextlib.contextmanager

@@ -152,13 +152,14 @@ _OFFLINE_SCRIPT = textwrap.dedent("""
 
 
 _ARTEFACT_SUFFIXES = (".pt", ".pth", ".ttf", ".cache", ".csv", ".yaml", ".json")
-_SKIP_DIRS = {".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", "node_modules"}
+_SKIP_DIRS = {".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", "node_modules", "runs"}
 
 
 def _ultralytics_artefacts(root: Path) -> set[str]:
     """Files of the kinds ultralytics writes (settings, fonts, checkpoints, caches, run logs) under root.
 
-    Not a full snapshot: other people may be editing source files in the same checkout meanwhile.
+    Not a full snapshot: other people may be editing source files in the same checkout meanwhile, and
+    `runs/` (git-ignored benchmark output) may be written by a benchmark running beside the tests.
     """
     found = set()
     for folder, dirs, files in os.walk(root):

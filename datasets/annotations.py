@@ -9,7 +9,6 @@ written; pixel-level checks (mask values, mask size) happen when a mask is decod
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
-from scrapbench.datasets.folder import IMAGE_SUFFIXES, read_mask
+from scrapbench.datasets.folder import IMAGE_SUFFIXES, read_json_file, read_mask
 from scrapbench.datasets.types import DatasetError
 
 ANNOTATION_FORMATS = ("masks", "coco", "mvtec")
@@ -101,12 +100,9 @@ def read_coco(
     small object lying on a large one stays visible.
     """
     images_dir, annotation_file = Path(images_dir), Path(annotation_file)
-    if not annotation_file.is_file():
-        raise DatasetError(f"{annotation_file}: COCO annotation file does not exist")
-    try:
-        doc = json.loads(annotation_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{annotation_file}: not valid JSON ({exc})") from exc
+    doc = read_json_file(annotation_file, "COCO annotation file")
+    if not isinstance(doc, dict):
+        raise DatasetError(f"{annotation_file}: expected a JSON object (a COCO instances file)")
     for key in ("images", "annotations", "categories"):
         if not isinstance(doc.get(key), list):
             raise DatasetError(f"{annotation_file}: missing list {key!r} (is this a COCO instances file?)")

@@ -10,6 +10,7 @@ so that a run never dies half-way on a bad file; pixels are decoded lazily.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -69,6 +70,16 @@ def _image_size(path: Path) -> tuple[int, int]:
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise DatasetError(f"{path}: not a readable image ({exc})") from exc
     return height, width
+
+
+def read_json_file(path: Path, what: str) -> object:
+    """Parse a JSON file, or raise DatasetError naming it (missing file, bad JSON)."""
+    if not path.is_file():
+        raise DatasetError(f"{path}: {what} does not exist")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: not valid JSON ({exc})") from exc
 
 
 def read_class_names(root: Path) -> tuple[tuple[str, ...], dict]:

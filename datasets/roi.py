@@ -14,7 +14,6 @@ tiling a whole folder.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from scrapbench.datasets.folder import read_json_file
 from scrapbench.datasets.types import DatasetError
 
 # CLIP's mean pixel: what a region's background is filled with before scoring, so that the crop
@@ -86,12 +86,7 @@ def roi_from_spec(spec: dict[str, Any], size: tuple[int, int], where: str) -> Ro
 def read_roi_file(path: str | Path) -> dict[str, dict[str, Any]]:
     """A JSON object mapping image file names (or stems) to ``{"box": ...}`` / ``{"polygon": ...}``."""
     path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"{path}: region-of-interest file does not exist")
-    try:
-        doc = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: not valid JSON ({exc})") from exc
+    doc = read_json_file(path, "region-of-interest file")
     if not isinstance(doc, dict) or not all(isinstance(v, dict) for v in doc.values()):
         raise DatasetError(f'{path}: expected {{"image.jpg": {{"box": [x0, y0, x1, y1]}}, ...}}')
     return doc

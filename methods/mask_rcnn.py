@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from scrapbench.datasets.types import Split
 from scrapbench.method import AnomalyMethod, FitContext, LearningType, WeightsError
+from scrapbench.methods.checkpoints import read_state_dict
 from scrapbench.methods.instances import (
     detections_to_anomaly_map,
     detections_to_class_maps,
@@ -119,15 +120,7 @@ class MaskRCNN(AnomalyMethod):
                 f"Mask R-CNN weights {path} not found: {hint}, or set `weights` to a checkpoint path; "
                 f"weights=null trains from random init."
             )
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # a truncated or foreign file: say which one
-            raise WeightsError(f"Mask R-CNN weights {path} could not be read: {type(exc).__name__}: {exc}") from exc
-        if isinstance(state, dict) and isinstance(state.get("model"), dict):
-            state = state["model"]  # training checkpoints saved as {"model": state_dict, ...}
-        if not isinstance(state, dict):
-            raise WeightsError(f"Mask R-CNN weights {path} hold a {type(state).__name__}, not a state dict")
-        return state
+        return read_state_dict(path, "Mask R-CNN weights")
 
     def weights_info(self) -> dict[str, Any]:
         path = self.weights_path()

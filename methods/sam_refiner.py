@@ -21,6 +21,7 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 from segment_anything.predictor import SamPredictor
 
 from scrapbench.method import WeightsError
+from scrapbench.methods.checkpoints import read_state_dict
 
 
 @dataclass(frozen=True)
@@ -136,15 +137,7 @@ def _read_checkpoint(architecture: str, path: Path) -> dict[str, torch.Tensor]:
             f"SAM checkpoint {path} (sam_model={architecture!r}) not found. {where}point `sam_checkpoint` "
             f"at the file, or set sam_checkpoint=null for a random-initialised SAM."
         )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated or foreign file: say which one
-        raise WeightsError(f"SAM checkpoint {path} could not be read: {type(exc).__name__}: {exc}") from exc
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]  # checkpoints saved as {"model": state_dict}
-    if not isinstance(state, dict):
-        raise WeightsError(f"SAM checkpoint {path} holds a {type(state).__name__}, not a state dict")
-    return state
+    return read_state_dict(path, "SAM checkpoint")
 
 
 class SamBoxRefiner:

@@ -45,10 +45,17 @@ def import_ultralytics(config_dir: str | Path) -> ModuleType:
         return sys.modules["ultralytics"]
     config_dir = Path(config_dir)
     config_dir.mkdir(parents=True, exist_ok=True)
+    from PIL import Image
+
+    pil_open = Image.open
     with restored_environ("YOLO_CONFIG_DIR", "YOLO_OFFLINE"):
         os.environ.setdefault("YOLO_CONFIG_DIR", str(config_dir))
         os.environ.setdefault("YOLO_OFFLINE", "1")
-        return importlib.import_module("ultralytics")
+        module = importlib.import_module("ultralytics")
+    # ultralytics replaces PIL.Image.open process-wide with a version that, on an unreadable file,
+    # tries to pip-install pi-heif; that turned our "corrupt image" errors into ModuleNotFoundError.
+    Image.open = pil_open
+    return module
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ covers what is specific to the supervised baselines.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -175,9 +176,10 @@ def test_yolo_trains_offline_and_writes_only_into_workdir(tmp_path):
     env = {k: v for k, v in os.environ.items()
            if k not in ("YOLO_OFFLINE", "YOLO_CONFIG_DIR", "HF_HUB_OFFLINE", "XDG_CONFIG_HOME")}
     env.update(HOME=str(home), OMP_NUM_THREADS="2")
-    import ultralytics  # its package dir: under pytest it would put relative runs in ../tests/tmp
-
-    watched = [REPO, Path(ultralytics.__file__).parent.parent / "tests"]
+    # ultralytics' package dir: under pytest it would put relative runs in ../tests/tmp. Found without
+    # importing it, since importing patches PIL process-wide (see yolo_offline.import_ultralytics).
+    package_dir = Path(importlib.util.find_spec("ultralytics").origin).parent
+    watched = [REPO, package_dir.parent / "tests"]
     before = [_ultralytics_artefacts(root) for root in watched]
     proc = subprocess.run([sys.executable, "-c", _OFFLINE_SCRIPT, str(tmp_path)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
@@ -228,3 +230,19 @@ def test_predict_before_fit_is_a_clear_error():
         method = create_method(name, ("motor",), preset="smoke")
         with pytest.raises(RuntimeError, match="before predict"):
             method.predict([np.zeros((8, 8, 3), np.uint8)])
+
+
+def test_importing_ultralytics_leaves_pil_alone(tmp_path):
+    """Our folder reader must still report a corrupt image as such after a YOLO run in the process."""
+    from PIL import Image
+
+    from scrapbench.datasets.folder import read_image
+    from scrapbench.datasets.types import DatasetError
+    from scrapbench.methods.yolo_offline import import_ultralytics
+
+    import_ultralytics(tmp_path / "config")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(DatasetError, match=r"bad\.png"):
+        read_image(bad)
+    assert Image.open.__module__.startswith("PIL")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from scrapbench.method import FitContext, WeightsError
 from scrapbench.methods.ours.losses import class_balanced_weights, dice_loss, focal_loss
-from scrapbench.methods.ours.msm import MultiScaleMechanism, pool_tokens
+from scrapbench.methods.ours.method import random_dihedral
+from scrapbench.methods.ours.msm import MultiScaleMechanism, ScalePath, pool_tokens
 from scrapbench.registry import create_method
 
 CLASSES = ("motor", "cable", "spray_can")
@@ -24,6 +27,53 @@ def test_pooling_averages_windows_and_clips_large_ones():
     assert whole.shape == (1, 1, 1, 1) and whole.item() == pytest.approx(grid.mean().item())
     ragged = pool_tokens(torch.ones(1, 1, 8, 8), 3)  # ceil mode: the border windows are partial
     assert ragged.shape == (1, 1, 3, 3) and torch.allclose(ragged, torch.ones_like(ragged))
+
+
+def test_pooling_with_stride_one_slides_the_window():
+    grid = torch.arange(36, dtype=torch.float32).reshape(1, 1, 6, 6)
+    pooled = pool_tokens(grid, 3, stride=1)
+    assert pooled.shape == (1, 1, 4, 4)
+    assert pooled[0, 0, 1, 2] == grid[0, 0, 1:4, 2:5].mean()
+
+
+def test_scale_path_starts_as_the_plain_similarity():
+    """The attention enters through a zero-initialised residual, so at first a pseudo map is the
+    similarity of the pooled tokens with the text; one step later the attention contributes."""
+    torch.manual_seed(0)
+    path = ScalePath(dim=8, heads=2)
+    tokens, text = torch.randn(2, 5, 8), torch.nn.functional.normalize(torch.randn(3, 8), dim=-1)
+    plain = torch.nn.functional.normalize(tokens, dim=-1) @ text.t() / 0.5
+    torch.testing.assert_close(path(tokens, text, 0.5), plain)
+    path(tokens, text, 0.5)[..., 0].sum().backward()
+    assert path.proj.weight.grad.abs().sum() > 0
+
+
+def test_pseudo_maps_upsample_each_scale_to_the_patch_grid():
+    """Hand-made grid: left half of the tokens = text 0, right half = text 1. With 2×2 windows the
+    coarse pseudo map keeps the halves apart; the 6×6 window sees one mixed token everywhere."""
+    text = torch.eye(4)[:2]
+    grid = torch.zeros(1, 4, 6, 6)
+    grid[0, 0, :, :3] = 1.0
+    grid[0, 1, :, 3:] = 1.0
+    fine = MultiScaleMechanism(dim=4, num_classes=2, scales=(2,), heads=1).pseudo_maps(grid, text, 1.0)
+    assert fine.shape == (1, 2, 6, 6)
+    assert torch.allclose(fine[0, 0, :, 0], torch.ones(6)) and torch.allclose(fine[0, 0, :, 5], torch.zeros(6))
+    assert (fine[0, 0, 0, :-1] >= fine[0, 0, 0, 1:]).all()  # bilinear: monotone from left to right
+    whole = MultiScaleMechanism(dim=4, num_classes=2, scales=(6,), heads=1).pseudo_maps(grid, text, 1.0)
+    assert torch.allclose(whole, torch.full_like(whole, 2 ** -0.5))
+    both = MultiScaleMechanism(dim=4, num_classes=2, scales=(2, 6), heads=1).pseudo_maps(grid, text, 1.0)
+    torch.testing.assert_close(both, fine + whole)  # scales are summed
+
+
+def test_augmentation_turns_image_and_mask_together():
+    torch.manual_seed(0)
+    mask = torch.randint(0, 4, (6, 8, 8))
+    pixels = torch.stack([mask.float(), -mask.float(), torch.rand(6, 8, 8)], dim=1)
+    turned, turned_mask = random_dihedral(pixels, mask, np.random.default_rng(0))
+    assert torch.equal(turned[:, 0].long(), turned_mask) and torch.equal(turned[:, 1], -turned[:, 0])
+    assert not torch.equal(turned_mask, mask)
+    again, _ = random_dihedral(pixels, mask, np.random.default_rng(0))
+    assert torch.equal(again, turned)
 
 
 def test_msm_returns_a_map_on_the_patch_grid():
@@ -78,7 +128,8 @@ def test_one_fit_trains_encoder_prompts_and_msm_but_not_the_text_tower(smoke_dat
     assert any(k.startswith("prompts.") for k in changed) and any(k.startswith("msm.") for k in changed)
     text_after = method.model.prompts._text.tower.transformer.state_dict()
     assert all(torch.equal(text_before[k], text_after[k]) for k in text_before), "text tower must stay frozen"
-    assert (tmp_path / "ours_train_log.json").is_file()
+    log = json.loads((tmp_path / "ours_train_log.json").read_text())
+    assert len(log["epochs"]) == 1 and len(log["class_weights"]) == 4
     [classes] = method.predict_classes([smoke_dataset.test[0].image])
     assert classes.shape == (3, 64, 64)
     [binary] = method.predict([smoke_dataset.test[0].image])
@@ -92,6 +143,7 @@ def test_ablations_differ_only_in_msm():
     assert create_method("ours_msm_7_13", CLASSES, preset="smoke").config.msm_scales == (7, 13)
     no_msm = create_method("ours_no_msm", CLASSES, preset="smoke")
     assert no_msm._build().msm is None
+    assert not any(k.startswith("msm.") for k in no_msm.model.state_dict())
     assert full._build().msm is not None
 
 
@@ -113,3 +165,14 @@ def test_weights_load_from_a_checkpoint_file(clip_checkpoint, tmp_path):
     missing = create_method("ours", CLASSES, preset="smoke", overrides={"clip_pretrained": str(tmp_path / "no.pt")})
     with pytest.raises(WeightsError, match=r"no\.pt"):
         missing._build()
+
+
+def test_class_weights_count_pixels_of_the_train_split():
+    method = create_method("ours", CLASSES, preset="smoke", overrides={"class_balance_beta": 0.999})
+    mask = np.zeros((64, 64), np.uint8)
+    mask[:10, :10] = 1
+    mask[20:22, :5] = 3
+    weights = method._class_weights({"a": mask}, num_normal_images=3)
+    expected = class_balanced_weights(torch.tensor([4 * 64 * 64 - 110, 100, 0, 10]), 0.999)
+    torch.testing.assert_close(weights, expected)
+    assert weights[0] < weights[1] < weights[3]

@@ -1,4 +1,13 @@
-"""The ``ours`` plugin: training loop (schedule-free AdamW), prediction, saving."""
+"""The ``ours`` plugin: training loop (schedule-free AdamW), prediction, saving.
+
+Training (Sec. 4.1): every step encodes the prompts, runs the fine-tuned encoder and the MSM blocks,
+and minimises L_local + L_MSM, where L_local sums focal + dice over the four stages' local maps and
+L_MSM weights the stages' MSM maps by ``msm_stage_weights`` (0.1/0.1/0.1/0.7). Maps are up-sampled
+from the patch grid to the input resolution to meet the class-index masks (resized nearest).
+Schedule-free AdamW keeps two parameter sequences: ``optimizer.train()`` before the steps and
+``optimizer.eval()`` after them put the averaged weights in place, which is what is predicted with
+and saved.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +24,11 @@ from tqdm.auto import tqdm
 
 from scrapbench.datasets.types import Split
 from scrapbench.method import AnomalyMethod, FitContext, LearningType
-from scrapbench.methods.clip_backbone import load_clip, preprocess_images
+from scrapbench.methods.clip_backbone import LoadedClip, load_clip, preprocess_images
 from scrapbench.methods.ours.config import PRESETS, OursConfig
 from scrapbench.methods.ours.losses import class_balanced_weights, segmentation_loss
 from scrapbench.methods.ours.model import SteelScrapCLIP
+from scrapbench.seeding import seed_everything
 
 
 class FineTunedCLIP(AnomalyMethod):
@@ -36,12 +46,14 @@ class FineTunedCLIP(AnomalyMethod):
                              f"{len(config.msm_stage_weights)} MSM stage weights")
         self.device = "cpu"
         self.model: SteelScrapCLIP | None = None
+        self._clip: LoadedClip | None = None
         self._weights_info: dict[str, Any] = {}
 
     # -- building -------------------------------------------------------------------------------
     def _build(self) -> SteelScrapCLIP:
         cfg = self.config
         clip = load_clip(cfg.clip_model, cfg.clip_pretrained, cfg.image_size, self.device, init_seed=cfg.init_seed)
+        self._clip = clip  # its frozen text tower is used by the prompts but is not a submodule
         self._weights_info = dict(clip.weights_info)
         self.model = SteelScrapCLIP(clip, self.class_names, cfg).to(self.device)
         return self.model
@@ -49,6 +61,7 @@ class FineTunedCLIP(AnomalyMethod):
     def to_device(self, device: str) -> None:
         self.device = device
         if self.model is not None:
+            self._clip.model.to(device)
             self.model.to(device)
 
     def weights_info(self) -> dict[str, Any]:
@@ -59,36 +72,30 @@ class FineTunedCLIP(AnomalyMethod):
     def fit(self, train: Split, ctx: FitContext) -> None:
         cfg = self.config
         self.device = ctx.device
-        torch.manual_seed(ctx.seed)
+        seed_everything(ctx.seed)
         model = self._build()
-        targets = self._load_targets(train)
-        counts = torch.bincount(torch.from_numpy(np.concatenate([t.ravel() for t in targets.values()])).long(),
-                                minlength=len(self.class_names) + 1)
-        class_weights = class_balanced_weights(counts, cfg.class_balance_beta).to(self.device)
+        masks = self._anomalous_masks(train)
+        class_weights = self._class_weights(masks, len(train.normal_indices())).to(self.device)
         optimizer = schedulefree.AdamWScheduleFree(
             [p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
             weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps)
         rng = np.random.default_rng(ctx.seed)
-        anomalous, normals = train.anomalous_indices(), train.normal_indices()
+        empty = np.zeros((cfg.image_size, cfg.image_size), np.uint8)
         log = []
         model.train()
         optimizer.train()
         for epoch in range(cfg.epochs):
-            picked = normals if cfg.normals_per_epoch is None else \
-                list(rng.choice(normals, size=min(cfg.normals_per_epoch, len(normals)), replace=False))
-            order = rng.permutation(np.array(anomalous + [int(i) for i in picked], dtype=np.int64))
+            order = self._epoch_order(train, rng)
             batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
             total = 0.0
             for batch in tqdm(batches, desc=f"ours epoch {epoch + 1}/{cfg.epochs}", leave=False,
                               disable=not ctx.show_progress):
                 samples = [train[int(i)] for i in batch]
                 pixels = preprocess_images([s.image for s in samples], cfg.image_size, self.device)
-                target = torch.from_numpy(np.stack([targets[s.id] for s in samples])).long().to(self.device)
-                local, msm = model(pixels)
-                loss = sum(segmentation_loss(m, target, cfg.focal_gamma, class_weights) for m in local)
-                if msm is not None:
-                    loss = loss + sum(w * segmentation_loss(m, target, cfg.focal_gamma, class_weights)
-                                      for w, m in zip(cfg.msm_stage_weights, msm, strict=True))
+                target = torch.from_numpy(np.stack([masks.get(s.id, empty) for s in samples])).long()
+                if cfg.augment:
+                    pixels, target = random_dihedral(pixels, target.to(self.device), rng)
+                loss = self._loss(model(pixels), target.to(self.device), class_weights)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"ours: loss became {loss.item()} in epoch {epoch + 1}; lower `lr`")
                 optimizer.zero_grad(set_to_none=True)
@@ -99,19 +106,45 @@ class FineTunedCLIP(AnomalyMethod):
         optimizer.eval()  # schedule-free: switch the parameters to the averaged sequence for inference
         model.eval()
         ctx.workdir.mkdir(parents=True, exist_ok=True)
-        (ctx.workdir / "ours_train_log.json").write_text(json.dumps(log, indent=2))
+        (ctx.workdir / "ours_train_log.json").write_text(
+            json.dumps({"class_weights": class_weights.tolist(), "epochs": log}, indent=2))
 
-    def _load_targets(self, train: Split) -> dict[str, np.ndarray]:
-        """Class-index masks at the input resolution (nearest), for training images only."""
+    def _loss(self, maps: tuple[list[torch.Tensor], list[torch.Tensor] | None], target: torch.Tensor,
+              class_weights: torch.Tensor) -> torch.Tensor:
+        """L_local (sum over stages) + L_MSM (stage-weighted), each term focal + dice."""
+        local, msm = maps
+        gamma = self.config.focal_gamma
+        loss = sum(segmentation_loss(m, target, gamma, class_weights) for m in local)
+        if msm is not None:
+            loss = loss + sum(w * segmentation_loss(m, target, gamma, class_weights)
+                              for w, m in zip(self.config.msm_stage_weights, msm, strict=True))
+        return loss
+
+    def _epoch_order(self, train: Split, rng: np.random.Generator) -> np.ndarray:
+        """Every anomalous image plus all (or ``normals_per_epoch`` random) normal ones, shuffled."""
+        normals = train.normal_indices()
+        if self.config.normals_per_epoch is not None:
+            count = min(self.config.normals_per_epoch, len(normals))
+            normals = [int(i) for i in rng.choice(normals, size=count, replace=False)] if count else []
+        return rng.permutation(np.array(train.anomalous_indices() + normals, dtype=np.int64))
+
+    def _anomalous_masks(self, train: Split) -> dict[str, np.ndarray]:
+        """Class-index masks at the input resolution (nearest) of the anomalous train images only."""
         size = self.config.image_size
         out = {}
         for index in train.anomalous_indices():
             sample = train[index]
             mask = torch.from_numpy(sample.mask)[None, None].float()
             out[sample.id] = F.interpolate(mask, size=(size, size), mode="nearest")[0, 0].byte().numpy()
-        for index in train.normal_indices():
-            out[train.ids[index]] = np.zeros((size, size), np.uint8)
         return out
+
+    def _class_weights(self, masks: dict[str, np.ndarray], num_normal_images: int) -> torch.Tensor:
+        """Class-balanced weights from the train split's pixel counts at the input resolution."""
+        counts = torch.zeros(len(self.class_names) + 1, dtype=torch.float64)
+        for mask in masks.values():
+            counts += torch.bincount(torch.from_numpy(mask.ravel()).long(), minlength=len(counts)).double()
+        counts[0] += float(num_normal_images) * self.config.image_size ** 2
+        return class_balanced_weights(counts, self.config.class_balance_beta)
 
     # -- prediction -----------------------------------------------------------------------------
     def _maps(self, images: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -143,6 +176,7 @@ class FineTunedCLIP(AnomalyMethod):
 
     # -- state ----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        """Encoder, prompts and MSM weights (the frozen text tower comes from ``clip_pretrained``)."""
         if self.model is None:
             raise RuntimeError("ours: nothing to save before fit()")
         return {"model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()}}
@@ -153,3 +187,19 @@ class FineTunedCLIP(AnomalyMethod):
         model.eval()
 
 
+def random_dihedral(
+    pixels: torch.Tensor, target: torch.Tensor, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Turn each image B×3×S×S and its mask B×S×S by the same random 90° multiple, maybe mirrored.
+
+    Top-down crane views have no canonical orientation, so all eight are plausible scrap piles.
+    """
+    images, masks = [], []
+    for image, mask in zip(pixels, target, strict=True):
+        turns, mirror = int(rng.integers(4)), bool(rng.integers(2))
+        image, mask = torch.rot90(image, turns, (1, 2)), torch.rot90(mask, turns, (0, 1))
+        if mirror:
+            image, mask = image.flip(2), mask.flip(1)
+        images.append(image)
+        masks.append(mask)
+    return torch.stack(images), torch.stack(masks)

@@ -33,7 +33,8 @@ class SteelScrapCLIP(nn.Module):
         dim = int(self.visual.proj.shape[1]) if self.visual.proj is not None else int(self.visual.conv1.out_channels)
         num_outputs = len(texts)
         self.msm = nn.ModuleList(
-            MultiScaleMechanism(dim, num_outputs, config.msm_scales, config.msm_heads) for _ in config.feature_layers
+            MultiScaleMechanism(dim, num_outputs, config.msm_scales, config.msm_heads, stride=config.msm_stride)
+            for _ in config.feature_layers
         ) if config.use_msm else None
 
     def stage_features(self, pixels: torch.Tensor) -> list[torch.Tensor]:

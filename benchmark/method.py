@@ -8,7 +8,6 @@ resolution, higher = more anomalous. The evaluator never imports a method; it on
 from __future__ import annotations
 
 import dataclasses
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from enum import Enum
@@ -28,6 +27,10 @@ class LearningType(str, Enum):
 
 class WeightsError(FileNotFoundError):
     """A configured pretrained weight is not available; the message says which file and where."""
+
+
+class ModelFolderError(ValueError):
+    """A saved model folder is refused (old pickle format, unregistered method, corrupt or edited file)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,11 +76,13 @@ class AnomalyMethod(ABC):
 
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:
-        """Everything ``fit`` learned, as tensors/arrays/plain values (saved with torch.save)."""
+        """Everything ``fit`` learned, as plain data: nested dicts (string keys) and lists of tensors,
+        numpy arrays and JSON values. Saved as safetensors + JSON (``scrapbench.state_io``); anything
+        else (bytes, objects, a pickled module) is refused on save, so loading never runs code."""
 
     @abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what ``state_dict`` returned, on a method built with the same config."""
+        """Restore what ``state_dict`` returned (tuples come back as lists), on a method built with the same config."""
 
     # -- provenance ----------------------------------------------------------------------------
     def weights_info(self) -> dict[str, Any]:
@@ -86,49 +91,20 @@ class AnomalyMethod(ABC):
 
     # -- save / load ---------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
-        """Write config, class names and fitted state to ``directory`` (atomically per file)."""
-        import torch
+        """Write config, class names and fitted state to ``directory`` (see ``scrapbench.model_folder``)."""
+        from scrapbench.model_folder import save_method
 
-        from scrapbench.store import atomic_write_bytes, atomic_write_json
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "method": getattr(self, "registry_name", type(self).__name__),
-            "class": f"{type(self).__module__}:{type(self).__qualname__}",
-            "config": config_to_dict(self.config),
-            "class_names": list(self.class_names),
-        }
-        import io
-
-        buffer = io.BytesIO()
-        torch.save(self.state_dict(), buffer)
-        atomic_write_bytes(directory / "state.pt", buffer.getvalue())
-        atomic_write_json(directory / "method.json", meta)
-        return directory
+        return save_method(self, directory)
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu") -> AnomalyMethod:
-        """Rebuild a fitted method saved by :meth:`save` (``cls`` may be the base class)."""
-        import importlib
+        """Rebuild a fitted method saved by :meth:`save` (``cls`` may be the base class).
 
-        import torch
+        Raises :class:`ModelFolderError` (one line: the file and the fix) for a folder it refuses.
+        """
+        from scrapbench.model_folder import load_method
 
-        directory = Path(directory)
-        meta_path = directory / "method.json"
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"{meta_path}: no saved method here (write one with `scrapbench run`)")
-        meta = json.loads(meta_path.read_text())
-        module_name, _, qualname = meta["class"].partition(":")
-        method_cls = getattr(importlib.import_module(module_name), qualname)
-        config = config_from_dict(method_cls.Config, meta["config"])
-        method = method_cls(config, meta["class_names"])
-        method.registry_name = meta["method"]
-        if hasattr(method, "to_device"):
-            method.to_device(device)
-        state = torch.load(directory / "state.pt", map_location=device, weights_only=False)
-        method.load_state_dict(state)
-        return method
+        return load_method(directory, device=device, expected=None if cls is AnomalyMethod else cls)
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

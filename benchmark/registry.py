@@ -36,6 +36,11 @@ class MethodSpec:
     suites: tuple[str, ...] = ()
     overrides: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def target_path(self) -> str:
+        """``"module:Class"`` of the target (what a model folder's ``method.json`` must name)."""
+        return _target_path(self.target)
+
     def load_class(self) -> type[AnomalyMethod]:
         if isinstance(self.target, type):
             return self.target

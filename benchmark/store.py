@@ -5,7 +5,7 @@
         metrics.json    # pooled pixel metrics (+ image-level, breakdowns)
         per_image.csv   # one row per test image
         maps.npz        # optional: anomaly maps as float16
-        model/          # fitted state (method.json + state.pt), for `scrapbench predict`
+        model/          # fitted state (method.json + state.safetensors + state.json), for `scrapbench predict`
         work/           # the method's scratch space (training artefacts)
 """
 

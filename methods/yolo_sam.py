@@ -16,7 +16,6 @@ Everything ultralytics writes goes to ``ctx.workdir`` (see ``yolo_offline.py``).
 from __future__ import annotations
 
 import functools
-import io
 import math
 import random
 from collections.abc import Sequence
@@ -37,6 +36,7 @@ from scrapbench.methods.instances import (
 from scrapbench.methods.sam_refiner import SamBoxRefiner, build_sam
 from scrapbench.methods.yolo_dataset import write_yolo_dataset
 from scrapbench.methods.yolo_offline import import_ultralytics, restored_torch_state, sandboxed_training
+from scrapbench.methods.yolo_state import rebuild_yolo, yolo_architecture
 
 YOLO_FAMILIES = ("yolov8", "yolo11")
 YOLO_SCALES = ("n", "s", "m", "l", "x")
@@ -103,6 +103,7 @@ class YoloSam(AnomalyMethod):
         self._sam_info: dict[str, Any] = {}
         self._sam_state: dict[str, torch.Tensor] | None = None
         self._config_dir: Path | None = None
+        self._head_source_nc: int | None = None  # class count of the checkpoint fine-tuned from
 
     # -- weights -----------------------------------------------------------------------------
     def yolo_weights_path(self) -> Path | None:
@@ -156,6 +157,8 @@ class YoloSam(AnomalyMethod):
         from ultralytics import YOLO
 
         model = YOLO(str(weights) if weights else self._yaml_name(), task="segment")
+        # Fine-tuning rebuilds the head's class branch at the checkpoint's width (see yolo_state.py).
+        self._head_source_nc = int(model.model.model[-1].nc) if weights else None
         with sandboxed_training(model, ctx.show_progress):
             model.train(
                 data=str(data_yaml), epochs=cfg.epochs, imgsz=self._image_size, batch=cfg.batch_size,
@@ -165,9 +168,8 @@ class YoloSam(AnomalyMethod):
                 amp=False, plots=False, val=False, project=str(workdir / "ultralytics_runs"),
                 name="train", exist_ok=True, verbose=ctx.show_progress,
             )
-        # ultralytics reloads the final checkpoint (best.pt) after training. Its module is kept whole:
-        # fine-tuning from a checkpoint can rebuild head branches at the source's width, so the YAML
-        # alone does not describe the trained architecture.
+        # ultralytics reloads the final checkpoint (best.pt) after training; state_dict() stores it as
+        # tensors + architecture (yolo_state.py), never as the pickled module ultralytics writes.
         self._set_yolo(model.model)
 
     def _set_yolo(self, model: torch.nn.Module) -> None:
@@ -228,16 +230,20 @@ class YoloSam(AnomalyMethod):
     def state_dict(self) -> dict[str, Any]:
         if self._yolo is None:
             raise RuntimeError(f"{type(self).__name__}: nothing to save before fit()")
-        # The module as bytes: unpickling it imports ultralytics, which must happen through
-        # import_ultralytics() (config dir, offline mode), not inside AnomalyMethod.load's torch.load.
-        buffer = io.BytesIO()
-        torch.save(self._yolo, buffer)
-        return {"yolo_model": buffer.getvalue(), "image_size": self._image_size, "sam_state": self._sam_state}
+        return {"yolo_architecture": yolo_architecture(self._yolo, self._head_source_nc),
+                "yolo_weights": self._yolo.state_dict(), "image_size": self._image_size,
+                "sam_state": self._sam_state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["sam_state"] is None and self.config.sam_checkpoint is None:
+            raise ValueError("the saved state has no SAM weights and the config names no SAM checkpoint")
         import_ultralytics(self._config_dir or _fallback_config_dir())
         self._image_size = int(state["image_size"])
-        self._set_yolo(torch.load(io.BytesIO(state["yolo_model"]), map_location="cpu", weights_only=False))
+        architecture = state["yolo_architecture"]
+        self._head_source_nc = architecture.get("head_source_nc")
+        self._set_yolo(rebuild_yolo(architecture, state["yolo_weights"], len(self.class_names)))
+        # A random-initialised SAM comes back from its tensors; a checkpoint SAM from its file
+        # (read with torch.load(weights_only=True), see sam_refiner.build_sam).
         self._set_sam(seed=0, state=state["sam_state"])
 
     def to_device(self, device: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from saved_folder import assert_holds_no_pickle
 
 from scrapbench.method import AnomalyMethod, FitContext, check_maps
 from scrapbench.registry import create_method, list_methods
@@ -38,6 +39,7 @@ def test_fit_predict_contract(name, smoke_dataset, test_images, tmp_path):
         np.testing.assert_allclose(first, second, rtol=1e-5, atol=1e-6, err_msg=f"{name}: same seed, other maps")
 
     method.save(tmp_path / "saved")
+    assert_holds_no_pickle(tmp_path / "saved")
     loaded = AnomalyMethod.load(tmp_path / "saved")
     for first, reloaded in zip(maps, loaded.predict(test_images), strict=True):
         np.testing.assert_allclose(first, reloaded, rtol=1e-5, atol=1e-6, err_msg=f"{name}: save/load changed maps")

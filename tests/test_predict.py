@@ -15,6 +15,15 @@ from scrapbench.predict import find_regions, predict_folder, predict_tiled, trai
 CLASSES = ("motor", "cable")
 
 
+@pytest.fixture(autouse=True)
+def red_channel_registered(monkeypatch):
+    """A model folder names a registered method: register the test method for these tests only."""
+    from scrapbench import registry
+
+    registry.list_methods()  # built-ins first, so that they are not loaded over the test entry
+    monkeypatch.setitem(registry._REGISTRY, "red_channel", registry.MethodSpec("red_channel", RedChannel, "test"))
+
+
 def _image(height: int, width: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
 

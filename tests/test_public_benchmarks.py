@@ -126,6 +126,20 @@ def test_mvtec_bad_files_are_named(mvtec, case):
     assert str(info.value).startswith(str(named))
 
 
+def test_first_bad_file_in_order_is_reported_whatever_the_threads(mvtec):
+    from scrapbench.datasets.mvtec import category_dir, mvtec_records
+    from scrapbench.datasets.records import validated_split
+
+    root, _ = mvtec
+    for stem in ("000", "002"):
+        path = root / "bottle" / "test" / "contamination" / f"{stem}.png"
+        path.write_bytes(b"not an image")
+    records = mvtec_records(category_dir(root, "bottle"))[0]["test"]
+    for workers in (1, 4):
+        with pytest.raises(DatasetError, match=r"contamination/000.png: cannot decode image"):
+            validated_split("test", records, workers=workers)
+
+
 def test_mvtec_rgb_mask_is_binarised(mvtec):
     root, written = mvtec
     mask = written["bottle"]["broken_large_000"][1]

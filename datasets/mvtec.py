@@ -89,6 +89,8 @@ def mvtec_records(folder: Path, per_defect_type: bool = False) -> tuple[dict[str
 
     train = [ImageRecord(f"{NORMAL}_{stem}", path, None, 0, NORMAL)
              for stem, path in _images(folder / "train" / NORMAL).items()]
+    if not train:
+        raise DatasetError(f"{folder / 'train' / NORMAL}: no images")
     test: list[ImageRecord] = []
     if (folder / "test" / NORMAL).is_dir():
         test += [ImageRecord(f"{NORMAL}_{stem}", path, None, 0, NORMAL)

@@ -113,8 +113,9 @@ def validated_split(name: str, records: Sequence[ImageRecord], show_progress: bo
         if record.id in seen:
             raise DatasetError(f"{record.image}: sample id {record.id!r} also used by {seen[record.id]}")
         seen[record.id] = record.image
-    # Pillow releases the GIL while it decodes, so threads check several files at once; map() hands
-    # back results in record order, so the error raised is always that of the first bad record.
+    # Pillow releases the GIL while it decodes, so threads can check several files at once on a
+    # many-core machine (no gain on the loaded 2-core build machine: scripts/bench_public_data.py);
+    # map() hands back results in record order, so the error raised is always the first bad record's.
     with ThreadPoolExecutor(max_workers=max(1, workers or _default_workers())) as pool:
         for _ in tqdm(pool.map(_check_record, records), total=len(records), desc=f"checking {description or name}",
                       unit="img", disable=not show_progress, leave=False):

@@ -113,6 +113,8 @@ def read_visa_category(root: str | Path, category: str, per_defect_type: bool = 
     if category not in objects:
         raise DatasetError(f"{Path(root) / SPLIT_FILE}: no object {category!r}; objects: {', '.join(sorted(objects))}")
     records = objects[category]
+    if not records["train"]:
+        raise DatasetError(f"{Path(root) / SPLIT_FILE}: object {category!r} has no train row")
     if not any(r.is_anomalous for r in records["test"]):
         raise DatasetError(f"{Path(root) / SPLIT_FILE}: object {category!r} has no anomalous test image; "
                            f"pixel metrics need some")

@@ -87,6 +87,19 @@ def test_mvtec_category_without_defect_type_is_refused_naming_the_folder(mvtec):
         read_mvtec_category(root, "screw")
 
 
+def test_empty_train_split_names_the_folder_or_split_file(mvtec, visa):
+    root, _ = mvtec
+    for path in (root / "bottle" / "train" / "good").iterdir():
+        path.unlink()
+    with pytest.raises(DatasetError, match=r"bottle/train/good: no images"):
+        read_mvtec_category(root, "bottle")
+    visa_root, _ = visa
+    csv_path = visa_root / "split_csv" / "1cls.csv"
+    csv_path.write_text("\n".join(r for r in csv_path.read_text().splitlines() if not r.startswith("pcb1,train")))
+    with pytest.raises(DatasetError, match=r"1cls.csv: object 'pcb1' has no train row"):
+        read_visa_category(visa_root, "pcb1")
+
+
 def test_mvtec_missing_mask_names_the_mask(mvtec):
     root, _ = mvtec
     (root / "bottle" / "ground_truth" / "contamination" / "001_mask.png").unlink()

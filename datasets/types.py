@@ -111,6 +111,9 @@ class Dataset:
     test: Split
     root: Path | None = None
     notes: dict = field(default_factory=dict)
+    #: The object a category shows, in words ("metal nut"), for methods whose prompts name it
+    #: (WinCLIP); ``None`` when the data has no single object (synthetic scrap, folders).
+    object_name: str | None = None
 
     @property
     def num_classes(self) -> int:

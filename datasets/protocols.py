@@ -1,0 +1,104 @@
+"""The benchmarks' training protocols beyond "fit on the category's train split".
+
+* Cross-dataset training (AnomalyCLIP's zero-shot protocol, Zhou et al., ICLR 2024, Sec. 4.1): a
+  method that learns prompts is trained on the *test* set of another benchmark (all its categories,
+  normal and anomalous images with their masks) and evaluated on this one: VisA → MVTec AD and
+  MVTec AD → VisA. :func:`cross_dataset_train` builds that train split from ``--train-on``.
+* Supervised methods (YOLO+SAM, Mask R-CNN, ours) need anomalous images with masks to learn from,
+  which the one-class train splits of MVTec AD and VisA do not have. :func:`supervised_split` moves a
+  seeded part of each defect type's test images into training, documented there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+from scrapbench.datasets.records import concat_splits, validated_split
+from scrapbench.datasets.resolve import benchmark_categories, parse_benchmark_spec
+from scrapbench.datasets.types import Dataset, DatasetError, Split
+
+
+def cross_dataset_train(spec: str, show_progress: bool = False) -> Split:
+    """The test images of every category that ``spec`` (``visa:ROOT[#...]``, ``mvtec:ROOT[#...]``) names, as one
+    train split.
+
+    Ids are ``<category>_<id>``; masks are binary (class 1, ``anomaly``) whatever the categories'
+    defect types. Only the test images are read and checked.
+    """
+    parsed = parse_benchmark_spec(spec)
+    if parsed is None:
+        raise DatasetError(f"{spec}: --train-on takes mvtec:ROOT[#cat1,cat2] or visa:ROOT[#cat1,cat2]")
+    parts = []
+    for category in benchmark_categories(parsed):
+        if parsed.kind == "mvtec":
+            from scrapbench.datasets.mvtec import category_dir, mvtec_records
+
+            records = mvtec_records(category_dir(parsed.root, category))[0]["test"]
+        else:
+            from scrapbench.datasets.visa import read_split_file
+
+            records = read_split_file(parsed.root)[category]["test"]
+        parts.append((category, validated_split("train", records, show_progress, f"{parsed.kind} {category} test")))
+    return concat_splits("train", parts)
+
+
+def check_cross_dataset(train_spec: str, dataset: Dataset) -> None:
+    """Refuse to train on the test images that will be evaluated (same benchmark root)."""
+    parsed = parse_benchmark_spec(train_spec)
+    evaluated = dataset.notes.get("spec")
+    other = parse_benchmark_spec(evaluated) if isinstance(evaluated, str) else None
+    if parsed is None or other is None or parsed.kind != other.kind:
+        return
+    if Path(parsed.root).resolve() == Path(other.root).resolve():
+        raise DatasetError(f"--train-on {train_spec} trains on the test images of {dataset.name}, which is evaluated; "
+                           f"train on the other benchmark (AnomalyCLIP: VisA → MVTec AD, MVTec AD → VisA)")
+
+
+def _seeded_order(ids: Sequence[str], seed: int) -> list[str]:
+    # A hash of (seed, id), not a shuffle of the list: the split does not depend on file order.
+    return sorted(ids, key=lambda i: hashlib.sha256(f"{seed}:{i}".encode()).hexdigest())
+
+
+def supervised_split(dataset: Dataset, seed: int, train_fraction: float = 0.5) -> Dataset:
+    """Train/test for supervised methods on a benchmark category, drawn by ``seed``.
+
+    Train: the category's own train images (all normal) plus, from each defect type of the test
+    split, ``round(train_fraction · n)`` images (at least one, and at least one left, when the type
+    has two or more), chosen by a hash of (seed, image id). Test: every other test image, normal
+    test images included. So a supervised method sees each defect type, the evaluated images differ
+    from the published protocol's full test set (say so next to any comparison), and mean ± std
+    over seeds covers the choice of split. Defect types come from ``dataset.notes["test_groups"]``
+    (the MVTec AD and VisA readers set it); without it, all anomalous test images form one group.
+    """
+    if not 0.0 < train_fraction < 1.0:
+        raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
+    test = dataset.test
+    groups = dataset.notes.get("test_groups")
+    if groups is None or len(groups) != len(test):
+        groups = ["anomaly" if a else "normal" for a in test.has_anomaly]
+    members: dict[str, list[int]] = {}
+    for index, (group, anomalous) in enumerate(zip(groups, test.has_anomaly, strict=True)):
+        if anomalous:
+            members.setdefault(group, []).append(index)
+    if not members:
+        raise DatasetError(f"{dataset.name}: no anomalous test image to train a supervised method on")
+    moved: set[int] = set()
+    for indices in members.values():
+        n_train = round(train_fraction * len(indices))
+        if len(indices) >= 2:
+            n_train = min(max(n_train, 1), len(indices) - 1)
+        by_id = {test.ids[i]: i for i in indices}
+        moved |= {by_id[i] for i in _seeded_order(list(by_id), seed)[:n_train]}
+    kept = [i for i in range(len(test)) if i not in moved]
+    if not moved or not any(test.has_anomaly[i] for i in kept):
+        raise DatasetError(f"{dataset.name}: too few anomalous test images to both train a supervised method "
+                           f"and evaluate it")
+    chosen = sorted(moved)
+    train = concat_splits("train", [("train", dataset.train), ("test", test.subset(chosen))])
+    notes = {**dataset.notes, "supervised_split": {"seed": seed, "train_fraction": train_fraction,
+                                                  "moved_test_images": len(chosen)},
+             "test_groups": tuple(groups[i] for i in kept)}
+    return dataclasses.replace(dataset, train=train, test=test.subset(kept), notes=notes)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import io
 import os
-import warnings
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ MAX_PIXELS_ENV = "SCRAPBENCH_MAX_PIXELS"
 _GREY16_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 _MASK_MODES = ("L", "P", "1", "I", *_GREY16_MODES)
 _DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError)
+_PIL_LIMIT_LOCK = threading.Lock()
 
 
 def pixel_limit() -> int:
@@ -61,16 +62,16 @@ def open_image(path: Path, data: bytes | None = None, limit: int | None = None) 
     The caller closes the image (use it in a ``with`` block).
     """
     limit = pixel_limit() if limit is None else limit
-    if Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
-        Image.MAX_IMAGE_PIXELS = limit  # the user raised our limit: let Pillow open what we accept
     try:
-        with warnings.catch_warnings():
-            # Our own limit below is the one that applies; Pillow's warning would only be noise.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data) if data is not None else path)
-    except Image.DecompressionBombError as exc:  # Pillow refuses twice its own limit before we see a size
-        raise DatasetError(f"{path}: image is too large to decode ({exc}); tile it first, or raise the limit "
-                           f"with {MAX_PIXELS_ENV}=<pixels>") from exc
+        with _PIL_LIMIT_LOCK:
+            # Pillow refuses images above twice its own limit before we could name their size; ours
+            # applies instead, checked right below before any pixel is decoded. Only the header is
+            # read while Pillow's check is off, under a lock, and the setting is restored at once.
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                img = Image.open(io.BytesIO(data) if data is not None else path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
     except FileNotFoundError as exc:
         raise DatasetError(f"{path}: file does not exist") from exc
     except _DECODE_ERRORS as exc:

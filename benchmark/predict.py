@@ -24,6 +24,7 @@ from scrapbench.datasets.filecheck import check_files
 from scrapbench.datasets.folder import IMAGE_SUFFIXES, read_image, read_json_file
 from scrapbench.datasets.imageio import image_size
 from scrapbench.datasets.prepare import tile_starts
+from scrapbench.datasets.types import DatasetError
 from scrapbench.method import AnomalyMethod, check_maps
 from scrapbench.store import atomic_write_bytes, atomic_write_json, atomic_write_text
 
@@ -177,13 +178,15 @@ def training_patch_size(model_dir: Path) -> int | None:
         preset = record.get("preset")
         return SYNTHETIC_PRESETS[preset].patch_size if preset in SYNTHETIC_PRESETS else None
     if spec and Path(spec).is_dir():
-        import yaml
+        from scrapbench.datasets.folder import read_class_names
 
-        meta_path = Path(spec) / "dataset.yaml"
-        meta = yaml.safe_load(meta_path.read_text()) if meta_path.is_file() else {}
-        size = ((meta or {}).get("notes") or {}).get("patch_size")
-        if size:
-            return int(size)
+        try:
+            _, meta = read_class_names(Path(spec))
+        except DatasetError:
+            meta = {}
+        size = (meta.get("notes") or {}).get("patch_size") if isinstance(meta.get("notes"), dict) else None
+        if isinstance(size, int) and size > 0:
+            return size
         first = next(iter(sorted((Path(spec) / "train" / "images").glob("*"))), None)
         if first is not None and first.suffix.lower() in IMAGE_SUFFIXES:
             return max(image_size(first))

@@ -73,6 +73,7 @@ class _Cache:
     def __init__(self, cache_dir: Path | None, root: Path) -> None:
         root = Path(os.path.abspath(root))  # lexical: files may be links to elsewhere
         self.root = root
+        self._prefix = str(root).rstrip(os.sep) + os.sep
         self.path = None
         if cache_dir is not None:
             name = hashlib.sha256(str(root).encode()).hexdigest()[:24]
@@ -90,11 +91,15 @@ class _Cache:
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 self.entries = {}
 
-    def _key(self, path: Path) -> str:
-        return Path(os.path.relpath(os.path.abspath(path), self.root)).as_posix()
+    def key(self, path: Path) -> str:
+        """The file's name relative to the folder (the usual case is a plain prefix: no path parsing)."""
+        full = os.path.abspath(path)
+        if full.startswith(self._prefix):
+            return full[len(self._prefix):].replace(os.sep, "/")
+        return Path(os.path.relpath(full, self.root)).as_posix()
 
-    def get(self, path: Path, kind: str, stat: os.stat_result) -> FileFacts | None:
-        entry = self.entries.get(self._key(path))
+    def get(self, key: str, kind: str, stat: os.stat_result) -> FileFacts | None:
+        entry = self.entries.get(key)
         try:
             if entry is None or entry[0] != kind or entry[1] != _stat_key(stat):
                 return None
@@ -104,8 +109,8 @@ class _Cache:
         except (ValueError, TypeError, IndexError):
             return None
 
-    def put(self, path: Path, kind: str, stat: os.stat_result, facts: FileFacts) -> None:
-        self.entries[self._key(path)] = [kind, _stat_key(stat), facts.size, facts.sha256, facts.height, facts.width,
+    def put(self, key: str, kind: str, stat: os.stat_result, facts: FileFacts) -> None:
+        self.entries[key] = [kind, _stat_key(stat), facts.size, facts.sha256, facts.height, facts.width,
                                          list(facts.values) if facts.values is not None else None]
         self.changed = True
 
@@ -148,6 +153,7 @@ def check_files(
         if kind not in _KINDS:
             raise ValueError(f"unknown file kind {kind!r}; expected one of {_KINDS}")
     cache = _Cache(cache_dir, root)
+    keys = {path: cache.key(path) for path, _ in files} if cache.path is not None else {}
     facts: dict[Path, FileFacts] = {}
     todo: list[tuple[Path, str, os.stat_result]] = []
     errors: dict[Path, DatasetError] = {}
@@ -157,7 +163,7 @@ def check_files(
         except OSError as exc:
             errors[path] = DatasetError(f"{path}: cannot read the file ({exc.strerror or exc})")
             continue
-        known = cache.get(path, kind, stat)
+        known = cache.get(keys[path], kind, stat) if cache.path is not None else None
         if known is None:
             todo.append((path, kind, stat))
             continue
@@ -176,7 +182,7 @@ def check_files(
             return path, exc
 
     if todo:
-        workers = workers or min(4, os.cpu_count() or 1)
+        workers = workers or min(8, os.cpu_count() or 1)
         disable = None if show_progress is None else not show_progress
         with ThreadPoolExecutor(workers) as pool, tqdm(total=len(todo), desc="checking files", unit="file",
                                                        delay=1.0, disable=disable, leave=False) as bar:
@@ -186,9 +192,10 @@ def check_files(
                     errors[path] = result
                 else:
                     facts[path] = result
-                    cache.put(path, kind, stat, result)
+                    if cache.path is not None:
+                        cache.put(keys[path], kind, stat, result)
     if cache.path is not None:
-        cache.save({cache._key(p) for p in facts})
+        cache.save({keys[p] for p in facts})
     if errors:
         first = next(p for p, _ in files if p in errors)
         more = len(errors) - 1

@@ -166,11 +166,12 @@ def _split(root: Path, name: str, images: dict[str, Path], masks: dict[str, Path
 
 
 def read_folder_dataset(root: str | Path, cache_dir: str | Path | None = None, use_cache: bool = True,
-                        show_progress: bool | None = None) -> Dataset:
+                        show_progress: bool | None = None, workers: int | None = None) -> Dataset:
     """Open ``root`` in the on-disk format after checking every file completely (see the module docstring).
 
     ``cache_dir`` (default: the scrapbench cache) remembers files already checked; ``use_cache=False``
     checks everything again. ``show_progress``: None shows a bar on a terminal when checking is slow.
+    ``workers``: threads decoding files (default: one per CPU, at most 8).
     """
     root = Path(root)
     if not root.is_dir():
@@ -180,7 +181,7 @@ def read_folder_dataset(root: str | Path, cache_dir: str | Path | None = None, u
     files = [(path, kind) for split in SPLITS for kind, group in zip(("image", "mask"), indexed[split], strict=True)
              for path in group.values()]
     cache = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) if use_cache else None
-    facts = check_files(files, root, cache_dir=cache, show_progress=show_progress)
+    facts = check_files(files, root, cache_dir=cache, show_progress=show_progress, workers=workers)
     train, test = (_split(root, split, *indexed[split], facts, len(class_names)) for split in SPLITS)
     if not any(test.has_anomaly):
         raise DatasetError(f"{root / 'test'}: no anomalous pixel in the test split; pixel metrics need some")

@@ -20,7 +20,7 @@ from scrapbench.datasets.prepare import (
     tile_boxes,
     tile_starts,
 )
-from scrapbench.datasets.roi import RoiFile, TextPromptedRoi
+from scrapbench.datasets.roi import RoiFile, TextPromptedRoi, full_image_roi
 from scrapbench.datasets.types import DatasetError
 
 CLASSES = ("motor", "cable")
@@ -507,6 +507,13 @@ def test_a_truncated_source_image_fails_before_anything_is_written(tmp_path):
     (images / "cam3.png").unlink()
     bad.write_bytes(bad.read_bytes()[:-100])
     sources = read_mask_folder(images, masks, CLASSES)
+    cropped = []
+
+    def roi(image, path, source_id):  # a slow text-prompted crop would run here, once per image
+        cropped.append(path)
+        return full_image_roi(*image.shape[:2])
+
     with pytest.raises(DatasetError, match=r"cam3\.jpg: .*truncated"):
-        prepare_dataset(sources, CLASSES, tmp_path / "ds", config=PrepareConfig(patch_size=16, test_fraction=0.5))
-    assert not (tmp_path / "ds").exists()
+        prepare_dataset(sources, CLASSES, tmp_path / "ds", roi=roi,
+                        config=PrepareConfig(patch_size=16, test_fraction=0.5))
+    assert cropped == [] and not (tmp_path / "ds").exists()

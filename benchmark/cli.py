@@ -170,9 +170,10 @@ def report(
     out = out or runs / "report"
     try:
         guard_output(out, [runs], allow_inside=True)  # RUNS/report is the default; RUNS itself is refused
+        out.mkdir(parents=True, exist_ok=True)
+        write_marker(out, "report")  # first: a report that fails half-way can still be rewritten
         path = build_report(runs, out, dataset=dataset, preset=preset, n_boot=n_boot, ci=ci,
                             primary_metric=primary_metric, qualitative_rows=rows, figures=figures)
-        write_marker(out, "report")
     except (ReportError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     console.print(f"report written to {path}")
@@ -252,7 +253,8 @@ def prepare(
         config = PrepareConfig(patch_size=patch_size, overlap=overlap, test_fraction=test_fraction, seed=split_seed,
                                keep_split=keep_split, min_roi_fraction=min_roi_fraction)
         inputs = [source, annotations, roi_file]
-        guard_output(out, inputs)  # before the (possibly slow) reading of the sources
+        if not preview_only:
+            guard_output(out, inputs)  # before the (possibly slow) reading of the sources
         sources, class_names = read_sources(format_, source, annotations, names, missing_mask_normal)
         roi = None
         if roi_file is not None:

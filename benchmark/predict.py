@@ -223,19 +223,13 @@ def predict_folder(
     its range), ``regions.json`` (summary + regions per image) and ``regions.csv`` (one row per region).
     ``out_dir`` follows :mod:`scrapbench.outdir`: never the model's or the images' folder, replaced
     only if scrapbench wrote it, and only once every image is done. Every image is decoded once
-    before the model is loaded, so a bad file fails first.
+    before the first prediction, so a bad file fails before any work is done.
     """
     from scrapbench.outdir import guard_output, staged_output
 
     model_dir, out_dir, images_dir = Path(model_dir), Path(out_dir), Path(images_dir)
     inputs = [model_dir, images_dir]
     guard_output(out_dir, inputs)
-    paths = _list_images(images_dir)
-    stems = [p.stem for p in paths]
-    if len(set(stems)) != len(stems):
-        raise ValueError(f"{images_dir}: several images share a stem; rename them")
-    check_files([(p, "image") for p in paths], paths[0].parent, cache_dir=default_cache_dir(),
-                show_progress=None if show_progress else False)
     method = AnomalyMethod.load(model_dir, device=device)
     threshold_source = "given"
     if threshold is None:
@@ -246,6 +240,12 @@ def predict_folder(
             raise ValueError(f"{model_dir}: cannot tell the training patch size from the run; pass --patch-size")
     if not 0 <= overlap < patch_size:
         raise ValueError(f"overlap must be in [0, {patch_size}), got {overlap}")
+    paths = _list_images(images_dir)
+    stems = [p.stem for p in paths]
+    if len(set(stems)) != len(stems):
+        raise ValueError(f"{images_dir}: several images share a stem; rename them")
+    check_files([(p, "image") for p in paths], paths[0].parent, cache_dir=default_cache_dir(),
+                show_progress=None if show_progress else False)
 
     per_image, all_regions = [], []
     with staged_output(out_dir, "predict", inputs=inputs) as staging:

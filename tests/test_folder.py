@@ -202,7 +202,7 @@ def test_mask_matching_no_image_is_refused_whatever_its_case(root):
     assert "E.PNG" in _error(root)
 
 
-def _png_header_only(path: Path, width: int, height: int) -> None:
+def png_header_only(path: Path, width: int, height: int) -> None:
     """A PNG whose header claims width x height (no pixel data): enough to trip a size check."""
     import struct
     import zlib
@@ -216,7 +216,7 @@ def _png_header_only(path: Path, width: int, height: int) -> None:
 
 def test_huge_image_gives_one_clear_error_and_the_limit_can_be_raised(root, monkeypatch):
     bad = root / "train" / "images" / "a.png"
-    _png_header_only(bad, 20000, 20000)
+    png_header_only(bad, 20000, 20000)
     message = _error(root)
     assert str(bad) in message and "20000x20000" in message and "SCRAPBENCH_MAX_PIXELS" in message
     monkeypatch.setenv("SCRAPBENCH_MAX_PIXELS", str(20000 * 20000))
@@ -276,24 +276,23 @@ def test_write_refuses_class_names_the_reader_would_refuse(tmp_path):
 
 
 def test_commands_report_a_huge_image_in_one_line(root, tmp_path):
-    """run, evaluate and predict: one line naming the file, exit code 2, no traceback."""
+    """run and evaluate (predict: tests/test_predict.py): one line naming the file, exit code 2, no traceback."""
     from typer.testing import CliRunner
 
     from scrapbench.cli import app
 
     bad = root / "test" / "images" / "d.png"
-    _png_header_only(bad, 20000, 20000)
+    png_header_only(bad, 20000, 20000)
     maps = tmp_path / "maps"
     maps.mkdir()
     np.save(maps / "e.npy", np.zeros((16, 16), np.float32))
     masks = tmp_path / "masks"
     masks.mkdir()
-    _png_header_only(masks / "e.png", 20000, 20000)
+    png_header_only(masks / "e.png", 20000, 20000)
     commands = {
         "run": ["run", "--dataset", str(root), "--methods", "winclip", "--preset", "smoke", "--out",
                 str(tmp_path / "runs")],
         "evaluate": ["evaluate", str(maps), str(masks)],
-        "predict": ["predict", str(tmp_path / "model"), str(root / "test" / "images"), "--out", str(tmp_path / "p")],
     }
     for name, args in commands.items():
         result = CliRunner().invoke(app, args)

@@ -82,7 +82,8 @@ def main() -> None:
         assert warm.fingerprint == data.fingerprint
 
     report = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                    "load_average_1min": round(os.getloadavg()[0], 1)},  # other work on the machine meanwhile
         "files": files, "megabytes": round(bytes_total / 1e6, 1), "image_size": args.size,
         "fabricate_s": round(fabricate_s, 2), **{k: round(v, 2) for k, v in timings.items()},
         "fingerprint": data.fingerprint,

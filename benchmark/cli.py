@@ -104,7 +104,8 @@ def run(
 
 @app.command()
 def synth(
-    out: Path = typer.Option(..., help="Folder to write the dataset to (on-disk format)."),
+    out: Path = typer.Option(..., help="Folder to write the dataset to (on-disk format; an existing one only if "
+                                       "scrapbench wrote it)."),
     preset: str = typer.Option("cpu", help="Size: smoke | cpu | paper."),
     seed: int = typer.Option(0, help="Generator seed."),
 ) -> None:
@@ -113,7 +114,10 @@ def synth(
 
     if preset not in SYNTHETIC_PRESETS:
         _fail(f"unknown preset {preset!r}; choose from {sorted(SYNTHETIC_PRESETS)}")
-    path = write_synthetic(out, SYNTHETIC_PRESETS[preset], seed=seed)
+    try:
+        path = write_synthetic(out, SYNTHETIC_PRESETS[preset], seed=seed)
+    except ValueError as exc:  # OutputError: an --out scrapbench did not write
+        _fail(str(exc))
     console.print(f"wrote {path}")
 
 
@@ -122,15 +126,18 @@ def evaluate(
     maps: Path = typer.Argument(..., help="Folder of anomaly maps (.npy/.npz/.tif/.tiff/.png), one per image."),
     masks: Path = typer.Argument(..., help="Folder of ground-truth masks (PNG, same stems; 0 = normal)."),
     compat: str = typer.Option("mvtec", help="AUPRO recipe: mvtec (default) or anomalyclip."),
-    out: Path = typer.Option(None, help="Write the metrics as JSON here."),
+    out: Path = typer.Option(None, help="Write the metrics as JSON here (a new file, or one this command wrote)."),
 ) -> None:
     """Evaluate anomaly maps written by any tool against masks."""
     import json
 
     from scrapbench.metrics import evaluate_folders
+    from scrapbench.outdir import guard_output_file
     from scrapbench.store import atomic_write_json
 
     try:
+        if out is not None:
+            guard_output_file(out, [maps, masks], "evaluate")
         result = evaluate_folders(maps, masks, compat=compat)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
@@ -139,7 +146,7 @@ def evaluate(
         table.add_row(key, f"{100 * result[key]:.2f}")
     console.print(table)
     if out is not None:
-        atomic_write_json(out, result)
+        atomic_write_json(out, {"written_by": "scrapbench evaluate", **result})
     else:
         console.print_json(json.dumps({k: v for k, v in result.items() if isinstance(v, (int, float))}))
 
@@ -157,12 +164,17 @@ def report(
     figures: bool = typer.Option(True, "--figures/--no-figures", help="Draw the PNG figures."),
 ) -> None:
     """Tables (Table 2 / Table 3 layout), confidence intervals and figures from finished runs."""
+    from scrapbench.outdir import guard_output, write_marker
     from scrapbench.report import ReportError, build_report
 
+    out = out or runs / "report"
     try:
-        path = build_report(runs, out or runs / "report", dataset=dataset, preset=preset, n_boot=n_boot, ci=ci,
+        guard_output(out, [runs], allow_inside=True)  # RUNS/report is the default; RUNS itself is refused
+        out.mkdir(parents=True, exist_ok=True)
+        write_marker(out, "report")  # first: a report that fails half-way can still be rewritten
+        path = build_report(runs, out, dataset=dataset, preset=preset, n_boot=n_boot, ci=ci,
                             primary_metric=primary_metric, qualitative_rows=rows, figures=figures)
-    except (ReportError, FileNotFoundError) as exc:
+    except (ReportError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     console.print(f"report written to {path}")
 
@@ -171,7 +183,8 @@ def report(
 def predict(
     model: Path = typer.Argument(..., help="A run's model folder: OUT/<dataset>/<preset>/<method>/seed<k>/model."),
     images: Path = typer.Argument(..., help="A folder of images (any size) or one image."),
-    out: Path = typer.Option(..., help="Folder for overlays/, maps/, regions.json and regions.csv."),
+    out: Path = typer.Option(..., help="Folder for overlays/, maps/, regions.json and regions.csv (a new folder, "
+                                       "or one scrapbench wrote)."),
     threshold: float = typer.Option(None, help="Score threshold (default: the run's F1-max threshold)."),
     patch_size: int = typer.Option(None, help="Tile size (default: the patch size the method was run on)."),
     overlap: int = typer.Option(0, help="Pixels shared by neighbouring tiles (maps are averaged there)."),
@@ -201,7 +214,8 @@ def predict(
 @app.command()
 def prepare(
     source: Path = typer.Argument(..., help="Folder of raw images (for --format mvtec: an MVTec category folder)."),
-    out: Path = typer.Option(..., help="Dataset folder to write (on-disk format; replaced atomically)."),
+    out: Path = typer.Option(..., help="Dataset folder to write (on-disk format; an existing one only if scrapbench "
+                                       "wrote it, replaced atomically)."),
     format_: str = typer.Option("masks", "--format", help="Annotations: masks (class-index PNGs) | coco | mvtec."),
     annotations: Path = typer.Option(None, help="masks: folder of <stem>.png; coco: the instances JSON file."),
     classes: str = typer.Option(None, help="Comma-separated class names, index 1..K (coco: default = its "
@@ -226,9 +240,11 @@ def prepare(
 ) -> None:
     """Turn raw annotated images (e.g. 4K crane-camera frames) into a scrapbench dataset folder."""
     from scrapbench.datasets import DatasetError
+    from scrapbench.datasets.folder import read_folder_dataset
     from scrapbench.datasets.prepare import PrepareConfig, prepare_dataset, preview_rois, read_sources
     from scrapbench.datasets.roi import ClipTextScorer, RoiFile, TextPromptedRoi, sam_mask_generator
     from scrapbench.method import WeightsError
+    from scrapbench.outdir import guard_output
 
     names = tuple(c.strip() for c in classes.split(",") if c.strip()) if classes else None
     try:
@@ -236,6 +252,9 @@ def prepare(
             _fail("choose one of --roi-file and --roi-prompt")
         config = PrepareConfig(patch_size=patch_size, overlap=overlap, test_fraction=test_fraction, seed=split_seed,
                                keep_split=keep_split, min_roi_fraction=min_roi_fraction)
+        inputs = [source, annotations, roi_file]
+        if not preview_only:
+            guard_output(out, inputs)  # before the (possibly slow) reading of the sources
         sources, class_names = read_sources(format_, source, annotations, names, missing_mask_normal)
         roi = None
         if roi_file is not None:
@@ -250,15 +269,13 @@ def prepare(
                 _fail("--preview-only needs --preview DIR")
             if roi is None:
                 _fail("--preview-only shows a crop: give --roi-file or --roi-prompt")
-            paths = preview_rois(sources, roi, preview, config)
+            paths = preview_rois(sources, roi, preview, config, inputs=inputs)
             console.print(f"{len(paths)} previews written to {preview}")
             return
-        path = prepare_dataset(sources, class_names, out, roi=roi, config=config, preview_dir=preview)
+        path = prepare_dataset(sources, class_names, out, roi=roi, config=config, preview_dir=preview, inputs=inputs)
+        data = read_folder_dataset(path)
     except (DatasetError, WeightsError, ValueError) as exc:
         _fail(str(exc))
-    from scrapbench.datasets.folder import read_folder_dataset
-
-    data = read_folder_dataset(path)
     console.print(f"wrote {path}: {len(data.train)} train / {len(data.test)} test patches "
                   f"({sum(data.test.has_anomaly)} anomalous test patches), classes {', '.join(data.class_names)}")
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,8 +19,12 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
-from scrapbench.datasets.folder import IMAGE_SUFFIXES, read_image
+from scrapbench.datasets.cache import default_cache_dir
+from scrapbench.datasets.filecheck import check_files
+from scrapbench.datasets.folder import IMAGE_SUFFIXES, read_image, read_json_file
+from scrapbench.datasets.imageio import image_size
 from scrapbench.datasets.prepare import tile_starts
+from scrapbench.datasets.types import DatasetError
 from scrapbench.method import AnomalyMethod, check_maps
 from scrapbench.store import atomic_write_bytes, atomic_write_json, atomic_write_text
 
@@ -150,10 +153,11 @@ def default_threshold(model_dir: Path) -> float:
     path = model_dir.parent / "metrics.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no metrics next to the model; pass --threshold")
-    metrics = json.loads(path.read_text())
-    if metrics.get("f1max_threshold") is None:
-        raise ValueError(f"{path}: has no f1max_threshold; pass --threshold")
-    return float(metrics["f1max_threshold"])
+    metrics = read_json_file(path, "run metrics")
+    value = metrics.get("f1max_threshold") if isinstance(metrics, dict) else None
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not np.isfinite(value):
+        raise ValueError(f"{path}: has no usable f1max_threshold; pass --threshold")
+    return float(value)
 
 
 def training_patch_size(model_dir: Path) -> int | None:
@@ -161,8 +165,10 @@ def training_patch_size(model_dir: Path) -> int | None:
     record_path = model_dir.parent / "run.json"
     if not record_path.is_file():
         return None
-    record = json.loads(record_path.read_text())
-    dataset = record.get("dataset", {})
+    record = read_json_file(record_path, "run record")
+    if not isinstance(record, dict):
+        return None
+    dataset = record.get("dataset") or {}
     if dataset.get("patch_size"):
         return int(dataset["patch_size"])
     spec = dataset.get("spec")
@@ -172,17 +178,18 @@ def training_patch_size(model_dir: Path) -> int | None:
         preset = record.get("preset")
         return SYNTHETIC_PRESETS[preset].patch_size if preset in SYNTHETIC_PRESETS else None
     if spec and Path(spec).is_dir():
-        import yaml
+        from scrapbench.datasets.folder import read_class_names
 
-        meta_path = Path(spec) / "dataset.yaml"
-        meta = yaml.safe_load(meta_path.read_text()) if meta_path.is_file() else {}
-        size = ((meta or {}).get("notes") or {}).get("patch_size")
-        if size:
-            return int(size)
+        try:
+            _, meta = read_class_names(Path(spec))
+        except DatasetError:
+            meta = {}
+        size = (meta.get("notes") or {}).get("patch_size") if isinstance(meta.get("notes"), dict) else None
+        if isinstance(size, int) and size > 0:
+            return size
         first = next(iter(sorted((Path(spec) / "train" / "images").glob("*"))), None)
         if first is not None and first.suffix.lower() in IMAGE_SUFFIXES:
-            with Image.open(first) as img:
-                return max(img.size)
+            return max(image_size(first))
     return None
 
 
@@ -191,7 +198,7 @@ def _list_images(images: Path) -> list[Path]:
         return [images]
     if not images.is_dir():
         raise FileNotFoundError(f"{images}: no such image or folder")
-    found = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    found = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
     if not found:
         raise FileNotFoundError(f"{images}: no images with suffix {IMAGE_SUFFIXES}")
     return found
@@ -214,8 +221,15 @@ def predict_folder(
 
     Writes ``out_dir/overlays/<stem>.png``, ``out_dir/maps/<stem>.npy`` (float16 unless values exceed
     its range), ``regions.json`` (summary + regions per image) and ``regions.csv`` (one row per region).
+    ``out_dir`` follows :mod:`scrapbench.outdir`: never the model's or the images' folder, replaced
+    only if scrapbench wrote it, and only once every image is done. Every image is decoded once
+    before the first prediction, so a bad file fails before any work is done.
     """
-    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    from scrapbench.outdir import guard_output, staged_output
+
+    model_dir, out_dir, images_dir = Path(model_dir), Path(out_dir), Path(images_dir)
+    inputs = [model_dir, images_dir]
+    guard_output(out_dir, inputs)
     method = AnomalyMethod.load(model_dir, device=device)
     threshold_source = "given"
     if threshold is None:
@@ -226,43 +240,46 @@ def predict_folder(
             raise ValueError(f"{model_dir}: cannot tell the training patch size from the run; pass --patch-size")
     if not 0 <= overlap < patch_size:
         raise ValueError(f"overlap must be in [0, {patch_size}), got {overlap}")
-    paths = _list_images(Path(images_dir))
+    paths = _list_images(images_dir)
     stems = [p.stem for p in paths]
     if len(set(stems)) != len(stems):
         raise ValueError(f"{images_dir}: several images share a stem; rename them")
+    check_files([(p, "image") for p in paths], paths[0].parent, cache_dir=default_cache_dir(),
+                show_progress=None if show_progress else False)
 
     per_image, all_regions = [], []
-    for path in tqdm(paths, desc="predict", unit="image", disable=not show_progress):
-        image = read_image(path)
-        amap, class_maps = predict_tiled(method, image, patch_size, overlap, batch_size)
-        regions = find_regions(path.name, amap, threshold, class_maps, method.class_names, min_area)
-        all_regions.extend(regions)
-        buffer = io.BytesIO()
-        Image.fromarray(render_overlay(image, amap, threshold, regions)).save(buffer, format="PNG")
-        atomic_write_bytes(out_dir / "overlays" / f"{path.stem}.png", buffer.getvalue())
-        if save_maps:
+    with staged_output(out_dir, "predict", inputs=inputs) as staging:
+        for path in tqdm(paths, desc="predict", unit="image", disable=not show_progress):
+            image = read_image(path)
+            amap, class_maps = predict_tiled(method, image, patch_size, overlap, batch_size)
+            regions = find_regions(path.name, amap, threshold, class_maps, method.class_names, min_area)
+            all_regions.extend(regions)
             buffer = io.BytesIO()
-            fits = float(np.abs(amap).max(initial=0.0)) <= _FLOAT16_MAX
-            np.save(buffer, amap.astype(np.float16 if fits else np.float32))
-            atomic_write_bytes(out_dir / "maps" / f"{path.stem}.npy", buffer.getvalue())
-        per_image.append({"image": path.name, "height": image.shape[0], "width": image.shape[1],
-                          "max_score": float(amap.max()), "anomalous": bool(regions),
-                          "regions": [asdict(r) for r in regions]})
-    summary = {
-        "model": str(model_dir),
-        "method": getattr(method, "registry_name", type(method).__name__),
-        "class_names": list(method.class_names),
-        "threshold": threshold,
-        "threshold_source": threshold_source,
-        "patch_size": patch_size,
-        "overlap": overlap,
-        "min_area": min_area,
-        "images": per_image,
-    }
-    atomic_write_json(out_dir / "regions.json", summary)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(Region.__dataclass_fields__))
-    writer.writeheader()
-    writer.writerows(asdict(r) for r in all_regions)
-    atomic_write_text(out_dir / "regions.csv", buffer.getvalue())
+            Image.fromarray(render_overlay(image, amap, threshold, regions)).save(buffer, format="PNG")
+            atomic_write_bytes(staging / "overlays" / f"{path.stem}.png", buffer.getvalue())
+            if save_maps:
+                buffer = io.BytesIO()
+                fits = float(np.abs(amap).max(initial=0.0)) <= _FLOAT16_MAX
+                np.save(buffer, amap.astype(np.float16 if fits else np.float32))
+                atomic_write_bytes(staging / "maps" / f"{path.stem}.npy", buffer.getvalue())
+            per_image.append({"image": path.name, "height": image.shape[0], "width": image.shape[1],
+                              "max_score": float(amap.max()), "anomalous": bool(regions),
+                              "regions": [asdict(r) for r in regions]})
+        summary = {
+            "model": str(model_dir),
+            "method": getattr(method, "registry_name", type(method).__name__),
+            "class_names": list(method.class_names),
+            "threshold": threshold,
+            "threshold_source": threshold_source,
+            "patch_size": patch_size,
+            "overlap": overlap,
+            "min_area": min_area,
+            "images": per_image,
+        }
+        atomic_write_json(staging / "regions.json", summary)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(Region.__dataclass_fields__))
+        writer.writeheader()
+        writer.writerows(asdict(r) for r in all_regions)
+        atomic_write_text(staging / "regions.csv", buffer.getvalue())
     return summary

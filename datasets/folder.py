@@ -1,75 +1,35 @@
 """The on-disk dataset format that people can write by hand.
 
     ROOT/dataset.yaml                 # classes: [motor, cable, spray_can]  (index 1..K)
-    ROOT/{train,test}/images/<stem>.<png|jpg|jpeg|bmp|tif|tiff>
+    ROOT/{train,test}/images/<stem>.<png|jpg|jpeg|bmp|tif|tiff>   (any case: .PNG, .JPG ...)
     ROOT/{train,test}/masks/<stem>.png  # uint8 class indices; missing = all normal
 
-Everything is checked when the dataset is opened (sizes, mask values, duplicates, empty splits)
-so that a run never dies half-way on a bad file; pixels are decoded lazily.
+Everything is checked when the dataset is opened, so that a run never dies half-way on a bad file:
+every image and mask is decoded completely once (see :mod:`scrapbench.datasets.filecheck`), mask
+sizes and values are checked, and the images of a split must share one size. The same pass hashes
+every file into :attr:`Dataset.fingerprint`. Pixels are decoded again lazily when a method asks.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import yaml
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from scrapbench.datasets.cache import default_cache_dir
+from scrapbench.datasets.filecheck import FileFacts, check_files
+from scrapbench.datasets.imageio import read_image, read_mask
 from scrapbench.datasets.types import Dataset, DatasetError, Sample, Split
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 SPLITS = ("train", "test")
 
-
-def read_image(path: Path) -> np.ndarray:
-    """Decode an RGB uint8 image or raise DatasetError naming the file."""
-    try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DatasetError(f"{path}: cannot decode image ({exc}); re-export it as PNG or JPEG") from exc
-
-
-def read_mask(path: Path, image_size: tuple[int, int] | None, num_classes: int) -> np.ndarray:
-    """Decode a class-index mask and check its size and values."""
-    try:
-        with Image.open(path) as img:
-            if img.mode not in ("L", "P", "1", "I", "I;16"):
-                raise DatasetError(
-                    f"{path}: mask has mode {img.mode!r}; expected a single-channel PNG of class indices"
-                )
-            mask = np.asarray(img)
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise DatasetError(f"{path}: cannot decode mask ({exc})") from exc
-    if image_size is not None and mask.shape != image_size:
-        raise DatasetError(
-            f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
-            f"{image_size[1]}x{image_size[0]} (width x height); masks must match their image"
-        )
-    bad = np.unique(mask[mask > num_classes]) if mask.size else np.array([])
-    if bad.size:
-        raise DatasetError(
-            f"{path}: mask has values {bad.tolist()[:5]} but dataset.yaml declares {num_classes} "
-            f"classes (allowed 0..{num_classes}); binary 0/255 masks need `scrapbench prepare --format mvtec`"
-        )
-    return mask.astype(np.uint8)
-
-
-def _image_size(path: Path) -> tuple[int, int]:
-    try:
-        with Image.open(path) as img:
-            img.verify()
-        with Image.open(path) as img:
-            width, height = img.size
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise DatasetError(f"{path}: not a readable image ({exc})") from exc
-    return height, width
+__all__ = ["IMAGE_SUFFIXES", "read_folder_dataset", "read_image", "read_mask", "write_folder_dataset"]
 
 
 def read_json_file(path: Path, what: str) -> object:
@@ -82,97 +42,178 @@ def read_json_file(path: Path, what: str) -> object:
         raise DatasetError(f"{path}: not valid JSON ({exc})") from exc
 
 
+def check_class_names(names: Sequence[object], where: str) -> tuple[str, ...]:
+    """Class names as the reader accepts them: a non-empty list of distinct, non-empty strings."""
+    names = list(names)
+    if not names:
+        raise DatasetError(f"{where}: no anomaly class names; give at least one, e.g. [motor, cable, spray_can]")
+    bad = [n for n in names if not isinstance(n, str) or not n.strip()]
+    if bad:
+        raise DatasetError(f"{where}: class names must be non-empty text, got {bad[:5]!r} "
+                           f"(quote numbers in YAML: '5')")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise DatasetError(f"{where}: duplicate class names {duplicates[:5]} in {names}")
+    return tuple(names)
+
+
 def read_class_names(root: Path) -> tuple[tuple[str, ...], dict]:
     meta_path = root / "dataset.yaml"
     if not meta_path.is_file():
         raise DatasetError(f"{meta_path}: missing; write e.g. `classes: [motor, cable, spray_can]`")
     try:
         meta = yaml.safe_load(meta_path.read_text()) or {}
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{meta_path}: invalid YAML ({exc})") from exc
     if not isinstance(meta, dict):
         raise DatasetError(f"{meta_path}: expected a mapping like `classes: [motor, cable, spray_can]`")
     classes = meta.get("classes")
-    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+    if not isinstance(classes, list):
         raise DatasetError(f"{meta_path}: `classes` must be a non-empty list of anomaly class names")
-    if len(set(classes)) != len(classes):
-        raise DatasetError(f"{meta_path}: duplicate class names in {classes}")
-    return tuple(classes), meta
+    return check_class_names(classes, f"{meta_path}: `classes`"), meta
 
 
-def _read_split(root: Path, split: str, num_classes: int) -> Split:
+def _index_split(root: Path, split: str) -> tuple[dict[str, Path], dict[str, Path]]:
+    """Images and masks of a split by stem; suffixes match in any case (``a.PNG`` is a PNG)."""
     image_dir, mask_dir = root / split / "images", root / split / "masks"
     if not image_dir.is_dir():
         raise DatasetError(f"{image_dir}: missing folder (expected ROOT/{split}/images/*.png)")
     images: dict[str, Path] = {}
     for path in sorted(image_dir.iterdir()):
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
+        if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
             continue
         if path.stem in images:
             raise DatasetError(f"{path}: duplicate stem {path.stem!r} (also {images[path.stem].name})")
         images[path.stem] = path
     if not images:
         raise DatasetError(f"{image_dir}: empty split, no images with suffix {IMAGE_SUFFIXES}")
+    masks: dict[str, Path] = {}
     if mask_dir.is_dir():
+        entries = sorted(p for p in mask_dir.iterdir() if not p.name.startswith("."))
         # A mask in another format would be skipped silently and its image counted as normal.
-        foreign = sorted(
-            p.name for p in mask_dir.iterdir() if p.suffix.lower() != ".png" and not p.name.startswith(".")
-        )
+        foreign = [p.name for p in entries if p.suffix.lower() != ".png"]
         if foreign:
             raise DatasetError(f"{mask_dir}: masks must be PNG files of class indices, found {foreign[:5]}")
-        orphans = sorted(p.name for p in mask_dir.glob("*.png") if p.stem not in images)
+        for path in entries:
+            if path.stem in masks:
+                raise DatasetError(f"{path}: two masks for image {path.stem!r} (also {masks[path.stem].name})")
+            masks[path.stem] = path
+        orphans = sorted(p.name for stem, p in masks.items() if stem not in images)
         if orphans:
-            raise DatasetError(f"{mask_dir}: masks without an image: {orphans[:5]}")
+            raise DatasetError(f"{mask_dir}: masks without an image (names must match an image's, letter case "
+                               f"included): {orphans[:5]}")
+    return images, masks
 
+
+def _check_one_size(image_dir: Path, images: dict[str, Path], facts: dict[Path, FileFacts]) -> None:
+    """Methods and the evaluator take batches of one size: refuse a split whose images differ."""
+    sizes: dict[tuple[int, int], list[str]] = {}
+    for path in images.values():
+        sizes.setdefault((facts[path].width, facts[path].height), []).append(path.name)
+    if len(sizes) > 1:
+        common = max(sizes, key=lambda s: len(sizes[s]))
+        other = next(s for s in sizes if s != common)
+        raise DatasetError(
+            f"{image_dir}: images differ in size: {sizes[other][0]} is {other[0]}x{other[1]} but "
+            f"{len(sizes[common])} of {len(images)} are {common[0]}x{common[1]} (e.g. {sizes[common][0]}); the "
+            f"images of a split must share one size: cut them into patches with `scrapbench prepare`"
+        )
+
+
+def manifest_fingerprint(class_names: Sequence[str], files: dict[str, FileFacts]) -> str:
+    """``sha256:<hex>`` over the class names and each file's relative name, size and content hash."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"classes": list(class_names)}).encode() + b"\n")
+    for name in sorted(files):
+        digest.update(f"{name}\t{files[name].size}\t{files[name].sha256}\n".encode())
+    return f"sha256:{digest.hexdigest()}"
+
+
+def _split(root: Path, name: str, images: dict[str, Path], masks: dict[str, Path],
+           facts: dict[Path, FileFacts], num_classes: int) -> Split:
     ids, has_anomaly, presence = [], [], []
     for stem, path in images.items():
-        size = _image_size(path)
-        mask_path = mask_dir / f"{stem}.png"
         classes: frozenset[int] = frozenset()
-        if mask_path.is_file():
-            mask = read_mask(mask_path, size, num_classes)
-            classes = frozenset(int(v) for v in np.unique(mask) if v)
+        mask_path = masks.get(stem)
+        if mask_path is not None:
+            image, mask = facts[path], facts[mask_path]
+            if (mask.height, mask.width) != (image.height, image.width):
+                raise DatasetError(
+                    f"{mask_path}: mask is {mask.width}x{mask.height} but its image is {image.width}x{image.height} "
+                    f"(width x height); masks must match their image"
+                )
+            bad = [v for v in mask.values or () if not 0 <= v <= num_classes]
+            if bad:
+                raise DatasetError(
+                    f"{mask_path}: mask has values {bad[:5]} but dataset.yaml declares {num_classes} classes "
+                    f"(allowed 0..{num_classes}); binary 0/255 masks need `scrapbench prepare --format mvtec`"
+                )
+            classes = frozenset(v for v in mask.values or () if v)
         ids.append(stem)
         has_anomaly.append(bool(classes))
         presence.append(classes)
+    _check_one_size(root / name / "images", images, facts)
 
     def load(i: int) -> Sample:
         stem = ids[i]
         image = read_image(images[stem])
-        mask_path = mask_dir / f"{stem}.png"
-        if mask_path.is_file():
-            mask = read_mask(mask_path, image.shape[:2], num_classes)
-        else:
-            mask = np.zeros(image.shape[:2], np.uint8)
+        mask_path = masks.get(stem)
+        mask = read_mask(mask_path, image.shape[:2], num_classes) if mask_path is not None else \
+            np.zeros(image.shape[:2], np.uint8)
         return Sample(image=image, mask=mask, id=stem)
 
-    return Split(split, ids, load, has_anomaly, presence)
+    return Split(name, ids, load, has_anomaly, presence)
 
 
-def read_folder_dataset(root: str | Path) -> Dataset:
-    """Open ``root`` in the on-disk format, validating every file's header and every mask."""
+def read_folder_dataset(root: str | Path, cache_dir: str | Path | None = None, use_cache: bool = True,
+                        show_progress: bool | None = None, workers: int | None = None) -> Dataset:
+    """Open ``root`` in the on-disk format after checking every file completely (see the module docstring).
+
+    ``cache_dir`` (default: the scrapbench cache) remembers files already checked; ``use_cache=False``
+    checks everything again. ``show_progress``: None shows a bar on a terminal when checking is slow.
+    ``workers``: threads decoding files (default: one per CPU, at most 8).
+    """
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset folder does not exist")
     class_names, meta = read_class_names(root)
-    train = _read_split(root, "train", len(class_names))
-    test = _read_split(root, "test", len(class_names))
+    indexed = {split: _index_split(root, split) for split in SPLITS}
+    files = [(path, kind) for split in SPLITS for kind, group in zip(("image", "mask"), indexed[split], strict=True)
+             for path in group.values()]
+    cache = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) if use_cache else None
+    facts = check_files(files, root, cache_dir=cache, show_progress=show_progress, workers=workers)
+    train, test = (_split(root, split, *indexed[split], facts, len(class_names)) for split in SPLITS)
     if not any(test.has_anomaly):
         raise DatasetError(f"{root / 'test'}: no anomalous pixel in the test split; pixel metrics need some")
+    manifest = {path.relative_to(root).as_posix(): facts[path] for path, _ in files}
     name = str(meta.get("name", root.name))
-    return Dataset(name, class_names, train, test, root=root, notes=dict(meta.get("notes") or {}))
+    return Dataset(name, class_names, train, test, root=root, notes=dict(meta.get("notes") or {}),
+                   fingerprint=manifest_fingerprint(class_names, manifest))
 
 
 def write_folder_dataset(
-    out: str | Path, class_names: Iterable[str], splits: dict[str, Iterable[Sample]], meta: dict | None = None
+    out: str | Path,
+    class_names: Iterable[str],
+    splits: dict[str, Iterable[Sample]],
+    meta: dict | None = None,
+    inputs: Iterable[str | Path | None] = (),
+    command: str = "write",
+    keep_existing: bool = False,
+    finish: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write samples in the on-disk format, atomically: a half-written folder never appears at ``out``."""
+    """Write samples in the on-disk format, atomically: a half-written folder never appears at ``out``.
+
+    ``out`` follows the output rule of :mod:`scrapbench.outdir`: an existing non-empty folder is
+    replaced only if scrapbench wrote it, and never when it overlaps ``inputs``. ``keep_existing``:
+    if ``out`` appears while we write (another process filling a cache), keep it. ``finish(folder)``
+    may add files to the folder before it is published.
+    """
+    from scrapbench.outdir import staged_output
+
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    class_names = check_class_names(list(class_names), f"writing {out}")
     seen: set[tuple[str, str]] = set()
-    try:
-        tmp.chmod(0o755)  # mkdtemp makes it private; the final folder should read like any other
+    with staged_output(out, command, inputs=inputs, keep_existing=keep_existing) as tmp:
         doc = {"classes": list(class_names), **(meta or {})}
         (tmp / "dataset.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
         for split, samples in splits.items():
@@ -185,10 +226,6 @@ def write_folder_dataset(
                 Image.fromarray(sample.image).save(tmp / split / "images" / f"{sample.id}.png")
                 if sample.mask.any():
                     Image.fromarray(sample.mask).save(tmp / split / "masks" / f"{sample.id}.png")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        if finish is not None:
+            finish(tmp)
     return out

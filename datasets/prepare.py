@@ -17,16 +17,18 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from scrapbench.datasets.annotations import SourceImage, read_coco, read_mask_folder, read_mvtec
-from scrapbench.datasets.folder import read_image, write_folder_dataset
+from scrapbench.datasets.cache import default_cache_dir
+from scrapbench.datasets.filecheck import check_files
+from scrapbench.datasets.folder import check_class_names, read_image, write_folder_dataset
 from scrapbench.datasets.roi import Roi, full_image_roi, save_roi_preview
 from scrapbench.datasets.types import DatasetError, Sample
 
@@ -118,13 +120,23 @@ def split_sources(anomalous: dict[str, bool], test_fraction: float, seed: int) -
     return split
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    try:
-        with Image.open(path) as img:
-            width, height = img.size
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise DatasetError(f"{path}: not a readable image ({exc})") from exc
-    return height, width
+def source_inputs(sources: Sequence[SourceImage]) -> list[Path]:
+    """The folders and files ``sources`` are read from: an output may not overlap any of them."""
+    found = {s.image_path.parent for s in sources}
+    found |= {s.annotation_path if s.annotation_path.suffix.lower() == ".json" else s.annotation_path.parent
+              for s in sources if s.annotation_path is not None}
+    return sorted(found)
+
+
+def check_source_images(
+    sources: Sequence[SourceImage], show_progress: bool | None = None
+) -> dict[str, tuple[int, int]]:
+    """Decode every source image completely (a bad file fails before anything is written); sizes by id."""
+    paths = [s.image_path for s in sources]
+    root = Path(os.path.commonpath([str(p.parent.absolute()) for p in paths]))
+    facts = check_files([(p, "image") for p in paths], root, cache_dir=default_cache_dir(),
+                        show_progress=show_progress)
+    return {s.id: (facts[s.image_path].height, facts[s.image_path].width) for s in sources}
 
 
 def _safe_id(source_id: str) -> str:
@@ -152,24 +164,37 @@ def prepare_dataset(
     config: PrepareConfig = PrepareConfig(),
     name: str | None = None,
     preview_dir: str | Path | None = None,
+    inputs: Sequence[str | Path | None] = (),
+    show_progress: bool | None = None,
 ) -> Path:
     """Write the patches of ``sources`` to ``out`` in the on-disk format (atomically); return ``out``.
 
     Also writes ``out/sources.csv`` (patch → source image, split and box in source pixels) and, with
-    ``preview_dir``, one PNG per source image showing its region and kept tiles.
+    ``preview_dir``, one PNG per source image showing its region and kept tiles. ``out`` follows
+    :mod:`scrapbench.outdir`: it may not overlap ``inputs`` nor the folders ``sources`` come from, and
+    an existing folder is replaced only if scrapbench wrote it. Every source image and mask is checked
+    before anything is written.
     """
+    from scrapbench.outdir import check_no_overlap, guard_output
+
     out = Path(out)
     if not sources:
         raise DatasetError("no source images to prepare")
+    class_names = check_class_names(list(class_names), "class names")
+    inputs = [*inputs, *source_inputs(sources)]
+    guard_output(out, inputs)
+    if preview_dir is not None:
+        check_no_overlap(preview_dir, [*inputs, out], option="--preview")
     ids = [_safe_id(s.id) for s in sources]
     if len(set(ids)) != len(ids):
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         raise DatasetError(f"source images with clashing names after sanitising: {dupes[:5]}")
 
-    # First pass: validate every mask (fails before anything is written) and stratify the split.
+    # First pass: decode every image and mask (fails before anything is written); stratify the split.
+    sizes = check_source_images(sources, show_progress)
     anomalous = {}
     for source, source_id in zip(sources, ids, strict=True):
-        anomalous[source_id] = bool(source.load_mask(_image_size(source.image_path)).any())
+        anomalous[source_id] = bool(source.load_mask(sizes[source.id]).any())
     if config.keep_split:
         missing = [s.image_path for s in sources if s.split not in ("train", "test")]
         if missing:
@@ -207,8 +232,9 @@ def prepare_dataset(
             "sources_test": sum(v == "test" for v in split.values()),
         },
     }
-    write_folder_dataset(out, class_names, {"train": patches("train"), "test": patches("test")}, meta)
-    _write_manifest(out / "sources.csv", records)
+    write_folder_dataset(out, class_names, {"train": patches("train"), "test": patches("test")}, meta,
+                         inputs=inputs, command="prepare", finish=lambda folder: _write_manifest(folder / "sources.csv",
+                                                                                                 records))
     return out
 
 
@@ -242,8 +268,11 @@ def _tile_source(
 
 
 def preview_rois(sources: Sequence[SourceImage], roi: RoiProvider, out_dir: str | Path,
-                 config: PrepareConfig = PrepareConfig()) -> list[Path]:
+                 config: PrepareConfig = PrepareConfig(), inputs: Sequence[str | Path | None] = ()) -> list[Path]:
     """Only the previews: each image with its region and the tiles that would be kept."""
+    from scrapbench.outdir import check_no_overlap
+
+    check_no_overlap(out_dir, [*inputs, *source_inputs(sources)], option="--preview")
     paths = []
     for source in sources:
         image = read_image(source.image_path)

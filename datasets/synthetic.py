@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from collections import deque
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ from scrapbench.datasets._anomaly_shapes import ANOMALY_DRAWERS
 from scrapbench.datasets._canvas import Canvas
 from scrapbench.datasets._scrap_shapes import HARD_NEGATIVES, STEEL_DRAWERS, Drawer, ground, large_plate, sheet
 from scrapbench.datasets._textures import finish, relief
+from scrapbench.datasets.cache import default_cache_dir
 from scrapbench.datasets.folder import read_folder_dataset, write_folder_dataset
 from scrapbench.datasets.types import Dataset, Sample
 
@@ -263,11 +265,13 @@ def write_synthetic(
     seed: int = 0,
     workers: int | None = None,
     show_progress: bool | None = None,
+    keep_existing: bool = False,
 ) -> Path:
     """Render a dataset into ``out_dir`` in the on-disk folder format (atomically); returns the folder.
 
     ``workers``: processes (default: ``default_workers``). ``show_progress``: a progress bar
-    (default: only on a terminal).
+    (default: only on a terminal). An existing ``out_dir`` is replaced only if scrapbench wrote it
+    (:mod:`scrapbench.outdir`); ``keep_existing`` keeps one that appears while rendering.
     """
     meta = {
         "name": f"synthetic-{config.name}",
@@ -290,12 +294,8 @@ def write_synthetic(
         )
         for split in ("train", "test")
     }
-    return write_folder_dataset(out_dir, config.class_names, splits, meta=meta)
-
-
-def default_cache_dir() -> Path:
-    """``$SCRAPBENCH_CACHE`` or ``~/.cache/scrapbench``."""
-    return Path(os.environ.get("SCRAPBENCH_CACHE") or Path.home() / ".cache" / "scrapbench")
+    return write_folder_dataset(out_dir, config.class_names, splits, meta=meta, command="synth",
+                                keep_existing=keep_existing)
 
 
 def cache_key(config: SyntheticConfig, seed: int) -> str:
@@ -314,20 +314,35 @@ def synthetic_dataset(
     """
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder = root / "synthetic" / cache_key(config, seed)
+    _remove_legacy_staging(folder.parent)
     if not (folder / "dataset.yaml").is_file():
-        # Render beside the cache entry, then rename: two processes filling the same entry at once
-        # never delete each other's finished folder (renaming onto a non-empty folder fails).
-        staging = write_synthetic(folder.with_name(f".{folder.name}.{os.getpid()}"), config, seed, workers)
-        if folder.exists() and not (folder / "dataset.yaml").is_file():
-            shutil.rmtree(folder, ignore_errors=True)  # a stray, incomplete entry
-        try:
-            staging.rename(folder)
-        except OSError:
-            if not (folder / "dataset.yaml").is_file():
-                raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return read_folder_dataset(folder)
+        if folder.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a stray, incomplete entry of an older version
+        # Rendered into a staging folder beside the entry, then renamed; when two processes fill the
+        # same entry at once, the first one's folder stays (a reader may already be using it). Staging
+        # folders of killed processes are removed here too (scrapbench.outdir.clean_stale_staging).
+        write_synthetic(folder, config, seed, workers, keep_existing=True)
+    return read_folder_dataset(folder, cache_dir=root)
+
+
+# Staging folders of scrapbench ≤ 0.1.0 in the cache: ".<key>.<pid>" and the writer's ".<.key.pid>.<random>".
+_LEGACY_STAGING = re.compile(r"^\.\.?[\w.-]+-seed-?\d+-[0-9a-f]{12}\.(?P<pid>\d+)(\.[\w]+)?$")
+
+
+def _remove_legacy_staging(synthetic_dir: Path) -> None:
+    """Remove staging folders an older scrapbench left in the cache when killed, if their process is gone.
+
+    Newer staging folders record their writer and are cleaned by :func:`scrapbench.outdir.clean_stale_staging`.
+    A pid that exists again (reused) keeps its folder: never delete what may be a live writer's.
+    """
+    import psutil
+
+    if not synthetic_dir.is_dir():
+        return
+    for entry in synthetic_dir.iterdir():
+        match = _LEGACY_STAGING.match(entry.name)
+        if match and entry.is_dir() and not entry.is_symlink() and not psutil.pid_exists(int(match["pid"])):
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def _jsonable(value):

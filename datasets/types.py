@@ -114,6 +114,7 @@ class Dataset:
     #: The object a category shows, in words ("metal nut"), for methods whose prompts name it
     #: (WinCLIP); ``None`` when the data has no single object (synthetic scrap, folders).
     object_name: str | None = None
+    fingerprint: str | None = None  # "sha256:<hex>" of the files, set by readers that validate them
 
     @property
     def num_classes(self) -> int:

@@ -13,6 +13,14 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Tests never write into the user's scrapbench cache (synthetic data, remembered file checks)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SCRAPBENCH_CACHE", str(tmp_path_factory.mktemp("scrapbench_cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def smoke_dataset(tmp_path_factory):
     from scrapbench.datasets import load_dataset

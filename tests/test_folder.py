@@ -140,3 +140,162 @@ def test_no_anomaly_in_test_split(root):
 
 def test_missing_root(tmp_path):
     assert str(tmp_path / "nope") in _error(tmp_path / "nope")
+
+
+# -- every file decoded, sizes, 16-bit, letter case, pixel limit, fingerprint ------------------
+
+
+def test_truncated_jpeg_is_refused_when_the_dataset_is_opened(root):
+    bad = root / "train" / "images" / "a.jpg"
+    (root / "train" / "images" / "a.png").unlink()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(bad, quality=95)
+    bad.write_bytes(bad.read_bytes()[:-100])  # the header survives, the end of the scan does not
+    message = _error(root)
+    assert str(bad) in message and "truncated" in message
+
+
+def test_bad_files_are_all_found_and_counted(root):
+    for name in ("a", "b"):
+        (root / "train" / "images" / f"{name}.png").write_bytes(b"garbage")
+    message = _error(root)
+    assert str(root / "train" / "images" / "a.png") in message and "1 more bad file" in message
+
+
+def test_mixed_image_sizes_in_a_split_are_refused(root):
+    Image.fromarray(np.zeros((20, 16, 3), np.uint8)).save(root / "train" / "images" / "a.png")
+    message = _error(root)
+    assert "a.png is 16x20" in message and "2 of 3 are 16x16" in message
+
+
+def test_16_bit_images_keep_their_contrast(root):
+    ramp = (np.arange(16 * 16, dtype=np.uint32).reshape(16, 16) * 256).astype(np.uint16)  # 0 .. 65280
+    Image.fromarray(ramp).save(root / "train" / "images" / "a.png")
+    import tifffile
+
+    (root / "test" / "images" / "d.png").unlink()
+    tifffile.imwrite(root / "test" / "images" / "d.tif", ramp)
+    data = read_folder_dataset(root)
+    for image in (data.train[0].image, data.test[0].image):
+        assert image.dtype == np.uint8 and image.shape == (16, 16, 3)
+        np.testing.assert_array_equal(image[..., 0], (ramp >> 8).astype(np.uint8))  # not clipped to white
+
+
+def test_float_images_are_refused(root):
+    import tifffile
+
+    (root / "train" / "images" / "a.png").unlink()
+    bad = root / "train" / "images" / "a.tif"
+    tifffile.imwrite(bad, np.random.default_rng(0).random((16, 16)).astype(np.float32))
+    message = _error(root)
+    assert str(bad) in message and "floating-point" in message
+
+
+def test_upper_case_mask_extension_is_read(root):
+    mask = root / "test" / "masks" / "e.png"
+    mask.rename(mask.with_suffix(".PNG"))
+    data = read_folder_dataset(root)
+    assert data.test.has_anomaly == [False, True] and data.test[1].mask.any()
+
+
+def test_mask_matching_no_image_is_refused_whatever_its_case(root):
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(root / "test" / "masks" / "E.PNG")  # the image is e.png
+    assert "E.PNG" in _error(root)
+
+
+def png_header_only(path: Path, width: int, height: int) -> None:
+    """A PNG whose header claims width x height (no pixel data): enough to trip a size check."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+
+
+def test_huge_image_gives_one_clear_error_and_the_limit_can_be_raised(root, monkeypatch):
+    bad = root / "train" / "images" / "a.png"
+    png_header_only(bad, 20000, 20000)
+    message = _error(root)
+    assert str(bad) in message and "20000x20000" in message and "SCRAPBENCH_MAX_PIXELS" in message
+    monkeypatch.setenv("SCRAPBENCH_MAX_PIXELS", str(20000 * 20000))
+    message = _error(root)  # allowed now, so it is decoded, and it has no pixels
+    assert str(bad) in message and "megapixels" not in message
+
+
+def test_pixel_limit_applies_to_every_image(root, monkeypatch):
+    monkeypatch.setenv("SCRAPBENCH_MAX_PIXELS", "100")
+    assert "16x16" in _error(root)
+    monkeypatch.setenv("SCRAPBENCH_MAX_PIXELS", "many")
+    assert "SCRAPBENCH_MAX_PIXELS" in _error(root)
+
+
+def test_fingerprint_covers_files_and_classes(root):
+    first = read_folder_dataset(root, use_cache=False).fingerprint
+    assert first.startswith("sha256:") and len(first) == 7 + 64
+    assert read_folder_dataset(root).fingerprint == first  # the cache gives the same answer
+    assert read_folder_dataset(root).fingerprint == first
+    mask_path = root / "train" / "masks" / "b.png"
+    mask = np.array(Image.open(mask_path))
+    mask[0, 0] = 1
+    Image.fromarray(mask).save(mask_path)
+    changed = read_folder_dataset(root).fingerprint
+    assert changed != first
+    (root / "dataset.yaml").write_text("name: toy\nclasses: [motor, cable, spray]\n")
+    assert read_folder_dataset(root).fingerprint not in (first, changed)
+
+
+def test_second_open_skips_decoding_unchanged_files(root, monkeypatch, tmp_path):
+    from scrapbench.datasets import filecheck
+
+    cache = tmp_path / "cache"
+    read_folder_dataset(root, cache_dir=cache)
+    checked: list[Path] = []
+    real = filecheck.check_file
+    monkeypatch.setattr(filecheck, "check_file", lambda path, kind: checked.append(path) or real(path, kind))
+    read_folder_dataset(root, cache_dir=cache)
+    assert checked == []
+    changed = root / "test" / "images" / "d.png"
+    changed.write_bytes(changed.read_bytes()[:60])  # same name, truncated
+    assert str(changed) in _error_with(root, cache)
+    assert checked == [changed]
+
+
+def _error_with(root: Path, cache: Path) -> str:
+    with pytest.raises(DatasetError) as info:
+        read_folder_dataset(root, cache_dir=cache)
+    return str(info.value)
+
+
+def test_write_refuses_class_names_the_reader_would_refuse(tmp_path):
+    for names in (["motor", "motor"], [5], [""]):
+        with pytest.raises(DatasetError, match=r"class names|non-empty"):
+            write_folder_dataset(tmp_path / "ds", names, {"train": [_sample("a")]})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_commands_report_a_huge_image_in_one_line(root, tmp_path):
+    """run and evaluate (predict: tests/test_predict.py): one line naming the file, exit code 2, no traceback."""
+    from typer.testing import CliRunner
+
+    from scrapbench.cli import app
+
+    bad = root / "test" / "images" / "d.png"
+    png_header_only(bad, 20000, 20000)
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    np.save(maps / "e.npy", np.zeros((16, 16), np.float32))
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    png_header_only(masks / "e.png", 20000, 20000)
+    commands = {
+        "run": ["run", "--dataset", str(root), "--methods", "winclip", "--preset", "smoke", "--out",
+                str(tmp_path / "runs")],
+        "evaluate": ["evaluate", str(maps), str(masks)],
+    }
+    for name, args in commands.items():
+        result = CliRunner().invoke(app, args)
+        text = " ".join(result.output.split())
+        assert result.exit_code == 2 and isinstance(result.exception, SystemExit), (name, text)  # not a crash
+        assert "20000x20000" in text and str(tmp_path) in text, (name, text)

@@ -147,3 +147,35 @@ def test_cli_predict(tmp_path):
     assert "1withanomalies" in "".join(result.output.split()) and (tmp_path / "out" / "regions.csv").is_file()
     result = CliRunner().invoke(app, ["predict", str(tmp_path / "nope"), str(images), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "nosavedmethodhere" in "".join(result.output.split())
+
+
+def test_cli_predict_checks_every_image_first_and_fails_in_one_line(tmp_path):
+    from test_folder import png_header_only
+    from typer.testing import CliRunner
+
+    from scrapbench.cli import app
+
+    model_dir = _run_folder(tmp_path)
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(_two_objects()).save(images / "a.png")
+    png_header_only(images / "b.png", 20000, 20000)
+    Image.fromarray(_two_objects()).save(images / "c.jpg", quality=95)
+    (images / "c.jpg").write_bytes((images / "c.jpg").read_bytes()[:-100])
+    result = CliRunner().invoke(app, ["predict", str(model_dir), str(images), "--out", str(tmp_path / "out"),
+                                      "--patch-size", "32", "--no-progress"])
+    flat = " ".join(result.output.split())
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), flat
+    assert "b.png: image is 20000x20000" in flat and "1 more bad file" in flat
+    assert not (tmp_path / "out").exists()  # nothing predicted, nothing written
+
+
+def test_predict_reads_16_bit_images_with_their_contrast(tmp_path):
+    model_dir = _run_folder(tmp_path)
+    images = tmp_path / "images"
+    images.mkdir()
+    ramp = (np.arange(40 * 60, dtype=np.uint32).reshape(40, 60) * 27).astype(np.uint16)
+    Image.fromarray(ramp).save(images / "grey16.png")
+    predict_folder(model_dir, images, tmp_path / "out", threshold=1e9, patch_size=32, show_progress=False)
+    amap = np.load(tmp_path / "out" / "maps" / "grey16.npy").astype(np.float32)
+    np.testing.assert_array_equal(amap, (ramp >> 8).astype(np.float32))  # RedChannel: the red value

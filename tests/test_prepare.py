@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scrapbench.datasets.annotations import decode_rle, read_coco
+from scrapbench.datasets.annotations import decode_rle, read_coco, read_mask_folder
 from scrapbench.datasets.folder import read_folder_dataset
 from scrapbench.datasets.prepare import (
     PrepareConfig,
@@ -20,7 +20,7 @@ from scrapbench.datasets.prepare import (
     tile_boxes,
     tile_starts,
 )
-from scrapbench.datasets.roi import RoiFile, TextPromptedRoi
+from scrapbench.datasets.roi import RoiFile, TextPromptedRoi, full_image_roi
 from scrapbench.datasets.types import DatasetError
 
 CLASSES = ("motor", "cable")
@@ -382,3 +382,138 @@ def test_cli_prepare_and_its_errors(tmp_path):
                                  "--out", str(tmp_path / "ds2")])
     text = "".join(result.output.split())
     assert result.exit_code == 2 and "cam2.png:missingannotation" in text
+
+
+# -- COCO: paths, references, values, laziness, pycocotools --------------------------------------
+
+
+@pytest.mark.parametrize("file_name", ["../secret.jpg", "/etc/secret.jpg", "sub/../../secret.jpg", "C:\\x.jpg"])
+def test_coco_file_name_outside_the_image_folder_is_refused(tmp_path, file_name):
+    images, path = _coco(tmp_path, [])
+    Image.fromarray(_image(9)).save(tmp_path / "secret.jpg")  # exists, but outside the image folder
+    doc = json.loads(path.read_text())
+    doc["images"][0]["file_name"] = file_name
+    path.write_text(json.dumps(doc))
+    with pytest.raises(DatasetError, match=r"instances\.json: image 0: file_name .* outside the image folder"):
+        read_coco(images, path)
+
+
+def test_coco_annotation_of_an_unlisted_image_is_refused(tmp_path):
+    ann = {"id": 5, "image_id": 99, "category_id": 3, "segmentation": [[2, 2, 6, 2, 6, 8]]}
+    images, path = _coco(tmp_path, [ann])
+    with pytest.raises(DatasetError, match=r"instances\.json: annotation 5: image_id 99 is not among the images"):
+        read_coco(images, path)
+
+
+@pytest.mark.parametrize(("segmentation", "message"), [
+    ([[2, 2, float("nan"), 2, 6, 8]], "non-finite"),
+    ([[2, 2, "x", 2, 6, 8]], "flat list of numbers"),
+    ({"size": [30, 40], "counts": None}, "RLE counts must be"),
+    ({"size": [30, 40], "counts": 1200}, "RLE counts must be"),
+    ({"size": [30, 40], "counts": [600, -5, 605]}, "negative run"),
+    ({"size": [30, 40], "counts": [600, 5]}, "covers 605 pixels"),
+    ({"size": [30, 40], "counts": "0é"}, "ASCII"),
+    ({"size": [30, 40], "counts": "1"}, "covers 1 pixels"),
+])
+def test_bad_coco_segmentations_are_refused_with_one_clear_error(tmp_path, segmentation, message):
+    ann = {"id": 5, "image_id": 1, "category_id": 3, "segmentation": segmentation}
+    images, path = _coco(tmp_path, [ann])
+    with pytest.raises(DatasetError, match=rf"instances\.json: annotation 5: .*{message}"):
+        read_coco(images, path)
+
+
+def test_coco_declared_size_is_checked_against_the_image_before_decoding(tmp_path):
+    huge = {"id": 5, "image_id": 1, "category_id": 3, "segmentation": {"size": [60000, 60000], "counts": [3600000000]}}
+    images, path = _coco(tmp_path, [huge])
+    doc = json.loads(path.read_text())
+    doc["images"][1].update(width=60000, height=60000)
+    path.write_text(json.dumps(doc))
+    with pytest.raises(DatasetError, match=r"f1\.jpg: image is 60000x60000 .*above the limit"):
+        read_coco(images, path)
+    doc["images"][1].update(width=41, height=30)
+    path.write_text(json.dumps(doc))
+    with pytest.raises(DatasetError, match=r"f1\.jpg: image is 40x30 but .*instances\.json says 41x30"):
+        read_coco(images, path)
+
+
+def test_coco_masks_are_decoded_lazily_one_image_at_a_time(tmp_path, monkeypatch):
+    from pycocotools import mask as coco_mask
+
+    rle = coco_mask.encode(np.asfortranarray(np.eye(30, 40, dtype=np.uint8)))
+    rle["counts"] = rle["counts"].decode()
+    anns = [{"id": i, "image_id": i % 2, "category_id": 3, "segmentation": rle} for i in range(40)]
+    images, path = _coco(tmp_path, anns)
+    calls = []
+    real = coco_mask.decode
+    monkeypatch.setattr(coco_mask, "decode", lambda obj: calls.append(1) or real(obj))
+    sources, _ = read_coco(images, path)
+    assert calls == []  # reading the annotations decodes nothing
+    mask = sources[0].load_mask((30, 40))
+    assert len(calls) == 20 and np.array_equal(mask, np.eye(30, 40, dtype=np.uint8))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pycocotools' own decode under NumPy 2
+def test_coco_masks_equal_pycocotools_decoding(tmp_path):
+    from pycocotools import mask as coco_mask
+
+    rng = np.random.default_rng(3)
+    truth = rng.random((30, 40)) < 0.3
+    rle = coco_mask.encode(np.asfortranarray(truth.astype(np.uint8)))
+    runs, _ = _encode_rle(truth)
+    anns = [{"id": 1, "image_id": 0, "category_id": 3, "segmentation": {"size": [30, 40],
+                                                                         "counts": rle["counts"].decode()}},
+            {"id": 2, "image_id": 1, "category_id": 3, "segmentation": {"size": [30, 40], "counts": runs}},
+            {"id": 3, "image_id": 2, "category_id": 7, "segmentation": [[5.5, 3, 30, 4, 18, 25]]}]
+    images, path = _coco(tmp_path, anns)
+    sources, _ = read_coco(images, path)
+    np.testing.assert_array_equal(sources[0].load_mask((30, 40)), truth)
+    np.testing.assert_array_equal(sources[1].load_mask((30, 40)), truth)
+    polygon = coco_mask.decode(coco_mask.merge(coco_mask.frPyObjects([[5.5, 3, 30, 4, 18, 25]], 30, 40)))
+    np.testing.assert_array_equal(sources[2].load_mask((30, 40)), polygon * 2)
+
+
+@pytest.mark.parametrize("categories", [
+    [{"id": 3, "name": "motor"}, {"id": 7, "name": "motor"}],
+    [{"id": 3, "name": 5}, {"id": 7, "name": "cable"}],
+    [{"id": 3, "name": "motor"}, {"id": 3, "name": "cable"}],
+])
+def test_prepare_refuses_category_names_its_reader_would_refuse_before_writing(tmp_path, categories):
+    from typer.testing import CliRunner
+
+    from scrapbench.cli import app
+
+    ann = {"id": 4, "image_id": 1, "category_id": 3, "segmentation": [[2, 2, 6, 2, 6, 8]]}
+    images, path = _coco(tmp_path, [ann], categories=categories)
+    result = CliRunner().invoke(app, ["prepare", str(images), "--format", "coco", "--annotations", str(path),
+                                      "--patch-size", "16", "--out", str(tmp_path / "ds")])
+    assert result.exit_code == 2 and "instances.json" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "ds").exists()
+
+
+def test_mask_folder_matches_upper_case_extensions_and_refuses_orphans(tmp_path):
+    images, masks, truth = _mask_folder(tmp_path, n=2)
+    (masks / "cam0.png").rename(masks / "cam0.PNG")
+    sources = read_mask_folder(images, masks, CLASSES)
+    np.testing.assert_array_equal(sources[0].load_mask((30, 40)), truth["cam0"][1])
+    Image.fromarray(np.zeros((30, 40), np.uint8)).save(masks / "CAM1.PNG")  # no image CAM1
+    with pytest.raises(DatasetError, match=r"masks without an image .*CAM1\.PNG"):
+        read_mask_folder(images, masks, CLASSES)
+
+
+def test_a_truncated_source_image_fails_before_anything_is_written(tmp_path):
+    images, masks, _ = _mask_folder(tmp_path, n=4)
+    bad = images / "cam3.jpg"
+    Image.fromarray(_image(3)).save(bad, quality=95)
+    (images / "cam3.png").unlink()
+    bad.write_bytes(bad.read_bytes()[:-100])
+    sources = read_mask_folder(images, masks, CLASSES)
+    cropped = []
+
+    def roi(image, path, source_id):  # a slow text-prompted crop would run here, once per image
+        cropped.append(path)
+        return full_image_roi(*image.shape[:2])
+
+    with pytest.raises(DatasetError, match=r"cam3\.jpg: .*truncated"):
+        prepare_dataset(sources, CLASSES, tmp_path / "ds", roi=roi,
+                        config=PrepareConfig(patch_size=16, test_fraction=0.5))
+    assert cropped == [] and not (tmp_path / "ds").exists()

@@ -31,34 +31,62 @@ def _index(folder: Path, suffixes: tuple[str, ...], what: str, strip: str = "") 
     return found
 
 
+def _check_elements(path: Path, count: int) -> None:
+    """The pixel limit of :mod:`scrapbench.datasets.imageio`, for arrays (a small .npz can hold a huge one)."""
+    from scrapbench.datasets.imageio import MAX_PIXELS_ENV, pixel_limit
+
+    limit = pixel_limit()
+    if count > limit:
+        raise MetricsError(f"{path}: holds {count} values, above the limit of {limit / 1e6:g} megapixels; "
+                           f"raise it with {MAX_PIXELS_ENV}=<pixels>")
+
+
 def _read_image(path: Path) -> np.ndarray:
     if path.suffix.lower() in (".tif", ".tiff"):
         import tifffile
 
-        return np.asarray(tifffile.imread(path))
-    from PIL import Image
+        with tifffile.TiffFile(path) as tif:
+            if not tif.series:
+                raise MetricsError(f"{path}: TIFF holds no image")
+            _check_elements(path, int(np.prod(tif.series[0].shape)))
+            return np.asarray(tif.series[0].asarray())
+    from scrapbench.datasets.imageio import open_image
 
-    with Image.open(path) as image:
+    with open_image(path) as image:  # refuses decompression bombs before decoding
         return np.asarray(image)
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    array = np.load(path, allow_pickle=False, mmap_mode="r")  # the header only, until copied below
+    _check_elements(path, array.size)
+    return np.array(array)
+
+
+def _read_npz(path: Path) -> np.ndarray:
+    with np.load(path, allow_pickle=False) as data:
+        keys = list(data.files)
+        key = keys[0] if len(keys) == 1 else "anomaly_map" if "anomaly_map" in keys else None
+        if key is None:
+            raise MetricsError(f"{path}: holds arrays {keys}; expected one array or one named 'anomaly_map'")
+        # The declared uncompressed size bounds what decompression yields: check it before inflating.
+        _check_elements(path, data.zip.getinfo(f"{key}.npy").file_size // 8)
+        return data[key]
 
 
 def load_map(path: Path) -> np.ndarray:
     """One anomaly map as a 2-D array (singleton axes dropped)."""
+    from scrapbench.datasets.types import DatasetError
+
     try:
         if path.suffix.lower() == ".npy":
-            array = np.load(path, allow_pickle=False)
+            array = _read_npy(path)
         elif path.suffix.lower() == ".npz":
-            with np.load(path, allow_pickle=False) as data:
-                keys = list(data.files)
-                key = keys[0] if len(keys) == 1 else "anomaly_map" if "anomaly_map" in keys else None
-                if key is None:
-                    raise MetricsError(f"{path}: holds arrays {keys}; expected one array or one named 'anomaly_map'")
-                array = data[key]
+            array = _read_npz(path)
         else:
             array = _read_image(path)
-    except (OSError, ValueError) as exc:
-        if isinstance(exc, MetricsError):
-            raise
+    except (MetricsError, DatasetError):
+        raise  # their message already names the file
+    except (OSError, ValueError, EOFError, KeyError) as exc:
         raise MetricsError(f"{path}: cannot read anomaly map ({exc})") from exc
     array = np.squeeze(array)
     if array.ndim != 2:
@@ -68,9 +96,13 @@ def load_map(path: Path) -> np.ndarray:
 
 def load_mask(path: Path) -> np.ndarray:
     """One mask as 2-D class indices (0 = normal; 0/255 masks are fine). RGB masks must be grey (equal channels)."""
+    from scrapbench.datasets.types import DatasetError
+
     try:
-        array = np.load(path, allow_pickle=False) if path.suffix.lower() == ".npy" else _read_image(path)
-    except (OSError, ValueError) as exc:
+        array = _read_npy(path) if path.suffix.lower() == ".npy" else _read_image(path)
+    except (MetricsError, DatasetError):
+        raise  # their message already names the file
+    except (OSError, ValueError, EOFError, KeyError) as exc:
         raise MetricsError(f"{path}: cannot read mask ({exc})") from exc
     if array.ndim == 3 and array.shape[-1] in (3, 4):
         if not (np.array_equal(array[..., 0], array[..., 1]) and np.array_equal(array[..., 0], array[..., 2])):

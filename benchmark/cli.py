@@ -146,15 +146,17 @@ def weights_check(
         reports = check_weights(names, resolved.name, overrides)
     except (KeyError, ValueError) as exc:
         _fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))
-    table = Table("weight", "used by", "status", "file", "format · architecture", "SHA-256 · checksum",
+    table = Table("weight", "used by", "status", "format · architecture", "SHA-256 · checksum",
                   title=f"weights of preset {escape(preset)}")
+    table.add_column("file", overflow="fold")
     marks = {"ok": "[green]✓ found[/]", "random": "random init", "download": "[yellow]↓ downloads at run[/]",
              "missing": "[red]✗ missing[/]", "invalid": "[red]✗ invalid[/]"}
     for report in reports:
         check = report.check
         table.add_row(escape(check.weight), escape(", ".join(report.methods)), marks[check.status],
-                      escape(check.path or "-"), escape(" · ".join(t for t in (check.format, check.architecture) if t)),
-                      escape(" · ".join(t for t in ((check.sha256 or "")[:16], check.checksum) if t)))
+                      escape(" · ".join(t for t in (check.format, check.architecture) if t)),
+                      escape(" · ".join(t for t in ((check.sha256 or "")[:16], check.checksum) if t)),
+                      escape(check.path or "-"))
     console.print(table)
     bad = problems(reports)
     _print_weight_problems(bad)

@@ -70,7 +70,7 @@ def checksum_from_url(url: str) -> PublishedChecksum | None:
     if parsed.hostname == "dl.fbaipublicfiles.com" and (m := _SAM_SUFFIX.match(name)):
         return PublishedChecksum("md5", m.group(1), "the Segment Anything file name", name)
     if parsed.hostname in ("download.pytorch.org", "github.com") and (m := _HASH_SUFFIX.search(name)):
-        publisher = "torchvision" if parsed.hostname == "download.pytorch.org" else "the GitHub release"
+        publisher = "torchvision" if parsed.hostname == "download.pytorch.org" else "GitHub release"
         return PublishedChecksum("sha256", m.group(1), f"the {publisher} file name", name)
     return None
 

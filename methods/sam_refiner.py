@@ -114,11 +114,12 @@ def inspect_sam(architecture: str, checkpoint: str | Path | None, setting: str) 
     if checkpoint is None:
         return check
     path = Path(checkpoint)
-    check.path = str(path)
+    check.path = str(path.resolve())
     url = SAM_CHECKPOINT_URLS.get(architecture)
     if not path.is_file():
         check.status, check.detail = "missing", "not found"
-        check.where = f"download {url} to {path}" if url else f"put the {architecture} checkpoint at {path}"
+        where = path.resolve()
+        check.where = f"download {url} to {where}" if url else f"put the {architecture} checkpoint at {where}"
         return check
     try:
         if architecture not in SAM_ARCHITECTURES:

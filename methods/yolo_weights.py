@@ -121,10 +121,11 @@ def inspect_yolo(path: Path | None, family: str, scale: str, sha256: str | None,
     check = WeightCheck(f"YOLO {family}{scale}-seg", setting, "random", architecture=f"{family}{scale}-seg.yaml")
     if path is None:
         return check
-    check.path = str(path)
+    check.path = str(path.resolve())
     if not path.is_file():
         check.status, check.detail = "missing", "not found"
-        check.where = f"download {path.name} from {RELEASES} to {path}"
+        check.where = (f"download {path.name} from {RELEASES} to {path.resolve()}, then vouch for it: "
+                       f"{pin_setting}=<its SHA-256> (this check prints it)")
         return check
     check.format = "ultralytics checkpoint (pickled module)"
     try:

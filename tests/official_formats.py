@@ -26,9 +26,11 @@ TINY_OPENAI_NAME = "scrapbench-test-openai"
 
 
 def register_tiny_openai_config(folder: Path) -> str:
-    """Register the tiny config (GELU by name, as ``ViT-L-14-336`` is) with open_clip; returns its name."""
+    """Register the tiny config with open_clip as open_clip ships OpenAI's: ``<name>`` (GELU, like
+    ``ViT-L-14-336``) and ``<name>-quickgelu``. Returns the plain name."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{TINY_OPENAI_NAME}.json").write_text(json.dumps(TINY_OPENAI_CLIP))
+    (folder / f"{TINY_OPENAI_NAME}-quickgelu.json").write_text(json.dumps({**TINY_OPENAI_CLIP, "quick_gelu": True}))
     open_clip.add_model_config(folder)
     return TINY_OPENAI_NAME
 
@@ -129,4 +131,19 @@ def shrunk(state: dict[str, torch.Tensor], seed: int = 0) -> dict[str, torch.Ten
         else:
             row = (row - 0.5) * 2 * (3 * value.shape[0] / value.numel()) ** 0.5
         out[key] = row.to(value.dtype).expand(value.shape)
+    return out
+
+
+def module_signature(model: nn.Module) -> list[tuple]:
+    """Every submodule's name, class and plain hyperparameters (widths, heads, eps, activation…).
+
+    Two models with equal signatures and equal state-dict shapes compute the same function of the
+    same weights, up to code inside ``forward``, which is the same class's.
+    """
+    out = []
+    ignored = {"training", "image_mean", "image_std"}  # open_clip's preprocessing notes, not the computation
+    for name, module in model.named_modules():
+        plain = {k: v for k, v in vars(module).items()
+                 if not k.startswith("_") and k not in ignored and isinstance(v, (bool, int, float, str, tuple))}
+        out.append((name, type(module).__module__, type(module).__qualname__, sorted(plain.items())))
     return out

@@ -80,6 +80,7 @@ def verify_yolo_checkpoint(path: Path, family: str, sha256: str | None, setting:
             f"YOLO checkpoint {path} is a pickled module, so loading it runs code from the file. scrapbench "
             f"loads it only if you vouch for it: its SHA-256 is {actual}; if that is the digest of "
             f"{path.name} on {RELEASES}, set {setting}={actual}")
+    sha256 = str(sha256)  # a YAML --set value of only digits would arrive as an int
     if not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
         raise WeightsError(f"{setting}={sha256!r} is not a SHA-256 (64 hex digits)")
     if actual != sha256.lower():

@@ -73,6 +73,11 @@ def test_weights_check_verifies_format_architecture_and_checksum(isolated, opena
     assert hashlib.sha256(openai_archive.read_bytes()).hexdigest()[:16] in output
     assert "all 1 weights ready" in output
 
+    result, set_output = _invoke("weights", "check", "--preset", "paper", "-m", "anomalyclip", "--set",
+                                 "anomalyclip.clip_model=scrapbench-test-openai", "--set",
+                                 f"anomalyclip.clip_pretrained={openai_archive}")  # the --set route
+    assert result.exit_code == 0 and "scrapbench-test-openai-quickgelu, QuickGELU" in set_output
+
 
 def test_run_checks_every_weight_before_it_generates_data(isolated):
     result, output = _invoke("run", "--preset", "paper", "-m", "anomalyclip,yolov8_sam", "--out",

@@ -12,6 +12,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -73,7 +74,8 @@ def run(
         unknown = sorted(set(overrides) - set(names))
         if unknown:
             _fail(f"settings for methods not being run: {unknown}")
-        data = load_dataset(dataset, preset=resolved.name, seed=data_seed)
+        _require_weights(names, resolved.name, overrides, preset)
+        data = load_dataset(dataset, preset=resolved.name, seed=data_seed, show_progress=progress)
     except (KeyError, ValueError, DatasetError) as exc:
         _fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))
     options = RunOptions(preset=resolved.name, device=device, out=out, dataset_spec=dataset, data_seed=data_seed,
@@ -100,6 +102,76 @@ def run(
         console.print(f"[red]{len(failed)} run(s) failed; their error.json says why. Re-run to retry them.[/]")
         raise typer.Exit(code=1)
     console.print(f"all {len(results)} runs finished; `scrapbench report {out}` builds the tables.")
+
+
+def _require_weights(names: list[str], preset_name: str, overrides: dict, preset_arg: str) -> None:
+    """Stop before any data is generated when a configured weight is missing or fails its checks."""
+    from scrapbench.weights import check_weights, problems
+
+    bad = problems(check_weights(names, preset_name, overrides))
+    if bad:
+        _print_weight_problems(bad)
+        _fail(f"{len(bad)} configured weight(s) not ready (nothing was run); "
+              f"`scrapbench weights check --preset {escape(preset_arg)}` shows every weight")
+
+
+weights_app = typer.Typer(no_args_is_help=True, help="Pretrained weights: where they go, and whether they fit.")
+app.add_typer(weights_app, name="weights")
+
+
+@weights_app.command("check")
+def weights_check(
+    preset: str = typer.Option("paper", help="smoke | cpu | paper | a preset YAML file."),
+    methods: list[str] = typer.Option(["all", "ablation"], "--methods", "-m",
+                                      help="Names, comma lists, `all` (Table 2) or `ablation` (Table 3)."),
+    set_: list[str] = typer.Option([], "--set", help="Config override METHOD.FIELD=VALUE (repeatable)."),
+    weights: str = typer.Option(None, help="Pretrained weights (tag or file) for a single chosen method."),
+) -> None:
+    """Every configured weight: found, where to put it, format and architecture, checksum. Loads no model."""
+    from scrapbench.presets import resolve_preset
+    from scrapbench.registry import get_spec, resolve_method_names
+    from scrapbench.weights import check_weights, problems
+
+    try:
+        names = resolve_method_names(methods)
+        resolved = resolve_preset(preset, set_)
+        overrides = dict(resolved.overrides)
+        if weights is not None:
+            if len(names) != 1:
+                _fail("--weights needs exactly one method (use --set METHOD.FIELD=PATH for several)")
+            field_name = getattr(get_spec(names[0]).load_class(), "weights_field", None)
+            if field_name is None:
+                _fail(f"method {names[0]!r} takes no pretrained weights")
+            overrides.setdefault(names[0], {})[field_name] = weights
+        reports = check_weights(names, resolved.name, overrides)
+    except (KeyError, ValueError) as exc:
+        _fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))
+    table = Table("weight", "used by", "status", "format · architecture", "SHA-256 · checksum",
+                  title=f"weights of preset {escape(preset)}")
+    table.add_column("file", overflow="fold")
+    marks = {"ok": "[green]✓ found[/]", "random": "random init", "download": "[yellow]↓ downloads at run[/]",
+             "missing": "[red]✗ missing[/]", "invalid": "[red]✗ invalid[/]"}
+    for report in reports:
+        check = report.check
+        table.add_row(escape(check.weight), escape(", ".join(report.methods)), marks[check.status],
+                      escape(" · ".join(t for t in (check.format, check.architecture) if t)),
+                      escape(" · ".join(t for t in ((check.sha256 or "")[:16], check.checksum) if t)),
+                      escape(check.path or "-"))
+    console.print(table)
+    bad = problems(reports)
+    _print_weight_problems(bad)
+    if bad:
+        raise typer.Exit(code=1)
+    console.print(f"all {len(reports)} weights ready.")
+
+
+def _print_weight_problems(reports) -> None:
+    for report in reports:
+        check = report.check
+        console.print(f"[red]✗[/] {escape(check.weight)} ({escape(', '.join(report.methods))}): "
+                      f"{escape(check.detail or check.status)}")
+        if check.where:
+            console.print(f"  → {escape(check.where)}")
 
 
 @app.command()

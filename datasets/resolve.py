@@ -106,7 +106,8 @@ def load_dataset(spec: str, preset: str = "cpu", seed: int = 0, cache_dir: str |
 
         if preset not in SYNTHETIC_PRESETS:
             raise DatasetError(f"no synthetic size for preset {preset!r}; known: {sorted(SYNTHETIC_PRESETS)}")
-        return synthetic_dataset(SYNTHETIC_PRESETS[preset], seed=seed, cache_dir=cache_dir)
+        return synthetic_dataset(SYNTHETIC_PRESETS[preset], seed=seed, cache_dir=cache_dir,
+                                 show_progress=show_progress)
     from scrapbench.datasets.folder import read_folder_dataset
 
     path = Path(spec)

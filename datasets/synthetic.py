@@ -305,12 +305,14 @@ def cache_key(config: SyntheticConfig, seed: int) -> str:
 
 
 def synthetic_dataset(
-    config: SyntheticConfig, seed: int = 0, cache_dir: str | Path | None = None, workers: int | None = None
+    config: SyntheticConfig, seed: int = 0, cache_dir: str | Path | None = None, workers: int | None = None,
+    show_progress: bool | None = None,
 ) -> Dataset:
     """The synthetic dataset for (config, seed): rendered once into the cache, then read from disk.
 
     The cache folder is ``cache_dir`` (default ``$SCRAPBENCH_CACHE`` or ``~/.cache/scrapbench``)
     / ``synthetic`` / a name hashed from the config, the seed and the generator version.
+    ``show_progress``: a progress bar with ETA while rendering (default: only on a terminal).
     """
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder = root / "synthetic" / cache_key(config, seed)
@@ -321,7 +323,7 @@ def synthetic_dataset(
         # Rendered into a staging folder beside the entry, then renamed; when two processes fill the
         # same entry at once, the first one's folder stays (a reader may already be using it). Staging
         # folders of killed processes are removed here too (scrapbench.outdir.clean_stale_staging).
-        write_synthetic(folder, config, seed, workers, keep_existing=True)
+        write_synthetic(folder, config, seed, workers, show_progress, keep_existing=True)
     return read_folder_dataset(folder, cache_dir=root)
 
 

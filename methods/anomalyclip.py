@@ -39,7 +39,7 @@ from scrapbench.seeding import seed_everything
 class AnomalyCLIPConfig:
     """Defaults: the paper's setting (ViT-L/14@336 OpenAI, input 518, layers 6/12/18/24)."""
 
-    clip_model: str = "ViT-L-14-336"
+    clip_model: str = "ViT-L-14-336-quickgelu"  # OpenAI trained it with QuickGELU; open_clip names that so
     clip_pretrained: str | None = "openai"  # tag, checkpoint path, or None / "random"
     image_size: int = 518
     feature_layers: tuple[int, ...] = (6, 12, 18, 24)

@@ -8,7 +8,9 @@ probabilities into the image, so the map is graded, not binary.
 
 Weights: ``paper`` starts from torchvision's COCO checkpoint (``weights="coco"``: looked up in the
 torch hub cache, never downloaded) with the box and mask predictors replaced for K + 1 classes and
-frozen batch norm, as torchvision fine-tunes. ``cpu`` / ``smoke`` start from random init
+frozen batch norm, as torchvision fine-tunes (with ``eps`` 0, as torchvision's builder sets it for
+these weights). The checkpoint is read weights-only and loaded strictly; a file under torchvision's
+name must match the SHA-256 prefix that name carries. ``cpu`` / ``smoke`` start from random init
 (trainable batch norm) with a partly frozen backbone and fewer sampled proposals, so that a few
 dozen steps fit the CPU budget; ``weights_info`` marks those rows as random-init.
 """
@@ -26,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 from torchvision.models.detection import MaskRCNN as TorchvisionMaskRCNN
+from torchvision.models.detection._utils import overwrite_eps
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNN_ResNet50_FPN_Weights, MaskRCNNHeads, MaskRCNNPredictor
@@ -34,7 +37,8 @@ from tqdm.auto import tqdm
 
 from scrapbench.datasets.types import Split
 from scrapbench.method import AnomalyMethod, FitContext, LearningType, WeightsError
-from scrapbench.methods.checkpoints import read_state_dict
+from scrapbench.methods.checkpoints import WeightCheck, checkpoint_format, read_state_dict, require_state_dict_fits
+from scrapbench.methods.checksums import checksum_from_url, checksum_verdict, file_digest
 from scrapbench.methods.instances import (
     detections_to_anomaly_map,
     detections_to_class_maps,
@@ -43,6 +47,7 @@ from scrapbench.methods.instances import (
 )
 
 COCO_WEIGHTS = MaskRCNN_ResNet50_FPN_Weights.COCO_V1
+COCO_CHECKSUM = checksum_from_url(COCO_WEIGHTS.url)  # SHA-256 prefix in torchvision's file name
 _COCO_CLASSES = 91  # torchvision's COCO head size (background + 90 category ids)
 
 
@@ -109,6 +114,11 @@ class MaskRCNN(AnomalyMethod):
             return Path(torch.hub.get_dir()) / "checkpoints" / Path(COCO_WEIGHTS.url).name
         return Path(self.config.weights).expanduser()
 
+    def is_coco_v1(self) -> bool:
+        """torchvision's COCO_V1 checkpoint: the ``coco`` tag, or a file under torchvision's name for it."""
+        return self.config.weights == "coco" or (
+            self.config.weights is not None and Path(self.config.weights).name == Path(COCO_WEIGHTS.url).name)
+
     def _read_weights(self) -> dict[str, torch.Tensor] | None:
         path = self.weights_path()
         if path is None:
@@ -120,12 +130,53 @@ class MaskRCNN(AnomalyMethod):
                 f"Mask R-CNN weights {path} not found: {hint}, or set `weights` to a checkpoint path; "
                 f"weights=null trains from random init."
             )
-        return read_state_dict(path, "Mask R-CNN weights")
+        state = read_state_dict(path, "Mask R-CNN weights")  # weights-only: tensors, nothing executed
+        accepted, checksum = checksum_verdict(path, COCO_CHECKSUM, binding=path.name == COCO_CHECKSUM.file_name)
+        if not accepted:
+            raise WeightsError(f"Mask R-CNN weights {path}: {checksum}")
+        return state
 
     def weights_info(self) -> dict[str, Any]:
         path = self.weights_path()
-        return {"random_init": path is None, "weights": self.config.weights,
-                "checkpoint": str(path) if path else None, "architecture": "maskrcnn_resnet50_fpn"}
+        info: dict[str, Any] = {"random_init": path is None, "weights": self.config.weights,
+                                "checkpoint": str(path) if path else None, "architecture": "maskrcnn_resnet50_fpn"}
+        if path is not None:
+            info["frozen_bn_eps"] = 0.0 if self.is_coco_v1() else FrozenBatchNorm2d(1).eps
+            if path.is_file():
+                info["sha256"] = file_digest(path)
+        return info
+
+    def inspect_weights(self, setting: str) -> WeightCheck:
+        """A :class:`WeightCheck` of the configured checkpoint (read on the meta device: no tensor data)."""
+        check = WeightCheck(f"Mask R-CNN {self.config.weights or 'random init'}", setting, "random")
+        path = self.weights_path()
+        if path is None:
+            return check
+        check.path = str(path)
+        if not path.is_file():
+            check.status, check.detail = "missing", "not found"
+            check.where = (f"download {COCO_WEIGHTS.url} into {path.parent}" if self.config.weights == "coco"
+                           else f"put the checkpoint at {path}")
+            return check
+        try:
+            check.format = checkpoint_format(path)
+            state = read_state_dict(path, "Mask R-CNN weights", "meta")
+            head = state.get("roi_heads.box_predictor.cls_score.weight")
+            if head is None:
+                raise WeightsError(f"Mask R-CNN weights {path}: no roi_heads.box_predictor (not a Mask R-CNN)")
+            with torch.device("meta"):
+                expected = MaskRCNN(self.config, ("class",) * (head.shape[0] - 1))._build(64, None)
+            require_state_dict_fits(expected.state_dict(), state, f"Mask R-CNN weights {path} do not fit "
+                                    "maskrcnn_resnet50_fpn", ignore=_frozen_bn_counters(expected))
+            eps = "frozen BN eps 0 (torchvision's COCO_V1)" if self.is_coco_v1() else "frozen BN"
+            check.architecture = f"maskrcnn_resnet50_fpn, {head.shape[0]} classes, {eps}; keys and shapes match"
+            check.sha256 = file_digest(path)
+            accepted, check.checksum = checksum_verdict(path, COCO_CHECKSUM, path.name == COCO_CHECKSUM.file_name)
+        except WeightsError as exc:
+            check.status, check.detail = "invalid", str(exc)
+            return check
+        check.status, check.detail = ("ok", "") if accepted else ("invalid", check.checksum)
+        return check
 
     # -- model ---------------------------------------------------------------------------------
     def _build(self, image_size: int, pretrained: dict[str, torch.Tensor] | None) -> TorchvisionMaskRCNN:
@@ -136,8 +187,8 @@ class MaskRCNN(AnomalyMethod):
         backbone = resnet_fpn_backbone(backbone_name="resnet50", weights=None,
                                        norm_layer=FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d,
                                        trainable_layers=cfg.trainable_backbone_layers)
-        coco_head = pretrained is not None and \
-            pretrained["roi_heads.box_predictor.cls_score.weight"].shape[0] == _COCO_CLASSES
+        file_head = (pretrained or {}).get("roi_heads.box_predictor.cls_score.weight")
+        coco_head = file_head is not None and file_head.shape[0] == _COCO_CLASSES
         head_classes = _COCO_CLASSES if coco_head else num_classes
         pooled = backbone.out_channels * 7 * 7  # the box RoI pooler's 7×7 output
         mask_width = cfg.mask_head_channels
@@ -152,15 +203,14 @@ class MaskRCNN(AnomalyMethod):
             box_batch_size_per_image=cfg.rois_per_image,
             box_score_thresh=cfg.score_threshold, box_detections_per_img=cfg.max_detections,
         )
+        if frozen_bn and self.is_coco_v1():
+            overwrite_eps(model, 0.0)  # torchvision's builder does this for COCO_V1 (trained with eps 0)
         if pretrained is not None:
-            try:
-                model.load_state_dict(pretrained)
-            except RuntimeError as exc:
-                raise WeightsError(
-                    f"Mask R-CNN weights {self.weights_path()} do not fit maskrcnn_resnet50_fpn with "
-                    f"{head_classes} classes and heads of width {cfg.box_head_size}/{mask_width}: "
-                    f"{str(exc).splitlines()[0]}"
-                ) from exc
+            require_state_dict_fits(
+                model.state_dict(), pretrained,
+                f"Mask R-CNN weights {self.weights_path()} do not fit maskrcnn_resnet50_fpn with {head_classes} "
+                f"classes and heads of width {cfg.box_head_size}/{mask_width}", ignore=_frozen_bn_counters(model))
+            model.load_state_dict(pretrained)
         if coco_head:  # new predictors for our classes, as torchvision's fine-tuning tutorial does
             model.roi_heads.box_predictor = FastRCNNPredictor(
                 model.roi_heads.box_predictor.cls_score.in_features, num_classes)
@@ -267,6 +317,11 @@ class MaskRCNN(AnomalyMethod):
         self._device = device
         if self._model is not None:
             self._model.to(device)
+
+
+def _frozen_bn_counters(model: nn.Module) -> set[str]:
+    """``num_batches_tracked`` keys that FrozenBatchNorm2d accepts and drops on loading (torchvision's rule)."""
+    return {f"{name}.num_batches_tracked" for name, m in model.named_modules() if isinstance(m, FrozenBatchNorm2d)}
 
 
 def _to_tensor(image: np.ndarray) -> torch.Tensor:

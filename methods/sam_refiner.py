@@ -6,6 +6,10 @@ and loads checkpoints without checks. :func:`build_sam` assembles the same modul
 published sizes load the official checkpoints unchanged and a ``tiny`` size (128-pixel input,
 two narrow blocks) serves CPU runs and tests. Without a checkpoint the weights are a seeded random
 initialisation, and :attr:`LoadedSam.weights_info` says so.
+
+A checkpoint is a ``torch.save``d state dict (the official ``sam_vit_h_4b8939.pth`` is one); it is read
+weights-only and loaded strictly. The official file names end in the first six hex digits of the
+file's MD5, which a file carrying such a name must match.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 from segment_anything.predictor import SamPredictor
 
 from scrapbench.method import WeightsError
-from scrapbench.methods.checkpoints import read_state_dict
+from scrapbench.methods.checkpoints import WeightCheck, checkpoint_format, read_state_dict, require_state_dict_fits
+from scrapbench.methods.checksums import PublishedChecksum, checksum_from_url, checksum_verdict, file_digest
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,11 @@ class LoadedSam:
 
 
 def build_sam(architecture: str, checkpoint: str | Path | None, seed: int = 0) -> LoadedSam:
-    """A SAM of ``architecture`` with weights from ``checkpoint`` (``None``: seeded random init)."""
+    """A SAM of ``architecture`` with weights from ``checkpoint`` (``None``: seeded random init).
+
+    The checkpoint is read weights-only, must hold exactly the architecture's keys and shapes, and,
+    when it carries an official file name, the MD5 prefix that name publishes.
+    """
     if architecture not in SAM_ARCHITECTURES:
         raise ValueError(f"unknown SAM architecture {architecture!r}; known: {sorted(SAM_ARCHITECTURES)}")
     arch = SAM_ARCHITECTURES[architecture]
@@ -75,18 +84,58 @@ def build_sam(architecture: str, checkpoint: str | Path | None, seed: int = 0) -
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # random init must not depend on (or disturb) the caller's RNG state
         model = _assemble(arch)
+    info: dict[str, Any] = {"sam_model": architecture, "sam_checkpoint": str(checkpoint) if checkpoint else None,
+                            "sam_random_init": state is None}
     if state is not None:
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as exc:
-            raise WeightsError(
-                f"SAM checkpoint {checkpoint} does not fit sam_model={architecture!r} "
-                f"(is it a checkpoint of another size?): {str(exc).splitlines()[0]}"
-            ) from exc
+        require_state_dict_fits(model.state_dict(), state, _misfit(checkpoint, architecture))
+        accepted, checksum = checksum_verdict(checkpoint, *_published(architecture, Path(checkpoint)))
+        if not accepted:
+            raise WeightsError(f"SAM checkpoint {checkpoint}: {checksum}")
+        model.load_state_dict(state)
+        info.update(sam_sha256=file_digest(checkpoint), sam_checksum=checksum)
     model.eval()
-    info = {"sam_model": architecture, "sam_checkpoint": str(checkpoint) if checkpoint else None,
-            "sam_random_init": state is None}
     return LoadedSam(model, info)
+
+
+def _misfit(checkpoint: str | Path, architecture: str) -> str:
+    return f"SAM checkpoint {checkpoint} does not fit sam_model={architecture!r} (is it a checkpoint of another size?)"
+
+
+def _published(architecture: str, path: Path) -> tuple[PublishedChecksum | None, bool]:
+    """The official checksum of this size, and whether the file claims to be that file (by its name)."""
+    url = SAM_CHECKPOINT_URLS.get(architecture)
+    published = checksum_from_url(url) if url else None
+    return published, published is not None and path.name == published.file_name
+
+
+def inspect_sam(architecture: str, checkpoint: str | Path | None, setting: str) -> WeightCheck:
+    """A :class:`WeightCheck` of a configured SAM checkpoint (read on the meta device: no tensor data)."""
+    check = WeightCheck(f"SAM {architecture}", setting, "random", architecture=architecture)
+    if checkpoint is None:
+        return check
+    path = Path(checkpoint)
+    check.path = str(path.resolve())
+    url = SAM_CHECKPOINT_URLS.get(architecture)
+    if not path.is_file():
+        check.status, check.detail = "missing", "not found"
+        where = path.resolve()
+        check.where = f"download {url} to {where}" if url else f"put the {architecture} checkpoint at {where}"
+        return check
+    try:
+        if architecture not in SAM_ARCHITECTURES:
+            raise WeightsError(f"unknown SAM architecture {architecture!r}; known: {sorted(SAM_ARCHITECTURES)}")
+        check.format = checkpoint_format(path)
+        with torch.device("meta"):
+            expected = _assemble(SAM_ARCHITECTURES[architecture]).state_dict()
+        require_state_dict_fits(expected, read_state_dict(path, "SAM checkpoint", "meta"), _misfit(path, architecture))
+        check.architecture = f"SAM {architecture}; keys and shapes match"
+        check.sha256 = file_digest(path)
+        accepted, check.checksum = checksum_verdict(path, *_published(architecture, path))
+    except WeightsError as exc:
+        check.status, check.detail = "invalid", str(exc)
+        return check
+    check.status, check.detail = ("ok", "") if accepted else ("invalid", check.checksum)
+    return check
 
 
 def _assemble(arch: SamArchitecture) -> Sam:

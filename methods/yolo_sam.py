@@ -8,8 +8,10 @@ SAM for the object's mask, and the anomaly map is, per pixel, the highest
 mask (sigmoid of its logits) keeps the map graded at object borders.
 
 Weights: ``paper`` fine-tunes ``yolov8x-seg.pt`` / ``yolo11x-seg.pt`` and prompts SAM ViT-H, all
-from files the user provides (nothing is downloaded). ``cpu`` / ``smoke`` train the ``n`` model
-from its YAML (random init) and use a tiny random-initialised SAM; ``weights_info`` says so.
+from files the user provides (nothing is downloaded). A YOLO checkpoint is a pickled module and is
+loaded only when its SHA-256 is the one configured in ``yolo_weights_sha256`` (``yolo_weights.py``).
+``cpu`` / ``smoke`` train the ``n`` model from its YAML (random init) and use a tiny
+random-initialised SAM; ``weights_info`` says so.
 Everything ultralytics writes goes to ``ctx.workdir`` (see ``yolo_offline.py``).
 """
 
@@ -28,6 +30,7 @@ import torch
 
 from scrapbench.datasets.types import Split
 from scrapbench.method import AnomalyMethod, FitContext, LearningType, WeightsError
+from scrapbench.methods.checkpoints import WeightCheck
 from scrapbench.methods.instances import (
     detections_to_anomaly_map,
     detections_to_class_maps,
@@ -37,6 +40,13 @@ from scrapbench.methods.sam_refiner import SamBoxRefiner, build_sam
 from scrapbench.methods.yolo_dataset import write_yolo_dataset
 from scrapbench.methods.yolo_offline import import_ultralytics, restored_torch_state, sandboxed_training
 from scrapbench.methods.yolo_state import rebuild_yolo, yolo_architecture
+from scrapbench.methods.yolo_weights import (
+    RELEASES,
+    check_loaded_yolo,
+    inspect_yolo,
+    trusted_copy,
+    verify_yolo_checkpoint,
+)
 
 YOLO_FAMILIES = ("yolov8", "yolo11")
 YOLO_SCALES = ("n", "s", "m", "l", "x")
@@ -52,6 +62,9 @@ class YoloSamConfig:
     # Pretrained checkpoint; "{yolo_family}"/"{yolo_scale}" are filled in, relative paths are
     # resolved against the working directory. None: build from the model YAML (random init).
     yolo_weights: str | None = "{yolo_family}{yolo_scale}-seg.pt"
+    # The SHA-256 you vouch for: a .pt is a pickled module and is loaded only if it has this digest
+    # (see yolo_weights.py). None: refused, and the error prints the file's digest.
+    yolo_weights_sha256: str | None = None
     image_size: int | None = None  # YOLO input side; None: the training patch size (rounded up to 32)
     epochs: int = 100
     batch_size: int = 16
@@ -107,18 +120,44 @@ class YoloSam(AnomalyMethod):
 
     # -- weights -----------------------------------------------------------------------------
     def yolo_weights_path(self) -> Path | None:
-        """The configured YOLO checkpoint (must exist), or ``None`` for a YAML-built model."""
-        if self.config.yolo_weights is None:
+        """The configured YOLO checkpoint, verified (see ``yolo_weights.py``), or ``None`` for a YAML-built model."""
+        path = self._configured_yolo_path()
+        if path is None:
             return None
-        path = Path(self.config.yolo_weights.format(yolo_family=self.config.yolo_family,
-                                                    yolo_scale=self.config.yolo_scale)).expanduser()
         if not path.is_file():
             raise WeightsError(
                 f"YOLO checkpoint {path.resolve()} not found. Download {path.name} from the ultralytics "
-                f"assets (https://github.com/ultralytics/assets/releases) and put it there or set "
-                f"`yolo_weights` to its path; yolo_weights=null trains from the model YAML (random init)."
+                f"assets ({RELEASES}) and put it there or set `yolo_weights` to its path; "
+                f"yolo_weights=null trains from the model YAML (random init)."
             )
+        verify_yolo_checkpoint(path, self.config.yolo_family, self.config.yolo_weights_sha256, self._pin_setting())
         return path
+
+    def _configured_yolo_path(self) -> Path | None:
+        if self.config.yolo_weights is None:
+            return None
+        return Path(self.config.yolo_weights.format(yolo_family=self.config.yolo_family,
+                                                    yolo_scale=self.config.yolo_scale)).expanduser()
+
+    def _pin_setting(self) -> str:
+        return f"{getattr(self, 'registry_name', 'METHOD')}.yolo_weights_sha256"
+
+    def inspect_weights(self, setting: str) -> WeightCheck:
+        """A :class:`WeightCheck` of the configured YOLO checkpoint (static checks; nothing unpickled)."""
+        cfg = self.config
+        return inspect_yolo(self._configured_yolo_path(), cfg.yolo_family, cfg.yolo_scale, cfg.yolo_weights_sha256,
+                            setting, self._pin_setting())
+
+    def _new_yolo(self, weights: Path | None, workdir: Path) -> Any:
+        """A YOLO from the verified checkpoint (ultralytics reads a hashed copy in ``workdir``) or from the YAML."""
+        from ultralytics import YOLO
+
+        if weights is None:
+            return YOLO(self._yaml_name(), task="segment")
+        copy = trusted_copy(weights, self.config.yolo_weights_sha256, workdir)
+        model = YOLO(str(copy), task="segment")
+        check_loaded_yolo(model.model, weights, self.config.yolo_family, self.config.yolo_scale)
+        return model
 
     def _yaml_name(self) -> str:
         return f"{self.config.yolo_family}{self.config.yolo_scale}-seg.yaml"
@@ -130,7 +169,8 @@ class YoloSam(AnomalyMethod):
         yolo_random = weights is None
         sam_random = self._sam_info.get("sam_random_init", self.config.sam_checkpoint is None)
         return {"random_init": yolo_random and sam_random, "yolo_random_init": yolo_random,
-                "yolo_weights": weights, "yolo_model": self._yaml_name(),
+                "yolo_weights": weights, "yolo_weights_sha256": self.config.yolo_weights_sha256,
+                "yolo_model": self._yaml_name(),
                 "sam_model": self.config.sam_model, "sam_checkpoint": self.config.sam_checkpoint,
                 "sam_random_init": sam_random}
 
@@ -154,9 +194,7 @@ class YoloSam(AnomalyMethod):
 
         self._config_dir = workdir / "ultralytics_config"
         import_ultralytics(self._config_dir)
-        from ultralytics import YOLO
-
-        model = YOLO(str(weights) if weights else self._yaml_name(), task="segment")
+        model = self._new_yolo(weights, workdir)
         # Fine-tuning rebuilds the head's class branch at the checkpoint's width (see yolo_state.py).
         self._head_source_nc = int(model.model.model[-1].nc) if weights else None
         with sandboxed_training(model, ctx.show_progress):

@@ -6,6 +6,7 @@ format: crafted pickles (top-level and nested), crafted ``method.json``, legacy 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 from pathlib import Path
@@ -240,8 +241,9 @@ def test_yolo_fine_tuned_from_a_checkpoint_reloads_exactly(family, smoke_dataset
     checkpoint = tmp_path / f"{family}n-seg.pt"
     YOLO(f"{family}n-seg.yaml").save(str(checkpoint))  # random init, 80 classes: a pretrained-format file
     classes = smoke_dataset.class_names
+    pin = hashlib.sha256(checkpoint.read_bytes()).hexdigest()  # a .pt is loaded only with its SHA-256
     method = registry.create_method(f"{family}_sam", classes, preset="smoke",
-                                    overrides={"yolo_weights": str(checkpoint)})
+                                    overrides={"yolo_weights": str(checkpoint), "yolo_weights_sha256": pin})
     method.fit(smoke_dataset.train, FitContext(seed=0, device="cpu", workdir=tmp_path / "work", class_names=classes,
                                                show_progress=False))
     trained = method._yolo.state_dict()

@@ -149,7 +149,7 @@ def test_ablations_differ_only_in_msm():
 
 def test_paper_preset_is_the_papers_configuration():
     config = create_method("ours", CLASSES, preset="paper").config
-    assert (config.clip_model, config.clip_pretrained, config.image_size) == ("ViT-L-14-336", "openai", 518)
+    assert (config.clip_model, config.clip_pretrained, config.image_size) == ("ViT-L-14-336-quickgelu", "openai", 518)
     assert config.feature_layers == (6, 12, 18, 24) and config.msm_scales == (3, 9)
     assert (config.lr, config.epochs, config.batch_size) == (1e-6, 15, 4)
     assert (config.prompt_length, config.deep_prompt_depth, config.deep_prompt_length) == (16, 9, 4)

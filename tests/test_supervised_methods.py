@@ -6,6 +6,7 @@ covers what is specific to the supervised baselines.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -37,7 +38,9 @@ def test_tiny_sam_checkpoint_loads_through_the_config_path(tmp_path):
     torch.save(saved.model.state_dict(), checkpoint)
 
     loaded = build_sam("tiny", checkpoint, seed=0)  # another seed: weights must come from the file
-    assert loaded.weights_info == {"sam_model": "tiny", "sam_checkpoint": str(checkpoint), "sam_random_init": False}
+    assert loaded.weights_info == {"sam_model": "tiny", "sam_checkpoint": str(checkpoint), "sam_random_init": False,
+                                   "sam_sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest(),
+                                   "sam_checksum": "none published"}
     for name, value in saved.model.state_dict().items():
         torch.testing.assert_close(loaded.model.state_dict()[name], value, msg=name)
     other_seed = build_sam("tiny", None, seed=0).model.state_dict()
@@ -101,7 +104,9 @@ def test_mask_rcnn_fine_tunes_from_a_coco_style_checkpoint(smoke_dataset, tmp_pa
     method = create_method("mask_rcnn", classes, preset="smoke", overrides={"weights": str(checkpoint)})
     method.fit(smoke_dataset.train, _ctx(tmp_path / "work", classes))
     assert method.weights_info() == {"random_init": False, "weights": str(checkpoint),
-                                     "checkpoint": str(checkpoint), "architecture": "maskrcnn_resnet50_fpn"}
+                                     "checkpoint": str(checkpoint), "architecture": "maskrcnn_resnet50_fpn",
+                                     "frozen_bn_eps": 1e-5,
+                                     "sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest()}
     state = method.state_dict()["model"]
     assert state["roi_heads.box_predictor.cls_score.weight"].shape[0] == len(classes) + 1  # new head
     frozen = "backbone.body.layer1.0.conv1.weight"  # smoke trains no backbone stage: weights stay as loaded
@@ -114,7 +119,7 @@ def test_mask_rcnn_fine_tunes_from_a_coco_style_checkpoint(smoke_dataset, tmp_pa
 
 # -- YOLO + SAM ----------------------------------------------------------------------------------
 _OFFLINE_SCRIPT = textwrap.dedent("""
-    import json, socket, sys
+    import hashlib, json, socket, sys
     from pathlib import Path
 
     attempts = []
@@ -140,9 +145,10 @@ _OFFLINE_SCRIPT = textwrap.dedent("""
     import_ultralytics(tmp / "work" / "ultralytics_config")
     from ultralytics import YOLO
     YOLO("yolo11n-seg.yaml").save(str(tmp / "weights" / "yolo11n-seg.pt"))  # a pretrained-format checkpoint
+    pin = hashlib.sha256((tmp / "weights" / "yolo11n-seg.pt").read_bytes()).hexdigest()
 
     method = create_method("yolo11_sam", data.class_names, preset="smoke", overrides={
-        "yolo_weights": str(tmp / "weights" / "{yolo_family}{yolo_scale}-seg.pt"),
+        "yolo_weights": str(tmp / "weights" / "{yolo_family}{yolo_scale}-seg.pt"), "yolo_weights_sha256": pin,
         "sam_checkpoint": str(tmp / "weights" / "sam_tiny.pth")})
     method.fit(data.train, FitContext(seed=0, device="cpu", workdir=tmp / "work", class_names=data.class_names,
                                       show_progress=True))

@@ -16,7 +16,7 @@ class OursConfig:
     temperature, test-time smoothing) follow Cui et al. / AnomalyCLIP and are marked below.
     """
 
-    clip_model: str = "ViT-L-14-336"
+    clip_model: str = "ViT-L-14-336-quickgelu"  # OpenAI trained it with QuickGELU; open_clip names that so
     clip_pretrained: str | None = "openai"
     image_size: int = 518
     feature_layers: tuple[int, ...] = (6, 12, 18, 24)

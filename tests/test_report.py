@@ -56,7 +56,10 @@ def _write_runs(root, dataset, preset="smoke", with_maps=True, with_state=True):
             (folder / "per_image.csv").write_text(buffer.getvalue())
             if with_maps:
                 np.savez_compressed(folder / "maps.npz", **{k: v.astype(np.float16) for k, v in maps.items()})
-            record = {"method": method, "seed": seed, "preset": preset, "suites": suites,
+            identity = {"method": method, "seed": seed, "preset": preset, "config": config,
+                        "dataset_fingerprint": "sha256:0000", "evaluator_version": "1",
+                        "compute": {"device": "cpu", "torch_threads": 2}}
+            record = {"method": method, "seed": seed, "preset": preset, "suites": suites, "identity": identity,
                       "learning_type": "supervised", "config": config,
                       "dataset": {"name": dataset.name, "spec": "synthetic", "seed": 0,
                                   "class_names": list(dataset.class_names), "num_train": len(dataset.train),

@@ -8,7 +8,7 @@ import pytest
 from toy_method import ColourDistance
 
 from scrapbench import registry
-from scrapbench.runner import ConfigMismatchError, RunOptions, run_benchmark
+from scrapbench.runner import RunIdentityError, RunOptions, run_benchmark
 
 
 @pytest.fixture(autouse=True)
@@ -56,7 +56,7 @@ def test_finished_runs_are_skipped_and_interrupted_ones_redone(smoke_dataset, tm
 def test_changed_config_is_not_silently_mixed(smoke_dataset, tmp_path):
     run_benchmark(smoke_dataset, ["toy"], [0], _options(tmp_path))
     changed = _options(tmp_path, overrides={"toy": {"max_images": 2}})
-    with pytest.raises(ConfigMismatchError, match="different config"):
+    with pytest.raises(RunIdentityError, match="another identity"):
         run_benchmark(smoke_dataset, ["toy"], [0], changed)
     [redone] = run_benchmark(smoke_dataset, ["toy"], [0], _options(tmp_path, overrides={"toy": {"max_images": 2}},
                                                                   overwrite=True))

@@ -5,6 +5,8 @@ It learns the mean colour of normal training pixels and scores each pixel by its
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -48,3 +50,21 @@ class ColourDistance(AnomalyMethod):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.mean, self.rng_seed = np.asarray(state["mean"]), int(state["rng_seed"])
+
+
+@dataclass(frozen=True)
+class RecordingConfig(ToyConfig):
+    fit_log: str = ""  # a file that gets one line per fit: "<seed> <pid>"
+    fit_seconds: float = 0.0  # a slow fit, so that concurrent processes overlap
+
+
+class RecordingColourDistance(ColourDistance):
+    """The toy method, recording every fit in a file (proves which process computed what, and how often)."""
+
+    Config = RecordingConfig
+
+    def fit(self, train, ctx: FitContext) -> None:
+        with open(self.config.fit_log, "a") as log:  # O_APPEND: lines from several processes stay whole
+            log.write(f"{ctx.seed} {os.getpid()}\n")
+        time.sleep(self.config.fit_seconds)
+        super().fit(train, ctx)

@@ -300,11 +300,26 @@ def one_line_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+class MethodBuildError(RuntimeError):
+    """A method could not be built from its config (often: its weights file); says which file."""
+
+
+def _build_method(name: str, dataset: Dataset, options: RunOptions) -> AnomalyMethod:
+    """``create_method``, with the configured weights named in the error when building fails."""
+    try:
+        return create_method(name, dataset.class_names, options.preset, options.overrides.get(name))
+    except Exception as exc:
+        field_name = getattr(get_spec(name).load_class(), "weights_field", None)
+        weights = (options.overrides.get(name) or {}).get(field_name) if field_name else None
+        source = f" from weights {weights}" if weights is not None else ""
+        raise MethodBuildError(f"{name} could not be built{source} ({one_line_error(exc)})") from exc
+
+
 def _execute(dataset: Dataset, plan: RunPlan, options: RunOptions, directory: Path, attempt: str) -> dict[str, Any]:
     from scrapbench.metrics import PixelMetrics
 
     name, seed = plan.method, plan.seed
-    method: AnomalyMethod = create_method(name, dataset.class_names, options.preset, options.overrides.get(name))
+    method = _build_method(name, dataset, options)
     workdir = directory / "work"
     workdir.mkdir()
     seed_everything(seed)

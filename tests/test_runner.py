@@ -300,10 +300,12 @@ def test_cli_bad_weights_fail_each_run_with_one_line(tmp_path, monkeypatch, smok
     monkeypatch.setenv("SCRAPBENCH_CACHE", str(smoke_dataset.root.parents[1]))
     garbage = tmp_path / "weights.pt"
     garbage.write_bytes(os.urandom(512))
-    result = _cli("run", "--methods", "mask_rcnn", "--weights", garbage, "--seeds", "2", "--preset", "smoke",
+    # WinCLIP reads its weights when it is built: that, too, fails the run, not the benchmark.
+    result = _cli("run", "--methods", "winclip", "--weights", garbage, "--seeds", "2", "--preset", "smoke",
                   "--out", tmp_path / "runs", "--no-progress")
-    _assert_clean_error(result, "✗ mask_rcnn seed 0", "✗ mask_rcnn seed 1", str(garbage), code=1)
-    assert len(list((tmp_path / "runs").glob("*/smoke/mask_rcnn/seed*/error.json"))) == 2
+    _assert_clean_error(result, f"✗ winclip seed 0: MethodBuildError: winclip could not be built from weights "
+                                f"{garbage} (", "✗ winclip seed 1", code=1)
+    assert len(list((tmp_path / "runs").glob("*/smoke/winclip/seed*/error.json"))) == 2
 
 
 def test_cli_identity_mismatch_is_refused_before_anything_runs(smoke_dataset, tmp_path, monkeypatch):

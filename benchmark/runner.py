@@ -140,41 +140,43 @@ def run_benchmark(
     Nothing runs when a finished run's identity differs from the one asked for (RunIdentityError,
     listing them), unless ``options.overwrite``. Runs leased by another process are skipped in a first
     pass; then this process waits for each lease and reports the run as done elsewhere, or computes
-    it if its holder died. ``on_result`` sees every result, ``busy`` ones included, as it comes.
+    it if its holder died. Failures found at the start are retried; a failure another process records
+    meanwhile is reported, not computed again. ``on_result`` sees every result (``busy`` ones too).
     """
     ensure_writable_dir(Path(options.out))
     if dataset.fingerprint is None:  # computed once here, not once per run
         dataset = dataclasses.replace(dataset, fingerprint=dataset_fingerprint(dataset))
     pairs = [(m, s) for m in methods for s in seeds]
-    _refuse_identity_mismatches(dataset, pairs, options)
+    plans = {pair: plan_run(dataset, *pair, options) for pair in pairs}
+    _refuse_identity_mismatches(list(plans.values()), options)
+    retry = {pair: failed_attempt(plan.directory) for pair, plan in plans.items()}
     results: dict[tuple[str, int], RunResult] = {}
-    busy: list[RunResult] = []
+    busy: list[tuple[str, int]] = []
     with tqdm(total=len(pairs), desc="runs", unit="run", disable=not options.show_progress) as progress:
-        for method_name, seed in pairs:
-            result = run_one(dataset, method_name, seed, options)
+        for pair in pairs:
+            result = run_one(dataset, *pair, options, retry=retry[pair])
             if on_result is not None:
                 on_result(result)
             if result.status == "busy":
-                busy.append(result)
+                busy.append(pair)
                 continue
-            results[(method_name, seed)] = result
+            results[pair] = result
             progress.update()
-        for waiting in busy:
-            progress.set_postfix_str(f"waiting for {waiting.method} seed {waiting.seed}")
-            result = run_one(dataset, waiting.method, waiting.seed, options, after_busy=waiting)
-            results[(waiting.method, waiting.seed)] = result
+        for pair in busy:
+            progress.set_postfix_str(f"waiting for {pair[0]} seed {pair[1]}")
+            results[pair] = run_one(dataset, *pair, options, wait=True, retry=retry[pair])
             if on_result is not None:
-                on_result(result)
+                on_result(results[pair])
             progress.update()
     return [results[pair] for pair in pairs]
 
 
-def _refuse_identity_mismatches(dataset: Dataset, pairs: Sequence[tuple[str, int]], options: RunOptions) -> None:
+def _refuse_identity_mismatches(plans: Sequence[RunPlan], options: RunOptions) -> None:
     """Check every finished run before anything runs: a grid half-resumed is worse than none."""
     problems = []
-    for method_name, seed in pairs:
+    for plan in plans:
         try:
-            reusable_result(plan_run(dataset, method_name, seed, options), options)
+            reusable_result(plan, options)
         except RunIdentityError as exc:
             problems.append(str(exc))
         except RunFolderError:
@@ -211,41 +213,47 @@ def reusable_result(plan: RunPlan, options: RunOptions) -> RunResult | None:
     raise RunIdentityError(f"{plan.directory}: a finished run with another identity exists ({changes})")
 
 
+#: ``run_one(retry=RETRY_ANY)``: recompute whatever failed run is found (the default).
+RETRY_ANY = "*"
+
+
 def run_one(
-    dataset: Dataset, method_name: str, seed: int, options: RunOptions, after_busy: RunResult | None = None
+    dataset: Dataset, method_name: str, seed: int, options: RunOptions, *, wait: bool = False,
+    retry: str | None = RETRY_ANY,
 ) -> RunResult:
     """The whole life of one run (see the module docstring); never computes a run another process holds.
 
-    Without ``after_busy`` it returns a ``busy`` result at once when the lease is taken. With the
-    ``busy`` result of an earlier call it waits for the lease, then returns what the holder left
-    (``elsewhere=True``: finished, or failed with a new error.json) or computes the run if the holder
-    died without leaving either.
+    ``wait=False`` returns a ``busy`` result at once when another process holds the lease;
+    ``wait=True`` waits for the lease, then returns what the holder left (``elsewhere=True``) or
+    computes the run if the holder died without finishing it. ``retry`` says which failed attempt
+    found in the run's folder is recomputed: any (``RETRY_ANY``), or only the one with this attempt
+    token (``None``: none) — a benchmark passes the failure it found at its start, so a failure that
+    another process records meanwhile is reported rather than computed a second time.
     """
     plan = plan_run(dataset, method_name, seed, options)
     try:
         found = reusable_result(plan, options)
-        if found is not None:
-            return found
-        lease = try_lease(plan.directory) if after_busy is None else wait_for_lease(plan.directory)
+        if found is not None:  # after waiting: the holder finished it meanwhile
+            return dataclasses.replace(found, elsewhere=wait)
+        lease = wait_for_lease(plan.directory) if wait else try_lease(plan.directory)
         if lease is None:
-            return RunResult(method_name, seed, plan.directory, "busy", attempt=_failed_attempt(plan.directory))
+            return RunResult(method_name, seed, plan.directory, "busy")
         with lease:
             found = reusable_result(plan, options)
             if found is not None:
-                return dataclasses.replace(found, elsewhere=after_busy is not None)
-            if after_busy is not None:
-                failed = _failed_attempt(plan.directory)
-                if failed is not None and failed != after_busy.attempt:
-                    record = read_json_record(plan.directory / "error.json")
-                    return RunResult(method_name, seed, plan.directory, "failed", error=record.get("message"),
-                                     elsewhere=True, attempt=failed)
+                return dataclasses.replace(found, elsewhere=wait)
+            failed = failed_attempt(plan.directory)
+            if failed is not None and retry not in (RETRY_ANY, failed):
+                record = read_json_record(plan.directory / "error.json")
+                return RunResult(method_name, seed, plan.directory, "failed", error=record.get("message"),
+                                 elsewhere=True, attempt=failed)
             return _compute_and_place(dataset, plan, options)
     except RunFolderError as exc:
         return RunResult(method_name, seed, plan.directory, "failed", error=str(exc))
 
 
-def _failed_attempt(directory: Path) -> str | None:
-    """The attempt token of the failed run at ``directory``, if one is there."""
+def failed_attempt(directory: Path) -> str | None:
+    """The attempt token of the failed run recorded at ``directory`` (an error.json, no run.json)."""
     if is_finished(directory) or not (directory / "error.json").is_file():
         return None
     try:

@@ -31,15 +31,18 @@ from scrapbench.datasets import load_dataset
 from scrapbench.runner import RunOptions, run_benchmark
 
 registry.add_spec(registry.MethodSpec("recorder", RecordingColourDistance, "records fits", ("table2",)))
+registry.add_spec(registry.MethodSpec("recorder_broken", RecordingColourDistance, "fails", ("table2",),
+                                      {"fail_on_predict": True}))
 data = load_dataset(sys.argv[2])
 options = RunOptions(preset="smoke", out=Path(sys.argv[3]), show_progress=False,
-                     overrides={"recorder": {"fit_log": sys.argv[4], "fit_seconds": 0.4}})
+                     overrides={"recorder": {"fit_log": sys.argv[4], "fit_seconds": 0.4},
+                                "recorder_broken": {"fit_log": sys.argv[4] + ".broken", "fit_seconds": 0.2}})
 go = Path(sys.argv[5])
 (go.parent / f"ready-{sys.argv[6]}").touch()
 while not go.exists():
     time.sleep(0.02)
-results = run_benchmark(data, ["recorder"], range(4), options)
-print(json.dumps([[r.seed, r.status, r.elsewhere, r.metrics] for r in results]))
+results = run_benchmark(data, ["recorder", "recorder_broken"], range(4), options)
+print(json.dumps([[r.method, r.seed, r.status, r.metrics] for r in results]))
 """
 
 # Holds a run's lease, leaves a half-written staging folder, and waits to be killed.
@@ -97,7 +100,7 @@ def test_a_busy_run_is_left_alone_and_a_dead_holders_run_is_redone(smoke_dataset
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     # The kernel dropped the dead holder's lock: the waiter takes it, clears the leftovers, computes the run.
-    result = run_one(smoke_dataset, "toy", 0, options, after_busy=busy)
+    result = run_one(smoke_dataset, "toy", 0, options, wait=True)
     assert result.status == "done" and not result.elsewhere
     assert (directory / "run.json").is_file() and not staging.exists()
 
@@ -119,21 +122,24 @@ def test_two_processes_compute_every_run_exactly_once(smoke_dataset, tmp_path):
         assert worker.returncode == 0, stderr[-3000:]
         outputs.append(json.loads(stdout.strip().splitlines()[-1]))
 
-    fits = sorted(int(line.split()[0]) for line in log.read_text().splitlines())
-    assert fits == [0, 1, 2, 3]  # every run fitted once, by one of the two processes
-    computed = [{seed for seed, status, _, _ in output if status == "done"} for output in outputs]
+    for path in (log, Path(f"{log}.broken")):  # every run fitted once, by one of the two processes
+        assert sorted(int(line.split()[0]) for line in path.read_text().splitlines()) == [0, 1, 2, 3]
+    computed = [{seed for method, seed, status, _ in output if method == "recorder" and status == "done"}
+                for output in outputs]
     assert computed[0].isdisjoint(computed[1]) and computed[0] | computed[1] == {0, 1, 2, 3}
     for output in outputs:  # each process reports the whole grid, finished here or elsewhere
-        assert [seed for seed, *_ in output] == [0, 1, 2, 3]
-        assert all(status in ("done", "skipped") for _, status, _, _ in output)
+        assert [(method, seed) for method, seed, *_ in output] == [(m, s) for m in ("recorder", "recorder_broken")
+                                                                   for s in range(4)]
+        assert all(status in ("done", "skipped") for method, _, status, _ in output if method == "recorder")
+        assert all(status == "failed" for method, _, status, _ in output if method == "recorder_broken")
 
     reference = run_benchmark(
         smoke_dataset, ["recorder"], range(4),
         RunOptions(preset="smoke", out=tmp_path / "alone", show_progress=False,
                    overrides={"recorder": {"fit_log": str(tmp_path / "alone.log"), "fit_seconds": 0.4}}))
     for output in outputs:
-        assert [metrics for *_, metrics in output] == [r.metrics for r in reference]
+        assert [metrics for method, *_, metrics in output if method == "recorder"] == [r.metrics for r in reference]
     [runs] = out.glob("*/smoke/recorder")
     assert sorted(p.name for p in runs.iterdir()) == [".seed0.lease", ".seed1.lease", ".seed2.lease", ".seed3.lease",
                                                      "seed0", "seed1", "seed2", "seed3"]  # no staging left
-    assert not list(out.glob("**/error.json"))
+    assert len(list(out.glob("*/smoke/recorder_broken/seed*/error.json"))) == 4

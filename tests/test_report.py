@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from scrapbench.datasets.fingerprint import dataset_fingerprint
 from scrapbench.metrics import PixelMetrics
 from scrapbench.report import breakdown_rows, build_report
 from scrapbench.report_figures import choose_examples, curve_arrays
@@ -57,7 +58,7 @@ def _write_runs(root, dataset, preset="smoke", with_maps=True, with_state=True):
             if with_maps:
                 np.savez_compressed(folder / "maps.npz", **{k: v.astype(np.float16) for k, v in maps.items()})
             identity = {"method": method, "seed": seed, "preset": preset, "config": config,
-                        "dataset_fingerprint": "sha256:0000", "evaluator_version": "1",
+                        "dataset_fingerprint": dataset_fingerprint(dataset), "evaluator_version": "1",
                         "compute": {"device": "cpu", "torch_threads": 2}}
             record = {"method": method, "seed": seed, "preset": preset, "suites": suites, "identity": identity,
                       "learning_type": "supervised", "config": config,
@@ -258,10 +259,10 @@ def test_seeds_that_differ_in_more_than_the_seed_are_not_pooled(small_runs, tmp_
 
 def test_runs_on_other_data_under_one_name_are_not_compared(small_runs, tmp_path):
     for folder in small_runs.glob("*/smoke/winclip/seed*"):
-        _edit_record(folder, lambda r: r["identity"].update(dataset_fingerprint="sha256:1111"))
+        _edit_record(folder, lambda r: r["identity"].update(dataset_fingerprint="sha256:zzzz"))
     with pytest.raises(ReportError, match=r"on different data under the same dataset name, so one report cannot "
-                                          r"compare them: sha256:0000: mask_rcnn seeds 0, 1, 2, .*; sha256:1111: "
-                                          r"winclip seeds 0, 1"):
+                                          r"compare them: sha256:[0-9a-f]{12}: mask_rcnn seeds 0, 1, 2, .*; "
+                                          r"sha256:zzzz: winclip seeds 0, 1"):
         build_report(small_runs, tmp_path / "out", n_boot=0, figures=False)
 
 
@@ -315,3 +316,13 @@ def test_corrupt_records_are_named_without_a_traceback(small_runs, tmp_path):
     record.write_text("")
     result = CliRunner().invoke(app, ["report", str(small_runs), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and f"{record}: corrupt" in result.output and "Traceback" not in result.output
+
+
+def test_qualitative_figure_needs_the_data_the_runs_saw(tmp_path, smoke_dataset, monkeypatch):
+    monkeypatch.setenv("SCRAPBENCH_CACHE", str(smoke_dataset.root.parents[1]))
+    _write_runs(tmp_path / "runs", smoke_dataset, with_state=False)
+    for folder in (tmp_path / "runs").glob("*/smoke/*/seed*"):
+        _edit_record(folder, lambda r: r["identity"].update(dataset_fingerprint="sha256:other"))
+    page = build_report(tmp_path / "runs", tmp_path / "out", n_boot=0).read_text()
+    assert "qualitative figure skipped: ValueError: the dataset 'synthetic' has changed since the runs" in page
+    assert not (tmp_path / "out" / "figures" / "qualitative.png").exists()

@@ -73,6 +73,7 @@ def run(
     from scrapbench.presets import resolve_preset
     from scrapbench.registry import get_spec, resolve_method_names
     from scrapbench.runner import RunIdentityError, RunOptions, run_benchmark
+    from scrapbench.store import RunFolderError
 
     try:
         names = resolve_method_names(methods)
@@ -117,7 +118,7 @@ def run(
 
     try:
         results = run_benchmark(data, names, range(first_seed, first_seed + seeds), options, on_result=show)
-    except (RunIdentityError, ValueError, OSError) as exc:
+    except (RunIdentityError, RunFolderError, OSError) as exc:
         _fail(_error_text(exc))
     failed = [r for r in results if r.status == "failed"]
     if failed:

@@ -72,7 +72,8 @@ def build_report(
     tidy = select_group(collected, dataset, preset)
     failed = failed_runs(runs_dir, tidy)
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "runs.csv", tidy.to_csv(index=False, float_format="%.6f"))
+    # The identity key is a long JSON string, the same for a method's seeds; run.json holds it.
+    atomic_write_text(out_dir / "runs.csv", tidy.drop(columns="identity").to_csv(index=False, float_format="%.6f"))
     atomic_write_text(out_dir / "failed_runs.csv", failed.to_csv(index=False))
     records = _records(tidy)
     sections: list[str] = []

@@ -2,83 +2,26 @@
 
 A run's identity includes it, so a results folder never reuses numbers computed on other data that
 carries the same name (a dataset re-prepared with another split, a synthetic set of another seed).
-
-Folder datasets are fingerprinted by their manifest — one line per image and mask file::
-
-    <path relative to the dataset root, with />\\t<size in bytes>\\t<sha256 of the bytes>
-
-sorted by path, after a first line holding the class names. Readers that already read every file
-while validating hash the bytes they read (:func:`manifest_fingerprint`) and set
-``Dataset.fingerprint``; :func:`dataset_fingerprint` computes it otherwise.
+Readers that check every file set ``Dataset.fingerprint`` from the bytes they read (the folder
+reader: a manifest of relative file names, sizes and SHA-256, see ``datasets/folder.py``); any
+other dataset (in memory, or from a reader that sets none) is fingerprinted by its decoded samples.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 
 from scrapbench.datasets.types import Dataset
 
 PREFIX = "sha256:"
-_CHUNK = 1 << 20
 
 
 def dataset_fingerprint(dataset: Dataset) -> str:
-    """``dataset.fingerprint`` when a reader set it, else a digest computed here.
-
-    A folder in the scrapbench layout (``ROOT/dataset.yaml``) is fingerprinted by its manifest; any
-    other dataset (in memory, or a layout this module does not know) by its decoded samples.
-    """
-    if dataset.fingerprint:
-        return dataset.fingerprint
-    if dataset.root is not None and (Path(dataset.root) / "dataset.yaml").is_file():
-        return folder_fingerprint(Path(dataset.root), dataset.class_names)
-    return array_fingerprint(dataset)
-
-
-def manifest_fingerprint(entries: Iterable[tuple[str, int, str]], class_names: Sequence[str]) -> str:
-    """The fingerprint of a manifest: ``(relative path, size, sha256 hex)`` per file, any order."""
-    digest = hashlib.sha256(json.dumps({"classes": list(class_names)}).encode() + b"\n")
-    for relative, size, content in sorted(entries):
-        digest.update(f"{relative}\t{size}\t{content}\n".encode())
-    return PREFIX + digest.hexdigest()
-
-
-def folder_fingerprint(root: Path, class_names: Sequence[str]) -> str:
-    """Hash every image and mask of ``ROOT/{train,test}/{images,masks}`` once (in threads: hashlib
-    releases the GIL, so reading and hashing overlap on several cores)."""
-    from scrapbench.datasets.folder import IMAGE_SUFFIXES, SPLITS
-
-    files: list[Path] = []
-    for split in SPLITS:
-        for kind, suffixes in (("images", IMAGE_SUFFIXES), ("masks", (".png",))):
-            folder = root / split / kind
-            if folder.is_dir():
-                files += [p for p in folder.iterdir()
-                          if p.suffix.lower() in suffixes and not p.name.startswith(".") and p.is_file()]
-    workers = max(1, min(8, os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        hashed = list(pool.map(file_digest, files, chunksize=64))
-    entries = [(path.relative_to(root).as_posix(), size, content)
-               for path, (size, content) in zip(files, hashed, strict=True)]
-    return manifest_fingerprint(entries, class_names)
-
-
-def file_digest(path: Path) -> tuple[int, str]:
-    """``(size in bytes, sha256 hex)`` of a file, read once."""
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
+    """``dataset.fingerprint`` when its reader set one, else :func:`array_fingerprint`."""
+    return dataset.fingerprint or array_fingerprint(dataset)
 
 
 def array_fingerprint(dataset: Dataset) -> str:

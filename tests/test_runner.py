@@ -6,7 +6,7 @@ import json
 import os
 
 import pytest
-from toy_method import ColourDistance
+from toy_method import ColourDistance, LoadsWeightsWhenBuilt
 
 from scrapbench import registry
 from scrapbench.runner import RunIdentityError, RunOptions, run_benchmark
@@ -296,16 +296,27 @@ def test_cli_corrupt_records_fail_only_their_run(smoke_dataset, tmp_path, monkey
     assert _cli(*args, "--overwrite").exit_code == 0
 
 
-def test_cli_bad_weights_fail_each_run_with_one_line(tmp_path, monkeypatch, smoke_dataset):
+def test_cli_bad_weights_are_one_line_naming_the_file(tmp_path, monkeypatch, smoke_dataset):
     monkeypatch.setenv("SCRAPBENCH_CACHE", str(smoke_dataset.root.parents[1]))
     garbage = tmp_path / "weights.pt"
     garbage.write_bytes(os.urandom(512))
-    # WinCLIP reads its weights when it is built: that, too, fails the run, not the benchmark.
     result = _cli("run", "--methods", "winclip", "--weights", garbage, "--seeds", "2", "--preset", "smoke",
                   "--out", tmp_path / "runs", "--no-progress")
-    _assert_clean_error(result, f"✗ winclip seed 0: MethodBuildError: winclip could not be built from weights "
-                                f"{garbage} (", "✗ winclip seed 1", code=1)
-    assert len(list((tmp_path / "runs").glob("*/smoke/winclip/seed*/error.json"))) == 2
+    _assert_clean_error(result, str(garbage), "nothing was run")
+
+
+def test_a_method_that_cannot_be_built_fails_its_runs_only(smoke_dataset, tmp_path, monkeypatch):
+    """Building a method (which may read its weights) happens inside the run: the others go on."""
+    monkeypatch.setitem(registry._REGISTRY, "toy_loader", registry.MethodSpec(
+        "toy_loader", LoadsWeightsWhenBuilt, "reads its weights in __init__", ()))
+    garbage = tmp_path / "weights.bin"
+    garbage.write_bytes(b"garbage")
+    results = run_benchmark(smoke_dataset, ["toy_loader", "toy"], [0, 1],
+                            _options(tmp_path, overrides={"toy_loader": {"weights": str(garbage)}}))
+    assert [r.status for r in results] == ["failed", "failed", "done", "done"]
+    assert results[0].error == (f"MethodBuildError: toy_loader could not be built from weights {garbage} "
+                                f"(ValueError: not a checkpoint)")
+    assert json.loads((results[1].directory / "error.json").read_text())["message"] == results[1].error
 
 
 def test_cli_identity_mismatch_is_refused_before_anything_runs(smoke_dataset, tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -68,3 +69,20 @@ class RecordingColourDistance(ColourDistance):
             log.write(f"{ctx.seed} {os.getpid()}\n")
         time.sleep(self.config.fit_seconds)
         super().fit(train, ctx)
+
+
+@dataclass(frozen=True)
+class WeightsConfig(ToyConfig):
+    weights: str | None = None
+
+
+class LoadsWeightsWhenBuilt(ColourDistance):
+    """The toy method, reading a weights file when it is built (as WinCLIP reads its CLIP)."""
+
+    Config = WeightsConfig
+    weights_field = "weights"
+
+    def __init__(self, config: WeightsConfig, class_names) -> None:
+        super().__init__(config, class_names)
+        if config.weights is not None and not Path(config.weights).read_bytes().startswith(b"TOY"):
+            raise ValueError("not a checkpoint")

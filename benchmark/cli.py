@@ -12,17 +12,29 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Pixel-level anomaly segmentation benchmark for steel-scrap recycling.")
-console = Console()
+# No markup and no :emoji: codes: everything printed holds user text (paths, dataset and class names,
+# error messages), and "[/x]" in a path would vanish or crash the print. Styles go through Text.
+# soft_wrap: a long path stays one line that can be copied.
+console = Console(markup=False, emoji=False, soft_wrap=True)
 
 
 def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(Text.assemble(("error: ", "bold red"), str(message)))
     raise typer.Exit(code=2)
+
+
+def _error_text(exc: BaseException) -> str:
+    """One line for an expected error: KeyError's bare message, OSError's file and reason."""
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    return str(exc)
 
 
 @app.command("list")
@@ -40,25 +52,28 @@ def list_command(suite: str = typer.Option(None, help="Only methods of this suit
 def run(
     methods: list[str] = typer.Option(["all"], "--methods", "-m",
                                       help="Names, comma lists, `all` (Table 2) or `ablation` (Table 3)."),
-    seeds: int = typer.Option(3, help="Number of seeds per method (seeds first_seed..first_seed+N-1)."),
-    first_seed: int = typer.Option(0, help="First seed."),
+    seeds: int = typer.Option(3, min=1, help="Number of seeds per method (seeds first_seed..first_seed+N-1)."),
+    first_seed: int = typer.Option(0, min=0, help="First seed."),
     dataset: str = typer.Option("synthetic", help="`synthetic` or a dataset folder (see README)."),
     data_seed: int = typer.Option(0, help="Seed of the synthetic dataset (not of the methods)."),
     preset: str = typer.Option("cpu", help="smoke | cpu | paper | a preset YAML file."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:1 ..."),
-    out: Path = typer.Option(Path("runs"), help="Results folder (finished runs in it are skipped)."),
+    out: Path = typer.Option(Path("runs"), help="Results folder (finished runs in it are reused)."),
     set_: list[str] = typer.Option([], "--set", help="Config override METHOD.FIELD=VALUE (repeatable)."),
     weights: str = typer.Option(None, help="Pretrained weights (tag or file) for a single chosen method."),
     save_maps: bool = typer.Option(None, "--save-maps/--no-save-maps",
                                    help="Keep anomaly maps (float16) for figures; default: if ≤500 test images."),
-    overwrite: bool = typer.Option(False, help="Recompute finished runs whose config differs."),
+    overwrite: bool = typer.Option(False, help="Recompute finished runs whose identity differs (config, data, "
+                                               "threads, ...) or whose records are unreadable."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    verbose: bool = typer.Option(False, "--verbose", help="Show third-party libraries' own output."),
 ) -> None:
     """Fit, predict and evaluate methods over several seeds; resumes where it stopped."""
     from scrapbench.datasets import DatasetError, load_dataset
     from scrapbench.presets import resolve_preset
     from scrapbench.registry import get_spec, resolve_method_names
-    from scrapbench.runner import ConfigMismatchError, RunOptions, run_benchmark
+    from scrapbench.runner import RunIdentityError, RunOptions, run_benchmark
+    from scrapbench.store import RunFolderError
 
     try:
         names = resolve_method_names(methods)
@@ -76,30 +91,39 @@ def run(
             _fail(f"settings for methods not being run: {unknown}")
         _require_weights(names, resolved.name, overrides, preset)
         data = load_dataset(dataset, preset=resolved.name, seed=data_seed, show_progress=progress)
-    except (KeyError, ValueError, DatasetError) as exc:
-        _fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))
+    except (KeyError, ValueError, OSError, DatasetError) as exc:
+        _fail(_error_text(exc))
     options = RunOptions(preset=resolved.name, device=device, out=out, dataset_spec=dataset, data_seed=data_seed,
-                         save_maps=save_maps, overrides=overrides, overwrite=overwrite, show_progress=progress)
-    console.print(f"dataset [bold]{data.name}[/]: {len(data.train)} train / {len(data.test)} test images, "
-                  f"classes {', '.join(data.class_names)}; preset [bold]{resolved.name}[/]; {len(names)} methods "
-                  f"× {seeds} seeds → {out}")
+                         save_maps=save_maps, overrides=overrides, overwrite=overwrite, show_progress=progress,
+                         verbose=verbose)
+    console.print(Text.assemble(
+        "dataset ", (data.name, "bold"), f": {len(data.train)} train / {len(data.test)} test images, classes "
+        f"{', '.join(data.class_names)}; preset ", (resolved.name, "bold"),
+        f"; {len(names)} methods × {seeds} seeds → {out}"))
 
     def show(result) -> None:
-        if result.status == "failed":
-            console.print(f"[red]✗ {result.method} seed {result.seed}: {result.error}[/] ({result.directory})")
+        if result.status == "busy":
+            console.print(f"⧗ {result.method} seed {result.seed}: another process is computing it; "
+                          f"waiting for it after the other runs")
+        elif result.status == "failed":
+            where = " (in another process)" if result.elsewhere else ""
+            console.print(f"✗ {result.method} seed {result.seed}{where}: {result.error} ({result.directory})",
+                          style="red")
         else:
             m = result.metrics or {}
             line = " ".join(f"{k}={100 * m[k]:.1f}" for k in ("auroc", "aupro", "ap", "f1max") if k in m)
-            mark = "↷" if result.status == "skipped" else "✓"
-            console.print(f"{mark} {result.method} seed {result.seed}: {line}")
+            mark = "✓" if result.status == "done" else "↷"
+            where = " (computed by another process)" if result.elsewhere else ""
+            console.print(f"{mark} {result.method} seed {result.seed}: {line}{where}")
 
     try:
         results = run_benchmark(data, names, range(first_seed, first_seed + seeds), options, on_result=show)
-    except ConfigMismatchError as exc:
-        _fail(str(exc))
+    except (RunIdentityError, RunFolderError, OSError) as exc:
+        _fail(_error_text(exc))
     failed = [r for r in results if r.status == "failed"]
     if failed:
-        console.print(f"[red]{len(failed)} run(s) failed; their error.json says why. Re-run to retry them.[/]")
+        console.print(f"{len(failed)} of {len(results)} run(s) failed (see above; a failed run's error.json holds "
+                      f"its traceback). Run the same command again to retry them.", style="red")
         raise typer.Exit(code=1)
     console.print(f"all {len(results)} runs finished; `scrapbench report {out}` builds the tables.")
 
@@ -112,7 +136,7 @@ def _require_weights(names: list[str], preset_name: str, overrides: dict, preset
     if bad:
         _print_weight_problems(bad)
         _fail(f"{len(bad)} configured weight(s) not ready (nothing was run); "
-              f"`scrapbench weights check --preset {escape(preset_arg)}` shows every weight")
+              f"`scrapbench weights check --preset {preset_arg}` shows every weight")
 
 
 weights_app = typer.Typer(no_args_is_help=True, help="Pretrained weights: where they go, and whether they fit.")
@@ -147,16 +171,17 @@ def weights_check(
     except (KeyError, ValueError) as exc:
         _fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))
     table = Table("weight", "used by", "status", "format · architecture", "SHA-256 · checksum",
-                  title=f"weights of preset {escape(preset)}")
+                  title=f"weights of preset {preset}")
     table.add_column("file", overflow="fold")
-    marks = {"ok": "[green]✓ found[/]", "random": "random init", "download": "[yellow]↓ downloads at run[/]",
-             "missing": "[red]✗ missing[/]", "invalid": "[red]✗ invalid[/]"}
+    marks = {"ok": Text("✓ found", "green"), "random": Text("random init"),
+             "download": Text("↓ downloads at run", "yellow"), "missing": Text("✗ missing", "red"),
+             "invalid": Text("✗ invalid", "red")}
     for report in reports:
         check = report.check
-        table.add_row(escape(check.weight), escape(", ".join(report.methods)), marks[check.status],
-                      escape(" · ".join(t for t in (check.format, check.architecture) if t)),
-                      escape(" · ".join(t for t in ((check.sha256 or "")[:16], check.checksum) if t)),
-                      escape(check.path or "-"))
+        table.add_row(check.weight, ", ".join(report.methods), marks[check.status],
+                      " · ".join(t for t in (check.format, check.architecture) if t),
+                      " · ".join(t for t in ((check.sha256 or "")[:16], check.checksum) if t),
+                      check.path or "-")
     console.print(table)
     bad = problems(reports)
     _print_weight_problems(bad)
@@ -168,10 +193,10 @@ def weights_check(
 def _print_weight_problems(reports) -> None:
     for report in reports:
         check = report.check
-        console.print(f"[red]✗[/] {escape(check.weight)} ({escape(', '.join(report.methods))}): "
-                      f"{escape(check.detail or check.status)}")
+        console.print(Text.assemble(("✗", "red"), f" {check.weight} ({', '.join(report.methods)}): "
+                                                  f"{check.detail or check.status}"))
         if check.where:
-            console.print(f"  → {escape(check.where)}")
+            console.print(f"  → {check.where}")
 
 
 @app.command()
@@ -236,8 +261,11 @@ def report(
     figures: bool = typer.Option(True, "--figures/--no-figures", help="Draw the PNG figures."),
 ) -> None:
     """Tables (Table 2 / Table 3 layout), confidence intervals and figures from finished runs."""
-    from scrapbench.outdir import guard_output, write_marker
+    import csv
+
+    from scrapbench.outdir import OutputError, guard_output, write_marker
     from scrapbench.report import ReportError, build_report
+    from scrapbench.store import RunFolderError
 
     out = out or runs / "report"
     try:
@@ -246,9 +274,15 @@ def report(
         write_marker(out, "report")  # first: a report that fails half-way can still be rewritten
         path = build_report(runs, out, dataset=dataset, preset=preset, n_boot=n_boot, ci=ci,
                             primary_metric=primary_metric, qualitative_rows=rows, figures=figures)
-    except (ReportError, FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
+    except (ReportError, RunFolderError, OutputError, OSError) as exc:
+        _fail(_error_text(exc))
     console.print(f"report written to {path}")
+    with open(path.parent / "failed_runs.csv", newline="") as handle:
+        failed = list(csv.DictReader(handle))
+    if failed:
+        console.print(f"{len(failed)} failed run(s), listed in the report and left out of its tables:", style="red")
+        for row in failed:
+            console.print(f"  ✗ {row['method']} seed {row['seed']}: {row['message']} ({row['folder']})", style="red")
 
 
 @app.command()

@@ -42,6 +42,7 @@ class FitContext:
     workdir: Path
     class_names: tuple[str, ...]
     show_progress: bool = True
+    verbose: bool = False  # third-party libraries may print their own output to the console
 
 
 class AnomalyMethod(ABC):

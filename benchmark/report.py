@@ -19,7 +19,6 @@ evaluations per pair; seed-to-seed spread is what the ± std of Table 2 shows.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from scrapbench.store import atomic_write_text
+from scrapbench.store import atomic_write_text, iter_failed_runs, read_json_record
 from scrapbench.tables import (
     METRIC_LABELS,
     PIXEL_METRICS,
@@ -64,9 +63,18 @@ def build_report(
     ``n_boot=0`` skips the bootstrap; ``figures=False`` skips the PNGs.
     """
     runs_dir, out_dir = Path(runs_dir), Path(out_dir)
-    tidy = select_group(collect_runs(runs_dir), dataset, preset)
+    collected = collect_runs(runs_dir)
+    if collected.empty:
+        failed = failed_runs(runs_dir)
+        if not failed.empty:
+            raise ReportError(f"no finished runs found, only {len(failed)} failed one(s): "
+                              + "; ".join(f"{r.method} seed {r.seed}: {r.message}" for r in failed.itertuples()))
+    tidy = select_group(collected, dataset, preset)
+    failed = failed_runs(runs_dir, tidy)
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "runs.csv", tidy.to_csv(index=False, float_format="%.6f"))
+    # The identity key is a long JSON string, the same for a method's seeds; run.json holds it.
+    atomic_write_text(out_dir / "runs.csv", tidy.drop(columns="identity").to_csv(index=False, float_format="%.6f"))
+    atomic_write_text(out_dir / "failed_runs.csv", failed.to_csv(index=False))
     records = _records(tidy)
     sections: list[str] = []
     notes: list[str] = []
@@ -97,9 +105,29 @@ def build_report(
         from scrapbench.report_figures import make_figures
 
         sections.append(make_figures(tidy, table2, table3, records, out_dir, qualitative_rows, notes))
+    if not failed.empty:
+        sections.append(_failed_section(failed))
     sections.append(_runs_section(tidy, records))
     atomic_write_text(out_dir / "report.md", _page(tidy, records, runs_dir, out_dir, sections, notes))
     return out_dir / "report.md"
+
+
+def failed_runs(runs_dir: str | Path, tidy: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Failed runs (an error.json, no run.json) below ``runs_dir``: method, seed, one-line error, folder
+    (relative to ``runs_dir``).
+
+    With ``tidy``, only those of the same (dataset, preset) folder as the selected finished runs.
+    """
+    runs_dir = Path(runs_dir)
+    groups = None if tidy is None else {Path(f).parents[1] for f in tidy["folder"].unique()}
+    rows = []
+    for folder, record in iter_failed_runs(runs_dir):
+        if groups is not None and folder.parents[1] not in groups:
+            continue
+        message = record.get("message") or record.get("error") or "(no message)"
+        rows.append({"method": str(record.get("method", folder.parent.name)), "seed": record.get("seed"),
+                     "message": " ".join(str(message).split()), "folder": folder.relative_to(runs_dir).as_posix()})
+    return pd.DataFrame(rows, columns=["method", "seed", "message", "folder"])
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -110,8 +138,8 @@ def _records(tidy: pd.DataFrame) -> dict[tuple[str, int], dict[str, Any]]:
     out = {}
     for (method, seed), folder in tidy.groupby(["method", "seed"])["folder"].first().items():
         folder = Path(folder)
-        out[(method, int(seed))] = {"folder": folder, "run": json.loads((folder / "run.json").read_text()),
-                                    "metrics": json.loads((folder / "metrics.json").read_text())}
+        out[(method, int(seed))] = {"folder": folder, "run": read_json_record(folder / "run.json"),
+                                    "metrics": read_json_record(folder / "metrics.json")}
     return out
 
 
@@ -265,6 +293,13 @@ def _pct_cell(hit: pd.DataFrame, metric: str) -> str:
         return "–"
     mean, std, count = hit["mean"].iloc[0] * 100, hit["std"].iloc[0] * 100, hit["count"].iloc[0]
     return f"{mean:.2f}" + (f" ± {std:.2f}" if count > 1 and not math.isnan(std) else "")
+
+
+def _failed_section(failed: pd.DataFrame) -> str:
+    table = to_markdown(failed.rename(columns={"message": "error"}))
+    return (f"## Failed runs\n\n{len(failed)} run(s) failed and are not in the tables above; each folder's "
+            f"error.json holds the traceback. `scrapbench run` with the same arguments retries them. "
+            f"Files: [failed_runs.csv](failed_runs.csv)\n\n{table}")
 
 
 def _runs_section(tidy: pd.DataFrame, records: dict) -> str:

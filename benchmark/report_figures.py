@@ -129,6 +129,7 @@ def choose_examples(per_image: pd.DataFrame, available: set[str], n: int) -> lis
 
 def _qualitative(methods: Sequence[str], labels: Mapping[str, str], records: dict, path: Path, n_rows: int) -> bool:
     from scrapbench.datasets import load_dataset
+    from scrapbench.datasets.fingerprint import dataset_fingerprint
 
     chosen = {}
     for method in methods:
@@ -148,6 +149,9 @@ def _qualitative(methods: Sequence[str], labels: Mapping[str, str], records: dic
         data = run.get("dataset", {})
         dataset = load_dataset(data.get("spec", "synthetic"), preset=run.get("preset", "cpu"),
                                seed=int(data.get("seed") or 0))
+        recorded = run.get("identity", {}).get("dataset_fingerprint")
+        if dataset_fingerprint(dataset) != recorded:  # the images would not be the ones the maps were made of
+            raise ValueError(f"the dataset {data.get('spec')!r} has changed since the runs (its fingerprint differs)")
         position = {sample_id: i for i, sample_id in enumerate(dataset.test.ids)}
         samples = [dataset.test[position[i]] for i in ids]
         rows = [(s.id, s.image, s.mask) for s in samples]

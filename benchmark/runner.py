@@ -1,14 +1,24 @@
-"""``scrapbench run``: every (method, seed) pair on one dataset, resumable, written atomically.
+"""``scrapbench run``: every (method, seed) pair on one dataset, resumable, safe with concurrent writers.
 
-Each run folder is complete only when ``run.json`` exists (it is written last), so an interrupted
-benchmark loses at most the run in progress; a second invocation skips finished runs.
+The life of one run is :func:`run_one`; every executor (this process's loop, or workers on other
+machines sharing the results folder) goes through it:
+
+1. plan: the method's config and the run's identity (``scrapbench.identity``);
+2. reuse a finished run whose recorded identity is the same; refuse one whose identity differs
+   (unless ``--overwrite``);
+3. take the run's lease (``scrapbench.lease``), or report the run as busy when another process holds it;
+4. compute it in a hidden staging folder (:func:`compute_run`) and move the folder into place whole
+   (``store.place_run_folder``): ``run.json`` when it finished, ``error.json`` when it failed.
+
+So an interrupted benchmark loses at most the runs in progress, two processes never compute the same
+run nor delete each other's work, and a crashed process's runs are picked up by the next one.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
-import json
 import shutil
 import time
 import traceback
@@ -22,14 +32,33 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from scrapbench import __version__
+from scrapbench.datasets.fingerprint import dataset_fingerprint
 from scrapbench.datasets.types import Dataset
 from scrapbench.environment import PeakMemory, device_description, git_commit, library_versions
+from scrapbench.identity import compute_settings, identity_differences, run_identity
+from scrapbench.lease import try_lease, wait_for_lease
 from scrapbench.method import AnomalyMethod, FitContext, check_maps, config_to_dict
-from scrapbench.registry import create_method, get_spec
+from scrapbench.registry import build_config, create_method, get_spec
 from scrapbench.seeding import seed_everything
-from scrapbench.store import atomic_write_bytes, atomic_write_json, atomic_write_text, is_finished, run_dir
+from scrapbench.store import (
+    RunFolderError,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    attempt_token,
+    check_run_folder,
+    ensure_writable_dir,
+    is_finished,
+    new_staging_dir,
+    path_component,
+    place_run_folder,
+    read_json_record,
+    remove_stale_attempts,
+    run_dir,
+)
 
 MAX_MAPS_SAVED_BY_DEFAULT = 500
+_MAX_LISTED = 5
 
 
 @dataclass(frozen=True)
@@ -44,28 +73,59 @@ class RunOptions:
     save_maps: bool | None = None  # None: save when the test split is small
     batch_size: int = 8
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # method → field → value
-    overwrite: bool = False
+    overwrite: bool = False  # replace finished runs whose identity differs (and unreadable ones)
     show_progress: bool = True
+    verbose: bool = False  # third-party libraries' own output to the console
 
 
 @dataclass
 class RunResult:
+    """What happened to one (method, seed).
+
+    ``status``: ``done`` (computed now), ``skipped`` (finished before), ``failed`` (``error`` says why)
+    or ``busy`` (another process holds the lease; only from :func:`run_one`). ``elsewhere``: another
+    process computed it while this one waited.
+    """
+
     method: str
     seed: int
     directory: Path
-    status: str  # "done", "skipped", "failed"
+    status: str
     metrics: dict[str, Any] | None = None
     error: str | None = None
+    elsewhere: bool = False
+    attempt: str | None = None  # the attempt that wrote the folder's record (run.json / error.json)
 
 
-class ConfigMismatchError(RuntimeError):
-    """A finished run exists with another configuration than the one asked for."""
+class RunIdentityError(RuntimeError):
+    """A finished run exists whose identity differs from the one asked for."""
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One (method, seed) before it runs: where it goes and what it will be."""
+
+    method: str
+    seed: int
+    directory: Path
+    identity: dict[str, Any]
 
 
 def dataset_slug(dataset: Dataset, options: RunOptions) -> str:
+    """The dataset's folder name in the results folder: always one safe path component."""
     if options.dataset_spec == "synthetic":
         return f"synthetic-seed{options.data_seed}"
-    return dataset.name
+    return path_component(dataset.name)
+
+
+def plan_run(dataset: Dataset, method_name: str, seed: int, options: RunOptions) -> RunPlan:
+    """The run's folder and identity (seeds the process: the identity records the flags that sets)."""
+    config = build_config(method_name, options.preset, options.overrides.get(method_name))
+    seed_everything(seed)
+    identity = run_identity(method_name, seed, options.preset, config_to_dict(config), dataset_fingerprint(dataset),
+                            compute_settings(options.device, options.batch_size))
+    directory = run_dir(options.out, dataset_slug(dataset, options), options.preset, method_name, seed)
+    return RunPlan(method_name, seed, directory, identity)
 
 
 def run_benchmark(
@@ -75,56 +135,204 @@ def run_benchmark(
     options: RunOptions,
     on_result: Callable[[RunResult], None] | None = None,
 ) -> list[RunResult]:
-    """Run every (method, seed); finished runs are skipped, failures are recorded and reported."""
-    results = []
+    """Run every (method, seed): finished runs are reused, failures recorded, busy runs waited for.
+
+    Nothing runs when a finished run's identity differs from the one asked for (RunIdentityError,
+    listing them), unless ``options.overwrite``. Runs leased by another process are skipped in a first
+    pass; then this process waits for each lease and reports the run as done elsewhere, or computes
+    it if its holder died. Failures found at the start are retried; a failure another process records
+    meanwhile is reported, not computed again. ``on_result`` sees every result (``busy`` ones too).
+    """
+    ensure_writable_dir(Path(options.out))
+    if dataset.fingerprint is None:  # computed once here, not once per run
+        dataset = dataclasses.replace(dataset, fingerprint=dataset_fingerprint(dataset))
     pairs = [(m, s) for m in methods for s in seeds]
-    for method_name, seed in tqdm(pairs, desc="runs", unit="run", disable=not options.show_progress):
-        result = run_one(dataset, method_name, seed, options)
-        results.append(result)
-        if on_result is not None:
-            on_result(result)
-    return results
+    plans = {pair: plan_run(dataset, *pair, options) for pair in pairs}
+    _refuse_identity_mismatches(list(plans.values()), options)
+    retry = {pair: failed_attempt(plan.directory) for pair, plan in plans.items()}
+    results: dict[tuple[str, int], RunResult] = {}
+    busy: list[tuple[str, int]] = []
+    with tqdm(total=len(pairs), desc="runs", unit="run", disable=not options.show_progress) as progress:
+        for pair in pairs:
+            result = run_one(dataset, *pair, options, retry=retry[pair])
+            if on_result is not None:
+                on_result(result)
+            if result.status == "busy":
+                busy.append(pair)
+                continue
+            results[pair] = result
+            progress.update()
+        for pair in busy:
+            progress.set_postfix_str(f"waiting for {pair[0]} seed {pair[1]}")
+            results[pair] = run_one(dataset, *pair, options, wait=True, retry=retry[pair])
+            if on_result is not None:
+                on_result(results[pair])
+            progress.update()
+    return [results[pair] for pair in pairs]
 
 
-def run_one(dataset: Dataset, method_name: str, seed: int, options: RunOptions) -> RunResult:
-    """Fit, predict and evaluate one method with one seed; write its run folder."""
-    directory = run_dir(options.out, dataset_slug(dataset, options), options.preset, method_name, seed)
-    method = create_method(method_name, dataset.class_names, options.preset, options.overrides.get(method_name))
-    config = config_to_dict(method.config)
-    if is_finished(directory):
-        done = json.loads((directory / "run.json").read_text())
-        same_config = done.get("config") == json.loads(json.dumps(config))
-        if same_config and not options.overwrite:
-            return RunResult(method_name, seed, directory, "skipped", _read_metrics(directory))
-        if not same_config and not options.overwrite:
-            raise ConfigMismatchError(
-                f"{directory}: a finished run with a different config exists; use another --out, "
-                f"or --overwrite to replace it"
-            )
-    if directory.exists():  # an interrupted or failed attempt: start it again from scratch
-        shutil.rmtree(directory)
-    directory.mkdir(parents=True)
+def _refuse_identity_mismatches(plans: Sequence[RunPlan], options: RunOptions) -> None:
+    """Check every finished run before anything runs: a grid half-resumed is worse than none."""
+    problems = []
+    for plan in plans:
+        try:
+            reusable_result(plan, options)
+        except RunIdentityError as exc:
+            problems.append(str(exc))
+        except RunFolderError:
+            pass  # an unreadable record fails that run alone (run_one reports it)
+    if problems:
+        more = f"\n… and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
+        raise RunIdentityError("\n".join(problems[:_MAX_LISTED]) + more + "\nNothing was run. Use another --out, "
+                               "or --overwrite to recompute these runs.")
+
+
+def reusable_result(plan: RunPlan, options: RunOptions) -> RunResult | None:
+    """The finished run at ``plan.directory`` if it may be reused; ``None`` if it must be computed.
+
+    Raises RunIdentityError when its identity differs, RunFolderError when its run.json or
+    metrics.json cannot be read (both: unless ``options.overwrite``, which recomputes it).
+    """
+    if not is_finished(plan.directory):
+        return None
     try:
-        metrics = _execute(dataset, method, method_name, seed, options, directory)
+        record = read_json_record(plan.directory / "run.json")
+        metrics = read_json_record(plan.directory / "metrics.json")
+    except RunFolderError as exc:
+        if options.overwrite:
+            return None
+        raise RunFolderError(f"{exc}; use --overwrite to recompute this run, or delete {plan.directory}") from exc
+    recorded = record.get("identity")
+    if recorded == plan.identity:
+        return RunResult(plan.method, plan.seed, plan.directory, "skipped", metrics, attempt=record.get("attempt"))
+    if options.overwrite:
+        return None
+    if not isinstance(recorded, dict):
+        raise RunIdentityError(f"{plan.directory}: finished by an older scrapbench that recorded no run identity")
+    changes = "; ".join(identity_differences(recorded, plan.identity))
+    raise RunIdentityError(f"{plan.directory}: a finished run with another identity exists ({changes})")
+
+
+#: ``run_one(retry=RETRY_ANY)``: recompute whatever failed run is found (the default).
+RETRY_ANY = "*"
+
+
+def run_one(
+    dataset: Dataset, method_name: str, seed: int, options: RunOptions, *, wait: bool = False,
+    retry: str | None = RETRY_ANY,
+) -> RunResult:
+    """The whole life of one run (see the module docstring); never computes a run another process holds.
+
+    ``wait=False`` returns a ``busy`` result at once when another process holds the lease;
+    ``wait=True`` waits for the lease, then returns what the holder left (``elsewhere=True``) or
+    computes the run if the holder died without finishing it. ``retry`` says which failed attempt
+    found in the run's folder is recomputed: any (``RETRY_ANY``), or only the one with this attempt
+    token (``None``: none) — a benchmark passes the failure it found at its start, so a failure that
+    another process records meanwhile is reported rather than computed a second time.
+    """
+    plan = plan_run(dataset, method_name, seed, options)
+    try:
+        found = reusable_result(plan, options)
+        if found is not None:  # after waiting: the holder finished it meanwhile
+            return dataclasses.replace(found, elsewhere=wait)
+        lease = wait_for_lease(plan.directory) if wait else try_lease(plan.directory)
+        if lease is None:
+            return RunResult(method_name, seed, plan.directory, "busy")
+        with lease:
+            found = reusable_result(plan, options)
+            if found is not None:
+                return dataclasses.replace(found, elsewhere=wait)
+            failed = failed_attempt(plan.directory)
+            if failed is not None and retry not in (RETRY_ANY, failed):
+                record = read_json_record(plan.directory / "error.json")
+                return RunResult(method_name, seed, plan.directory, "failed", error=record.get("message"),
+                                 elsewhere=True, attempt=failed)
+            return _compute_and_place(dataset, plan, options)
+    except RunFolderError as exc:
+        return RunResult(method_name, seed, plan.directory, "failed", error=str(exc))
+
+
+def failed_attempt(directory: Path) -> str | None:
+    """The attempt token of the failed run recorded at ``directory`` (an error.json, no run.json)."""
+    if is_finished(directory) or not (directory / "error.json").is_file():
+        return None
+    try:
+        return str(read_json_record(directory / "error.json").get("attempt"))
+    except RunFolderError:
+        return None
+
+
+def _compute_and_place(dataset: Dataset, plan: RunPlan, options: RunOptions) -> RunResult:
+    """Under the lease: clear dead attempts, compute in a staging folder, move it into place."""
+    remove_stale_attempts(plan.directory)
+    if plan.directory.exists() or plan.directory.is_symlink():
+        check_run_folder(plan.directory)  # it will be replaced: it must be one of ours
+    staging = new_staging_dir(plan.directory)
+    try:
+        result = compute_run(dataset, plan, options, staging)
+        place_run_folder(staging, plan.directory)
+    finally:
+        if staging.exists():  # interrupted, or the move failed: the attempt leaves nothing behind
+            shutil.rmtree(staging, ignore_errors=True)
+    return dataclasses.replace(result, directory=plan.directory)
+
+
+def compute_run(dataset: Dataset, plan: RunPlan, options: RunOptions, folder: Path) -> RunResult:
+    """Fit, predict and evaluate into ``folder`` (empty, anywhere); ``run.json`` or ``error.json`` last.
+
+    A failure of the method (building it included: e.g. a bad weights file) is recorded in
+    ``error.json`` and returned as a ``failed`` result; only KeyboardInterrupt and a failure to write
+    the record propagate. The caller holds the lease and places the folder.
+    """
+    attempt = attempt_token()
+    try:
+        metrics = _execute(dataset, plan, options, folder, attempt)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # one broken method must not stop the others; the record says why
-        atomic_write_json(directory / "error.json", {"method": method_name, "seed": seed, "error": repr(exc),
-                                                     "traceback": traceback.format_exc()})
-        return RunResult(method_name, seed, directory, "failed", error=f"{type(exc).__name__}: {exc}")
-    return RunResult(method_name, seed, directory, "done", metrics)
+        message = one_line_error(exc)
+        atomic_write_json(folder / "error.json", {
+            "method": plan.method, "seed": plan.seed, "message": message, "error": repr(exc),
+            "traceback": traceback.format_exc(), "identity": plan.identity, "attempt": attempt,
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        return RunResult(plan.method, plan.seed, folder, "failed", error=message, attempt=attempt)
+    return RunResult(plan.method, plan.seed, folder, "done", metrics, attempt=attempt)
 
 
-def _execute(
-    dataset: Dataset, method: AnomalyMethod, name: str, seed: int, options: RunOptions, directory: Path
-) -> dict[str, Any]:
+def one_line_error(exc: BaseException) -> str:
+    """``Type: first line of the message`` (the full text and traceback stay in error.json)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    if len(lines) > 1 or len(text) > 300:
+        text = text[:300] + " …"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class MethodBuildError(RuntimeError):
+    """A method could not be built from its config (often: its weights file); says which file."""
+
+
+def _build_method(name: str, dataset: Dataset, options: RunOptions) -> AnomalyMethod:
+    """``create_method``, with the configured weights named in the error when building fails."""
+    try:
+        return create_method(name, dataset.class_names, options.preset, options.overrides.get(name))
+    except Exception as exc:
+        field_name = getattr(get_spec(name).load_class(), "weights_field", None)
+        weights = (options.overrides.get(name) or {}).get(field_name) if field_name else None
+        source = f" from weights {weights}" if weights is not None else ""
+        raise MethodBuildError(f"{name} could not be built{source} ({one_line_error(exc)})") from exc
+
+
+def _execute(dataset: Dataset, plan: RunPlan, options: RunOptions, directory: Path, attempt: str) -> dict[str, Any]:
     from scrapbench.metrics import PixelMetrics
 
+    name, seed = plan.method, plan.seed
+    method = _build_method(name, dataset, options)
     workdir = directory / "work"
     workdir.mkdir()
     seed_everything(seed)
     ctx = FitContext(seed=seed, device=options.device, workdir=workdir, class_names=dataset.class_names,
-                     show_progress=options.show_progress)
+                     show_progress=options.show_progress, verbose=options.verbose)
     with PeakMemory() as memory:
         start = time.perf_counter()
         method.fit(dataset.train, ctx)
@@ -171,7 +379,10 @@ def _execute(
         "learning_type": getattr(method.learning_type, "value", str(method.learning_type)),
         "seed": seed,
         "preset": options.preset,
+        "identity": plan.identity,
+        "attempt": attempt,
         "dataset": {"name": dataset.name, "spec": options.dataset_spec, "seed": options.data_seed,
+                    "fingerprint": plan.identity["dataset_fingerprint"],
                     "class_names": list(dataset.class_names), "num_train": len(dataset.train),
                     "num_test": len(dataset.test)},
         "config": config_to_dict(method.config),
@@ -194,8 +405,3 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
-
-
-def _read_metrics(directory: Path) -> dict[str, Any] | None:
-    path = directory / "metrics.json"
-    return json.loads(path.read_text()) if path.is_file() else None

@@ -18,7 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from scrapbench.store import iter_run_records
+from scrapbench.identity import identity_differences, without_seed
+from scrapbench.store import RunFolderError, iter_run_records, read_json_record
 
 PIXEL_METRICS = ("auroc", "aupro", "ap", "f1max")
 IMAGE_METRICS = ("image_auroc", "image_ap")
@@ -60,11 +61,19 @@ def ablation_label(method: str, config: dict[str, Any]) -> str:
 def collect_runs(runs_dir: str | Path) -> pd.DataFrame:
     """One row per (finished run, metric) with the run's identity, weights flag and timings."""
     rows = []
-    for folder, record in iter_run_records(runs_dir):
-        metrics_path = folder / "metrics.json"
-        if not metrics_path.is_file():
-            raise ReportError(f"{metrics_path}: missing although run.json exists; delete {folder} and re-run")
-        metrics = json.loads(metrics_path.read_text())
+    try:
+        records = list(iter_run_records(runs_dir))
+    except RunFolderError as exc:
+        raise ReportError(str(exc)) from exc
+    for folder, record in records:
+        try:
+            metrics = read_json_record(folder / "metrics.json")
+        except RunFolderError as exc:
+            raise ReportError(f"{exc}; delete {folder} (or recompute it with `scrapbench run --overwrite`)") from exc
+        identity = record.get("identity")
+        if not isinstance(identity, dict):
+            raise ReportError(f"{folder / 'run.json'}: no run identity (written by an older scrapbench), so it cannot "
+                              f"be pooled safely; recompute it with `scrapbench run --overwrite`")
         dataset = record.get("dataset", {})
         timings = record.get("timings", {})
         config = record.get("config", {})
@@ -82,13 +91,17 @@ def collect_runs(runs_dir: str | Path) -> pd.DataFrame:
             "predict_images_per_s": timings.get("predict_images_per_s"),
             "peak_rss_mb": timings.get("peak_rss_mb"),
             "folder": str(folder),
+            "dataset_fingerprint": identity.get("dataset_fingerprint"),
+            "evaluator_version": identity.get("evaluator_version"),
+            "identity": without_seed(identity),
         }
         for metric in (*PIXEL_METRICS, *IMAGE_METRICS):
             value = metrics.get(metric)
             if isinstance(value, (int, float)) and value is not None:
                 rows.append({**base, "metric": metric, "value": float(value)})
     columns = ["dataset", "preset", "method", "seed", "label", "ablation_label", "suites", "learning_type",
-               "random_init", "fit_s", "predict_images_per_s", "peak_rss_mb", "folder", "metric", "value"]
+               "random_init", "fit_s", "predict_images_per_s", "peak_rss_mb", "folder", "dataset_fingerprint",
+               "evaluator_version", "identity", "metric", "value"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -106,7 +119,46 @@ def select_group(tidy: pd.DataFrame, dataset: str | None = None, preset: str | N
     if len(groups) > 1:
         listing = ", ".join(f"--dataset {d} --preset {p}" for d, p in groups)
         raise ReportError(f"runs of several datasets/presets found; choose one: {listing}")
-    return tidy.reset_index(drop=True)
+    tidy = tidy.reset_index(drop=True)
+    check_poolable(tidy)
+    return tidy
+
+
+def check_poolable(tidy: pd.DataFrame) -> None:
+    """Refuse runs that one report must not put side by side or average (ReportError says which).
+
+    All runs must share the dataset fingerprint and the evaluator version (a table compares methods
+    on the same data, scored the same way); the seeds of one method must differ in nothing else.
+    """
+    runs = tidy.drop_duplicates("folder")
+    for column, what in (("dataset_fingerprint", "on different data under the same dataset name"),
+                         ("evaluator_version", "by different evaluator versions")):
+        if runs[column].nunique(dropna=False) > 1:
+            listing = "; ".join(f"{str(value)[:19]}: {_runs_listing(part)}"
+                                for value, part in runs.groupby(column, sort=True, dropna=False))
+            raise ReportError(f"these runs were computed {what}, so one report cannot compare them: {listing}. "
+                              f"Move one set of run folders to another results folder.")
+    for method, part in runs.groupby("method", sort=True):
+        groups = list(part.groupby("identity", sort=False))
+        if len(groups) < 2:
+            continue
+        first = json.loads(groups[0][0])
+        described = [f"{_seeds(groups[0][1])}"]
+        for key, group in groups[1:]:
+            changes = "; ".join(identity_differences(first, json.loads(key)))
+            described.append(f"{_seeds(group)} ({changes})")
+        raise ReportError(f"{method}: {' vs '.join(described)} differ in more than the seed, so their numbers cannot "
+                          f"be pooled into one row. Keep one setting: move the other run folders out of the results "
+                          f"folder, or recompute them with `scrapbench run --overwrite` under the same setting.")
+
+
+def _seeds(runs: pd.DataFrame) -> str:
+    seeds = sorted(int(s) for s in runs["seed"])
+    return ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(str(s) for s in seeds)
+
+
+def _runs_listing(runs: pd.DataFrame) -> str:
+    return ", ".join(f"{method} {_seeds(part)}" for method, part in runs.groupby("method", sort=True))
 
 
 def method_order(methods: Sequence[str]) -> list[str]:

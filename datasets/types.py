@@ -103,7 +103,11 @@ class Split(Sequence[Sample]):
 
 @dataclass(frozen=True)
 class Dataset:
-    """Class names (index 1..K in masks) and the train/test splits."""
+    """Class names (index 1..K in masks) and the train/test splits.
+
+    ``fingerprint`` ("sha256:<hex>") identifies the data itself; readers that validate every file set it,
+    otherwise :func:`scrapbench.datasets.fingerprint.dataset_fingerprint` computes it.
+    """
 
     name: str
     class_names: tuple[str, ...]

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from scrapbench.datasets.fingerprint import dataset_fingerprint
 from scrapbench.metrics import PixelMetrics
 from scrapbench.report import breakdown_rows, build_report
 from scrapbench.report_figures import choose_examples, curve_arrays
@@ -56,7 +57,10 @@ def _write_runs(root, dataset, preset="smoke", with_maps=True, with_state=True):
             (folder / "per_image.csv").write_text(buffer.getvalue())
             if with_maps:
                 np.savez_compressed(folder / "maps.npz", **{k: v.astype(np.float16) for k, v in maps.items()})
-            record = {"method": method, "seed": seed, "preset": preset, "suites": suites,
+            identity = {"method": method, "seed": seed, "preset": preset, "config": config,
+                        "dataset_fingerprint": dataset_fingerprint(dataset), "evaluator_version": "1",
+                        "compute": {"device": "cpu", "torch_threads": 2}}
+            record = {"method": method, "seed": seed, "preset": preset, "suites": suites, "identity": identity,
                       "learning_type": "supervised", "config": config,
                       "dataset": {"name": dataset.name, "spec": "synthetic", "seed": 0,
                                   "class_names": list(dataset.class_names), "num_train": len(dataset.train),
@@ -227,3 +231,98 @@ def test_report_of_real_runner_output(smoke_dataset, tmp_path, monkeypatch):
         50 * (runs[("toy_noisy", 0)]["ap"] + runs[("toy_noisy", 1)]["ap"]), abs=1e-5)
     for name in ("bootstrap.csv", "per_class.md", "per_size.md", "figures/curves.png", "figures/qualitative.png"):
         assert (tmp_path / "out" / name).is_file(), name
+
+
+# -- what may be pooled, and what failed ---------------------------------------------------------------
+
+
+def _edit_record(folder, edit):
+    path = folder / "run.json"
+    record = json.loads(path.read_text())
+    edit(record)
+    path.write_text(json.dumps(record))
+
+
+@pytest.fixture()
+def small_runs(tmp_path, smoke_dataset):
+    _write_runs(tmp_path / "runs", smoke_dataset, with_maps=False, with_state=False)
+    return tmp_path / "runs"
+
+
+def test_seeds_that_differ_in_more_than_the_seed_are_not_pooled(small_runs, tmp_path):
+    [seed2] = small_runs.glob("*/smoke/ours/seed2")
+    _edit_record(seed2, lambda r: r["identity"]["compute"].update(torch_threads=1))
+    with pytest.raises(ReportError, match=r"ours: seeds 0, 1 vs seed 2 \(compute.torch_threads: 2 → 1\) differ in "
+                                          r"more than the seed"):
+        build_report(small_runs, tmp_path / "out", n_boot=0, figures=False)
+
+
+def test_runs_on_other_data_under_one_name_are_not_compared(small_runs, tmp_path):
+    for folder in small_runs.glob("*/smoke/winclip/seed*"):
+        _edit_record(folder, lambda r: r["identity"].update(dataset_fingerprint="sha256:zzzz"))
+    with pytest.raises(ReportError, match=r"on different data under the same dataset name, so one report cannot "
+                                          r"compare them: sha256:[0-9a-f]{12}: mask_rcnn seeds 0, 1, 2, .*; "
+                                          r"sha256:zzzz: winclip seeds 0, 1"):
+        build_report(small_runs, tmp_path / "out", n_boot=0, figures=False)
+
+
+def test_runs_without_an_identity_are_refused(small_runs, tmp_path):
+    [seed0] = small_runs.glob("*/smoke/ours/seed0")
+    _edit_record(seed0, lambda r: r.pop("identity"))
+    with pytest.raises(ReportError, match=r"ours/seed0/run\.json: no run identity"):
+        build_report(small_runs, tmp_path / "out", n_boot=0, figures=False)
+
+
+def test_failed_runs_are_listed_and_left_out(small_runs, tmp_path):
+    from typer.testing import CliRunner
+
+    from scrapbench.cli import app
+
+    failed = small_runs / "synthetic-seed0" / "smoke" / "ours" / "seed5"
+    failed.mkdir()
+    (failed / "error.json").write_text(json.dumps({"method": "ours", "seed": 5, "message": "RuntimeError: [boom]",
+                                                   "traceback": "..."}))
+    elsewhere = small_runs / "synthetic-seed0" / "cpu" / "ours" / "seed0"  # another preset: not this report's
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "error.json").write_text(json.dumps({"method": "ours", "seed": 0, "message": "other"}))
+    page = build_report(small_runs, tmp_path / "out", n_boot=0, figures=False).read_text()
+    assert "## Failed runs" in page
+    assert "| ours | 5 | RuntimeError: [boom] | synthetic-seed0/smoke/ours/seed5 |" in page and "other" not in page
+    assert pd.read_csv(tmp_path / "out" / "table2.csv").set_index("method").loc["ours", "n_seeds"] == 3
+    result = CliRunner().invoke(app, ["report", str(small_runs), "--out", str(tmp_path / "cli"), "--no-figures",
+                                      "--n-boot", "0"])
+    assert result.exit_code == 0, result.output
+    assert "1 failed run(s)" in result.output and "✗ ours seed 5: RuntimeError: [boom]" in result.output
+
+
+def test_only_failed_runs_is_a_clear_error(tmp_path):
+    folder = tmp_path / "runs" / "d" / "smoke" / "ours" / "seed0"
+    folder.mkdir(parents=True)
+    (folder / "error.json").write_text(json.dumps({"method": "ours", "seed": 0, "message": "ValueError: bad"}))
+    with pytest.raises(ReportError, match=r"no finished runs found, only 1 failed one.*ours seed 0: ValueError: bad"):
+        build_report(tmp_path / "runs", tmp_path / "out")
+
+
+def test_corrupt_records_are_named_without_a_traceback(small_runs, tmp_path):
+    from typer.testing import CliRunner
+
+    from scrapbench.cli import app
+
+    [metrics] = small_runs.glob("*/smoke/ours/seed1/metrics.json")
+    metrics.write_text("{")
+    result = CliRunner().invoke(app, ["report", str(small_runs), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and f"{metrics}: corrupt" in result.output and "Traceback" not in result.output
+    [record] = small_runs.glob("*/smoke/ours/seed2/run.json")
+    record.write_text("")
+    result = CliRunner().invoke(app, ["report", str(small_runs), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and f"{record}: corrupt" in result.output and "Traceback" not in result.output
+
+
+def test_qualitative_figure_needs_the_data_the_runs_saw(tmp_path, smoke_dataset, monkeypatch):
+    monkeypatch.setenv("SCRAPBENCH_CACHE", str(smoke_dataset.root.parents[1]))
+    _write_runs(tmp_path / "runs", smoke_dataset, with_state=False)
+    for folder in (tmp_path / "runs").glob("*/smoke/*/seed*"):
+        _edit_record(folder, lambda r: r["identity"].update(dataset_fingerprint="sha256:other"))
+    page = build_report(tmp_path / "runs", tmp_path / "out", n_boot=0).read_text()
+    assert "qualitative figure skipped: ValueError: the dataset 'synthetic' has changed since the runs" in page
+    assert not (tmp_path / "out" / "figures" / "qualitative.png").exists()

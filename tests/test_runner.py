@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
-from toy_method import ColourDistance
+from toy_method import ColourDistance, LoadsWeightsWhenBuilt
 
 from scrapbench import registry
-from scrapbench.runner import ConfigMismatchError, RunOptions, run_benchmark
+from scrapbench.runner import RunIdentityError, RunOptions, run_benchmark
 
 
 @pytest.fixture(autouse=True)
@@ -56,7 +57,7 @@ def test_finished_runs_are_skipped_and_interrupted_ones_redone(smoke_dataset, tm
 def test_changed_config_is_not_silently_mixed(smoke_dataset, tmp_path):
     run_benchmark(smoke_dataset, ["toy"], [0], _options(tmp_path))
     changed = _options(tmp_path, overrides={"toy": {"max_images": 2}})
-    with pytest.raises(ConfigMismatchError, match="different config"):
+    with pytest.raises(RunIdentityError, match="another identity"):
         run_benchmark(smoke_dataset, ["toy"], [0], changed)
     [redone] = run_benchmark(smoke_dataset, ["toy"], [0], _options(tmp_path, overrides={"toy": {"max_images": 2}},
                                                                   overwrite=True))
@@ -96,3 +97,232 @@ def test_cli_run_and_resume(smoke_dataset, tmp_path, monkeypatch):
     assert bad.exit_code == 2 and "not being run" in bad.output
     unknown = CliRunner().invoke(app, ["run", "--methods", "tooy", "--out", str(tmp_path / "runs")])
     assert unknown.exit_code == 2 and "did you mean toy" in unknown.output
+
+
+# -- run identity: no stale numbers ---------------------------------------------------------------
+
+
+def _folder_copy(dataset, root, swap=False):
+    """``dataset`` written as a folder named like it; ``swap``: other test data (the train/test split redone)."""
+    from scrapbench.datasets.folder import read_folder_dataset, write_folder_dataset
+
+    train, test = list(dataset.train), list(dataset.test)
+    if swap:  # move the first anomalous test image into train and a normal train image into test
+        moved = next(i for i, s in enumerate(test) if s.is_anomalous)
+        back = next(i for i, s in enumerate(train) if not s.is_anomalous)
+        train[back], test[moved] = test[moved], train[back]
+    write_folder_dataset(root, dataset.class_names, {"train": train, "test": test}, meta={"name": "plant-a"})
+    return read_folder_dataset(root)
+
+
+def test_identity_is_recorded_in_run_json(smoke_dataset, tmp_path):
+    import torch
+
+    from scrapbench.datasets.fingerprint import dataset_fingerprint
+    from scrapbench.metrics import EVALUATOR_VERSION
+
+    [result] = run_benchmark(smoke_dataset, ["toy"], [1], _options(tmp_path))
+    identity = json.loads((result.directory / "run.json").read_text())["identity"]
+    assert set(identity) == {"method", "seed", "preset", "config", "dataset_fingerprint", "evaluator_version",
+                             "compute"}
+    assert identity["method"] == "toy" and identity["seed"] == 1 and identity["preset"] == "smoke"
+    assert identity["config"]["max_images"] == 4
+    assert identity["dataset_fingerprint"] == dataset_fingerprint(smoke_dataset)
+    assert identity["evaluator_version"] == EVALUATOR_VERSION
+    compute = identity["compute"]
+    assert compute["device"] == "cpu" and compute["torch_threads"] == torch.get_num_threads()
+    assert compute["deterministic_algorithms"] is True and compute["predict_batch_size"] == 8
+
+
+def test_resume_refuses_other_data_under_the_same_name(smoke_dataset, tmp_path):
+    first = _folder_copy(smoke_dataset, tmp_path / "a")
+    redone = _folder_copy(smoke_dataset, tmp_path / "b", swap=True)
+    assert first.name == redone.name == "plant-a"
+    options = _options(tmp_path, dataset_spec=str(tmp_path / "a"))
+    [old] = run_benchmark(first, ["toy"], [0], options)
+    with pytest.raises(RunIdentityError, match="dataset_fingerprint") as refused:
+        run_benchmark(redone, ["toy"], [0], options)
+    assert "Nothing was run" in str(refused.value) and "--overwrite" in str(refused.value)
+    assert json.loads((old.directory / "metrics.json").read_text()) == old.metrics  # untouched
+    [new] = run_benchmark(redone, ["toy"], [0], _options(tmp_path, dataset_spec=str(tmp_path / "a"), overwrite=True))
+    [truth] = run_benchmark(redone, ["toy"], [0], _options(tmp_path / "fresh"))
+    assert new.status == "done" and new.metrics == truth.metrics != old.metrics
+
+
+def test_synthetic_folders_of_other_seeds_are_told_apart(tmp_path):
+    """Two `scrapbench synth` folders of different seeds carry the same name; their runs must not mix."""
+    from scrapbench.datasets.folder import read_folder_dataset
+    from scrapbench.datasets.synthetic import SYNTHETIC_PRESETS, write_synthetic
+
+    a = read_folder_dataset(write_synthetic(tmp_path / "s0", SYNTHETIC_PRESETS["smoke"], seed=0))
+    b = read_folder_dataset(write_synthetic(tmp_path / "s1", SYNTHETIC_PRESETS["smoke"], seed=1))
+    assert a.name == b.name
+    run_benchmark(a, ["toy"], [0], _options(tmp_path, dataset_spec="folder"))
+    with pytest.raises(RunIdentityError, match="dataset_fingerprint"):
+        run_benchmark(b, ["toy"], [0], _options(tmp_path, dataset_spec="folder"))
+
+
+def test_thread_count_is_part_of_the_identity(smoke_dataset, tmp_path):
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        run_benchmark(smoke_dataset, ["toy"], [0], _options(tmp_path))
+        torch.set_num_threads(2)
+        with pytest.raises(RunIdentityError, match=r"compute\.torch_threads: 1 → 2"):
+            run_benchmark(smoke_dataset, ["toy"], [0], _options(tmp_path))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_unreadable_records_fail_that_run_only(smoke_dataset, tmp_path):
+    first = run_benchmark(smoke_dataset, ["toy"], [0, 1, 2], _options(tmp_path))
+    (first[0].directory / "run.json").write_text("{not json")
+    (first[1].directory / "metrics.json").write_bytes(b"\x00\xff")
+    second = run_benchmark(smoke_dataset, ["toy"], [0, 1, 2], _options(tmp_path))
+    assert [r.status for r in second] == ["failed", "failed", "skipped"]
+    assert "seed0/run.json: corrupt" in second[0].error and "--overwrite" in second[0].error
+    assert "seed1/metrics.json: corrupt" in second[1].error
+    assert (first[0].directory / "run.json").read_text() == "{not json"  # nothing deleted behind the user's back
+    third = run_benchmark(smoke_dataset, ["toy"], [0, 1, 2], _options(tmp_path, overwrite=True))
+    assert [r.status for r in third] == ["done", "done", "skipped"]
+    assert third[0].metrics == first[0].metrics
+
+
+def test_a_folder_scrapbench_did_not_write_is_not_replaced(smoke_dataset, tmp_path):
+    options = _options(tmp_path)
+    [result] = run_benchmark(smoke_dataset, ["toy"], [0], options)
+    (result.directory / "run.json").unlink()  # looks unfinished ...
+    (result.directory / "my_notes.txt").write_text("precious")  # ... but holds someone's file
+    [again] = run_benchmark(smoke_dataset, ["toy"], [0], options)
+    assert again.status == "failed" and "my_notes.txt" in again.error
+    assert (result.directory / "my_notes.txt").read_text() == "precious"
+
+
+def test_a_failed_run_replaces_nothing_until_it_is_complete(smoke_dataset, tmp_path):
+    [result] = run_benchmark(smoke_dataset, ["toy_broken"], [0], _options(tmp_path))
+    error = json.loads((result.directory / "error.json").read_text())
+    assert error["message"] == "RuntimeError: toy failure" and error["identity"]["method"] == "toy_broken"
+    assert sorted(p.name for p in result.directory.parent.iterdir()) == [".seed0.lease", "seed0"]
+
+
+def test_dataset_names_stay_inside_out(smoke_dataset, tmp_path):
+    import dataclasses
+
+    from scrapbench.store import path_component
+
+    assert path_component("../../x") == "x" and path_component("/abs/path") == "abs-path"
+    assert path_component("..") == "dataset" and path_component(".hidden") == "hidden"
+    assert path_component("a\\b:c*?") == "a-b_c_"
+    for name in ("../../escaped", str(tmp_path / "elsewhere"), ".."):
+        evil = dataclasses.replace(smoke_dataset, name=name)
+        [result] = run_benchmark(evil, ["toy"], [0], _options(tmp_path, dataset_spec="folder"))
+        assert result.status == "done"
+        relative = result.directory.resolve().relative_to((tmp_path / "runs").resolve())
+        assert len(relative.parts) == 4 and not relative.parts[0].startswith(".")
+    assert not (tmp_path.parent / "escaped").exists() and not (tmp_path / "elsewhere").exists()
+
+
+# -- the command line: one clear line per bad input, no traceback ------------------------------------
+
+
+def _cli(*args):
+    from typer.testing import CliRunner
+
+    from scrapbench.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def _assert_clean_error(result, *fragments, code=2):
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    for fragment in fragments:
+        assert fragment in result.output, result.output
+
+
+@pytest.mark.parametrize("seeds", ["0", "-2"])
+def test_cli_rejects_seed_counts_below_one(tmp_path, seeds):
+    result = _cli("run", "--methods", "toy", "--seeds", seeds, "--preset", "smoke", "--out", tmp_path / "runs")
+    _assert_clean_error(result, "--seeds")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_unwritable_out_is_one_line(smoke_dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("SCRAPBENCH_CACHE", str(smoke_dataset.root.parents[1]))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    result = _cli("run", "--methods", "toy", "--seeds", "1", "--preset", "smoke", "--out", blocker / "runs",
+                  "--no-progress")
+    _assert_clean_error(result, f"{blocker / 'runs'}: cannot write results here")
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    readonly.chmod(0o555)
+    try:
+        if os.access(readonly, os.W_OK):
+            return  # root writes into read-only folders; the file above stood in for them
+        result = _cli("run", "--methods", "toy", "--seeds", "1", "--preset", "smoke", "--out", readonly,
+                      "--no-progress")
+        _assert_clean_error(result, f"{readonly}: cannot write results here")
+    finally:
+        readonly.chmod(0o755)
+
+
+def test_cli_user_text_is_printed_literally(tmp_path):
+    folder = tmp_path / "data[/x]" / "[bold]set"
+    folder.mkdir(parents=True)
+    result = _cli("run", "--methods", "toy", "--dataset", folder, "--out", tmp_path / "runs")
+    # The hint keeps its example list, and "[/x]" in the path neither vanishes nor crashes rich.
+    _assert_clean_error(result, f"{folder / 'dataset.yaml'}: missing", "[motor, cable, spray_can]")
+
+
+def test_cli_list_prints_descriptions_literally(monkeypatch):
+    monkeypatch.setitem(registry._REGISTRY, "toy", registry.MethodSpec(
+        "toy", ColourDistance, "[bold]brackets[/] stay :smile:", ("table2",)))
+    result = _cli("list")
+    assert result.exit_code == 0 and "[bold]brackets[/] stay :smile:" in result.output
+
+
+def test_cli_corrupt_records_fail_only_their_run(smoke_dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("SCRAPBENCH_CACHE", str(smoke_dataset.root.parents[1]))
+    args = ["run", "--methods", "toy", "--seeds", "2", "--preset", "smoke", "--out", tmp_path / "runs", "--no-progress"]
+    assert _cli(*args).exit_code == 0
+    [record] = (tmp_path / "runs").glob("*/smoke/toy/seed0/run.json")
+    record.write_text("[")
+    result = _cli(*args)
+    _assert_clean_error(result, f"{record}: corrupt", "↷ toy seed 1", "1 of 2 run(s) failed", code=1)
+    assert _cli(*args, "--overwrite").exit_code == 0
+
+
+def test_cli_bad_weights_are_one_line_naming_the_file(tmp_path, monkeypatch, smoke_dataset):
+    monkeypatch.setenv("SCRAPBENCH_CACHE", str(smoke_dataset.root.parents[1]))
+    garbage = tmp_path / "weights.pt"
+    garbage.write_bytes(os.urandom(512))
+    result = _cli("run", "--methods", "winclip", "--weights", garbage, "--seeds", "2", "--preset", "smoke",
+                  "--out", tmp_path / "runs", "--no-progress")
+    _assert_clean_error(result, str(garbage), "nothing was run")
+
+
+def test_a_method_that_cannot_be_built_fails_its_runs_only(smoke_dataset, tmp_path, monkeypatch):
+    """Building a method (which may read its weights) happens inside the run: the others go on."""
+    monkeypatch.setitem(registry._REGISTRY, "toy_loader", registry.MethodSpec(
+        "toy_loader", LoadsWeightsWhenBuilt, "reads its weights in __init__", ()))
+    garbage = tmp_path / "weights.bin"
+    garbage.write_bytes(b"garbage")
+    results = run_benchmark(smoke_dataset, ["toy_loader", "toy"], [0, 1],
+                            _options(tmp_path, overrides={"toy_loader": {"weights": str(garbage)}}))
+    assert [r.status for r in results] == ["failed", "failed", "done", "done"]
+    assert results[0].error == (f"MethodBuildError: toy_loader could not be built from weights {garbage} "
+                                f"(ValueError: not a checkpoint)")
+    assert json.loads((results[1].directory / "error.json").read_text())["message"] == results[1].error
+
+
+def test_cli_identity_mismatch_is_refused_before_anything_runs(smoke_dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("SCRAPBENCH_CACHE", str(smoke_dataset.root.parents[1]))
+    args = ["run", "--methods", "toy", "--preset", "smoke", "--out", tmp_path / "runs", "--no-progress"]
+    assert _cli(*args, "--seeds", "1").exit_code == 0
+    result = _cli(*args, "--seeds", "2", "--set", "toy.max_images=2")
+    _assert_clean_error(result, "config.max_images: 4 → 2", "Nothing was run")
+    assert not list((tmp_path / "runs").glob("*/smoke/toy/seed1"))

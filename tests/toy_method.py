@@ -5,7 +5,10 @@ It learns the mean colour of normal training pixels and scores each pixel by its
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -48,3 +51,38 @@ class ColourDistance(AnomalyMethod):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.mean, self.rng_seed = np.asarray(state["mean"]), int(state["rng_seed"])
+
+
+@dataclass(frozen=True)
+class RecordingConfig(ToyConfig):
+    fit_log: str = ""  # a file that gets one line per fit: "<seed> <pid>"
+    fit_seconds: float = 0.0  # a slow fit, so that concurrent processes overlap
+
+
+class RecordingColourDistance(ColourDistance):
+    """The toy method, recording every fit in a file (proves which process computed what, and how often)."""
+
+    Config = RecordingConfig
+
+    def fit(self, train, ctx: FitContext) -> None:
+        with open(self.config.fit_log, "a") as log:  # O_APPEND: lines from several processes stay whole
+            log.write(f"{ctx.seed} {os.getpid()}\n")
+        time.sleep(self.config.fit_seconds)
+        super().fit(train, ctx)
+
+
+@dataclass(frozen=True)
+class WeightsConfig(ToyConfig):
+    weights: str | None = None
+
+
+class LoadsWeightsWhenBuilt(ColourDistance):
+    """The toy method, reading a weights file when it is built (as WinCLIP reads its CLIP)."""
+
+    Config = WeightsConfig
+    weights_field = "weights"
+
+    def __init__(self, config: WeightsConfig, class_names) -> None:
+        super().__init__(config, class_names)
+        if config.weights is not None and not Path(config.weights).read_bytes().startswith(b"TOY"):
+            raise ValueError("not a checkpoint")

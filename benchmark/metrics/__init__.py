@@ -5,4 +5,9 @@ from .folders import evaluate_folders
 from .inputs import MetricsError
 from .pixel import PixelMetrics
 
-__all__ = ["MetricsError", "PixelMetrics", "bootstrap_ci", "evaluate_folders", "paired_bootstrap"]
+#: Part of every run's identity: bump it whenever a change to the evaluator changes any number it
+#: reports, so that finished runs scored by the old evaluator are not mixed with new ones.
+EVALUATOR_VERSION = "1"
+
+__all__ = ["EVALUATOR_VERSION", "MetricsError", "PixelMetrics", "bootstrap_ci", "evaluate_folders",
+           "paired_bootstrap"]

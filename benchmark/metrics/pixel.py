@@ -34,7 +34,6 @@ SIZE_CUTOFFS = (1 / 256, 9 / 256)
 COMPAT_RECIPES = ("mvtec", "anomalyclip")
 # Each class keeps two fine histograms (4 MB at 2**18 bins): a cap keeps instance-id or noisy masks from eating memory.
 MAX_CLASSES = 32
-ANOMALYCLIP_STEPS = 200
 # Pixels quantised together: bounds the int64 temporaries to ~32 MB whatever batch the caller passes.
 _CHUNK_PIXELS = 1 << 22
 
@@ -246,7 +245,11 @@ class PixelMetrics:
     @classmethod
     def load(cls, path: str | Path) -> PixelMetrics:
         """An evaluator restored from ``save``: compute, bootstrap, or keep streaming."""
-        return state.load(path)
+        saved = state.read(path)
+        m = cls(**saved.settings)
+        state.restore(m, saved)
+        m._id_set = set(m.ids)
+        return m
 
     def __repr__(self) -> str:
         return (f"PixelMetrics(images={self.count}, fpr_limit={self.fpr_limit}, compat={self.compat!r}, "

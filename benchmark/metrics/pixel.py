@@ -5,8 +5,8 @@ kept: per bin, normal pixels, anomalous pixels of each class, and region-overlap
 class). The metrics are exact for the quantised scores; ``compute()`` also reports, under ``grid_error_bound``, the
 largest possible difference to the same metric on the raw float scores (see ``curves.error_bounds``; with the default
 2**18 bins the observed score range spans at least 130,944 bins). The bound is conservative (ties in the raw scores
-count as possible error); integer maps over a range below 2**17 (8/16-bit images; wider integers up to 2**50) are
-lossless and report 0. Wide integers are evaluated in float64 (see ``inputs.as_scores``).
+count as possible error); integer maps (8/16-bit images, or wider integers below 2**50 in magnitude) over a range
+below 2**17 are lossless and report 0. Wide integers are evaluated in float64 (see ``inputs.as_scores``).
 
 Per image a few kilobytes are kept for the paired bootstrap and the image-level metrics: the map maximum, a coarse
 histogram of ``bootstrap_bins`` bins (normal pixels for every image; anomalous pixels and region weights for images

@@ -14,7 +14,7 @@ What ultralytics 8.x does on its own, and what this module does about it:
   some of which write next to the working directory, and may send usage events. They are
   switched off in memory for the duration of training; the settings file is not rewritten.
 - ``select_device`` pins torch to ``cpu_count - 1`` threads (1 on a 2-core machine) for the rest of
-  the process, and training ends by switching deterministic algorithms off globally.
+  the process, and training ends by switching deterministic algorithms (and cuDNN's) off globally.
   :func:`restored_torch_state` puts both back; during training the caller's thread count is
   restored as soon as the trainer has picked its device (we load data in the main process, so
   no core needs to be left free for loader workers).
@@ -124,13 +124,17 @@ def import_ultralytics(config_dir: str | Path) -> ModuleType:
 
 @contextlib.contextmanager
 def restored_torch_state() -> Iterator[None]:
-    """Undo what ultralytics changes globally: torch thread count and deterministic-algorithm flags."""
+    """Undo what ultralytics changes globally: torch thread count and the determinism flags of torch,
+    cuDNN and oneDNN."""
     import torch
 
     threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     fill_memory = torch.utils.deterministic.fill_uninitialized_memory
+    backend_flags = [(backend, name, getattr(backend, name)) for backend, name in (
+        (torch.backends.cudnn, "deterministic"), (torch.backends.cudnn, "benchmark"),
+        (torch.backends.mkldnn, "deterministic"))]
     try:
         with restored_environ("CUBLAS_WORKSPACE_CONFIG", "PYTHONHASHSEED"):
             yield
@@ -138,6 +142,8 @@ def restored_torch_state() -> Iterator[None]:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
         torch.utils.deterministic.fill_uninitialized_memory = fill_memory
+        for backend, name, value in backend_flags:
+            setattr(backend, name, value)
 
 
 @contextlib.contextmanager

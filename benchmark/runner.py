@@ -39,7 +39,7 @@ from scrapbench.identity import compute_settings, identity_differences, run_iden
 from scrapbench.lease import try_lease, wait_for_lease
 from scrapbench.method import AnomalyMethod, FitContext, check_maps, config_to_dict
 from scrapbench.registry import build_config, create_method, get_spec
-from scrapbench.seeding import seed_everything
+from scrapbench.seeding import NondeterminismMonitor, seed_everything
 from scrapbench.store import (
     RunFolderError,
     atomic_write_bytes,
@@ -333,7 +333,7 @@ def _execute(dataset: Dataset, plan: RunPlan, options: RunOptions, directory: Pa
     seed_everything(seed)
     ctx = FitContext(seed=seed, device=options.device, workdir=workdir, class_names=dataset.class_names,
                      show_progress=options.show_progress, verbose=options.verbose)
-    with PeakMemory() as memory:
+    with PeakMemory() as memory, NondeterminismMonitor() as nondeterminism:
         start = time.perf_counter()
         method.fit(dataset.train, ctx)
         fit_s = time.perf_counter() - start
@@ -388,6 +388,7 @@ def _execute(dataset: Dataset, plan: RunPlan, options: RunOptions, directory: Pa
         "config": config_to_dict(method.config),
         "weights": method.weights_info(),
         "device": device_description(options.device),
+        "determinism": nondeterminism.record(),  # kernels without a deterministic variant that ran, CPU model
         "timings": {"fit_s": round(fit_s, 3), "predict_s": round(predict_s, 3),
                     "predict_images_per_s": round(len(dataset.test) / predict_s, 3) if predict_s else None,
                     "peak_rss_mb": round(memory.peak_mb, 1)},

@@ -12,7 +12,8 @@ from files the user provides (nothing is downloaded). A YOLO checkpoint is a pic
 loaded only when its SHA-256 is the one configured in ``yolo_weights_sha256`` (``yolo_weights.py``).
 ``cpu`` / ``smoke`` train the ``n`` model from its YAML (random init) and use a tiny
 random-initialised SAM; ``weights_info`` says so.
-Everything ultralytics writes goes to ``ctx.workdir`` (see ``yolo_offline.py``).
+Everything ultralytics writes goes to ``ctx.workdir`` (see ``yolo_offline.py``), its console output
+too (``ultralytics.log``) unless ``ctx.verbose``; our own progress bar shows the training.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TextIO
 
 import numpy as np
 import torch
@@ -38,7 +39,13 @@ from scrapbench.methods.instances import (
 )
 from scrapbench.methods.sam_refiner import SamBoxRefiner, build_sam
 from scrapbench.methods.yolo_dataset import write_yolo_dataset
-from scrapbench.methods.yolo_offline import import_ultralytics, restored_torch_state, sandboxed_training
+from scrapbench.methods.yolo_offline import (
+    LOG_FILE_NAME,
+    import_ultralytics,
+    restored_torch_state,
+    sandboxed_training,
+    third_party_output,
+)
 from scrapbench.methods.yolo_state import rebuild_yolo, yolo_architecture
 from scrapbench.methods.yolo_weights import (
     RELEASES,
@@ -116,6 +123,8 @@ class YoloSam(AnomalyMethod):
         self._sam_info: dict[str, Any] = {}
         self._sam_state: dict[str, torch.Tensor] | None = None
         self._config_dir: Path | None = None
+        self._log_path: Path | None = None  # where ultralytics' output goes (the fit's work folder)
+        self._verbose = False  # ultralytics may print to the console
         self._head_source_nc: int | None = None  # class count of the checkpoint fine-tuned from
 
     # -- weights -----------------------------------------------------------------------------
@@ -193,19 +202,23 @@ class YoloSam(AnomalyMethod):
         self._image_size = cfg.image_size or _round_up(max(train[anomalous[0]].image.shape[:2]), _YOLO_STRIDE)
 
         self._config_dir = workdir / "ultralytics_config"
-        import_ultralytics(self._config_dir)
-        model = self._new_yolo(weights, workdir)
-        # Fine-tuning rebuilds the head's class branch at the checkpoint's width (see yolo_state.py).
-        self._head_source_nc = int(model.model.model[-1].nc) if weights else None
-        with sandboxed_training(model, ctx.show_progress):
-            model.train(
-                data=str(data_yaml), epochs=cfg.epochs, imgsz=self._image_size, batch=cfg.batch_size,
-                nbs=cfg.nominal_batch_size, optimizer=cfg.optimizer, lr0=cfg.lr0,
-                warmup_epochs=cfg.warmup_epochs, mosaic=cfg.mosaic, close_mosaic=cfg.close_mosaic,
-                device=_ultralytics_device(ctx.device), workers=0, seed=ctx.seed, deterministic=True,
-                amp=False, plots=False, val=False, project=str(workdir / "ultralytics_runs"),
-                name="train", exist_ok=True, verbose=ctx.show_progress,
-            )
+        self._log_path, self._verbose = workdir / LOG_FILE_NAME, ctx.verbose
+        with third_party_output(self._log_path, ctx.verbose) as console:
+            import_ultralytics(self._config_dir)
+            model = self._new_yolo(weights, workdir)
+            # Fine-tuning rebuilds the head's class branch at the checkpoint's width (see yolo_state.py).
+            self._head_source_nc = int(model.model.model[-1].nc) if weights else None
+            if ctx.show_progress and not ctx.verbose:  # ultralytics' own bars are part of its output
+                _add_progress_bar(model, console, f"{cfg.yolo_family}_sam fit")
+            with sandboxed_training(model, show_bars=ctx.show_progress and ctx.verbose):
+                model.train(
+                    data=str(data_yaml), epochs=cfg.epochs, imgsz=self._image_size, batch=cfg.batch_size,
+                    nbs=cfg.nominal_batch_size, optimizer=cfg.optimizer, lr0=cfg.lr0,
+                    warmup_epochs=cfg.warmup_epochs, mosaic=cfg.mosaic, close_mosaic=cfg.close_mosaic,
+                    device=_ultralytics_device(ctx.device), workers=0, seed=ctx.seed, deterministic=True,
+                    amp=False, plots=False, val=False, project=str(workdir / "ultralytics_runs"),
+                    name="train", exist_ok=True, verbose=True,
+                )
         # ultralytics reloads the final checkpoint (best.pt) after training; state_dict() stores it as
         # tensors + architecture (yolo_state.py), never as the pickled module ultralytics writes.
         self._set_yolo(model.model)
@@ -232,6 +245,10 @@ class YoloSam(AnomalyMethod):
         """Per image: boxes (N×4 xyxy pixels), confidences (N), class indices 1..K (N)."""
         if self._yolo is None or self._refiner is None:
             raise RuntimeError(f"{type(self).__name__}: call fit() (or load a fitted method) before predict()")
+        with third_party_output(self._log_path or _fallback_config_dir() / LOG_FILE_NAME, self._verbose):
+            return self._run_detector(images)
+
+    def _run_detector(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         if self._predictor is None:
             from ultralytics.models.yolo.segment import SegmentationPredictor
 
@@ -275,11 +292,13 @@ class YoloSam(AnomalyMethod):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["sam_state"] is None and self.config.sam_checkpoint is None:
             raise ValueError("the saved state has no SAM weights and the config names no SAM checkpoint")
-        import_ultralytics(self._config_dir or _fallback_config_dir())
+        config_dir = self._config_dir or _fallback_config_dir()
         self._image_size = int(state["image_size"])
         architecture = state["yolo_architecture"]
         self._head_source_nc = architecture.get("head_source_nc")
-        self._set_yolo(rebuild_yolo(architecture, state["yolo_weights"], len(self.class_names)))
+        with third_party_output(self._log_path or config_dir / LOG_FILE_NAME, self._verbose):
+            import_ultralytics(config_dir)
+            self._set_yolo(rebuild_yolo(architecture, state["yolo_weights"], len(self.class_names)))
         # A random-initialised SAM comes back from its tensors; a checkpoint SAM from its file
         # (read with torch.load(weights_only=True), see sam_refiner.build_sam).
         self._set_sam(seed=0, state=state["sam_state"])
@@ -289,6 +308,32 @@ class YoloSam(AnomalyMethod):
         self._predictor = None
         if self._refiner is not None:
             self._refiner.predictor.model.to(device)
+
+
+def _add_progress_bar(model: Any, console: TextIO, description: str) -> None:
+    """Our progress bar over ``model``'s training batches (ultralytics' own bars go with its other output)."""
+    from tqdm.auto import tqdm
+
+    bars: list[Any] = []
+
+    def start(trainer: Any) -> None:
+        bars.append(tqdm(total=trainer.epochs * len(trainer.train_loader), desc=description, unit="batch",
+                         leave=False, file=console))
+
+    def batch_end(trainer: Any) -> None:
+        if bars:
+            bars[0].update(1)
+            if trainer.tloss:
+                loss = sum(float(v) for v in trainer.tloss.values())
+                bars[0].set_postfix(epoch=trainer.epoch + 1, loss=f"{loss:.3f}")
+
+    def teardown(trainer: Any) -> None:  # runs after training, also when it failed
+        while bars:
+            bars.pop().close()
+
+    model.add_callback("on_train_start", start)
+    model.add_callback("on_train_batch_end", batch_end)
+    model.add_callback("teardown", teardown)
 
 
 def _round_up(value: int, multiple: int) -> int:

@@ -88,6 +88,52 @@ def test_scores_far_from_zero_and_large_batches(monkeypatch):
         assert abs(ours[key] - ref[key]) <= ours["grid_error_bound"][key] + 1e-12, key
 
 
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64, np.int32, np.uint32])
+def test_wide_integer_maps_keep_their_ranking(dtype):
+    # Distinct integers far above float32's exact range (2**24): converting to float32 merged them into one value,
+    # AUROC became 0.5 and the integer shortcut still reported a zero error bound.
+    maps, masks = make_set(12, levels=64)
+    ranks = np.round((maps - maps.min()) * 64).astype(np.int64)  # distinct small integers, ties where maps tie
+    offset = 10**15 if np.dtype(dtype).itemsize == 8 else 2**31 + 12345
+    wide = (ranks + offset).astype(dtype)
+    ours, ref = _evaluate(wide, masks), _evaluate(ranks, masks)
+    for key in MAIN:
+        assert ours[key] == ref[key], key
+        assert ours["grid_error_bound"][key] == 0.0, key  # exact: the grid holds one integer per bin
+    assert ours["auroc"] == pytest.approx(roc_auc_score((masks > 0).ravel(), ranks.ravel()), abs=1e-12)
+
+
+@pytest.mark.parametrize("offset", [2**62, 2**53 + 1])
+def test_integer_maps_beyond_float64_precision_report_an_honest_bound(offset):
+    # Beyond 2**53 integers that differ can round to one float64 and the grid bins are several integers wide: the
+    # metrics may lose some ranking, and the bound must say by how much at most (never 0).
+    maps, masks = make_set(13, levels=8)
+    ranks = np.round((maps - maps.min()) * 8).astype(np.int64)
+    true = _evaluate(ranks, masks)
+    ours = _evaluate(ranks.astype(np.uint64) + np.uint64(offset), masks)
+    for key in MAIN:
+        assert ours["grid_error_bound"][key] > 0, key
+        assert abs(ours[key] - true[key]) <= ours["grid_error_bound"][key] + 1e-12, key
+
+
+def test_float64_maps_finer_than_float32_keep_their_ranking():
+    maps, masks = make_set(14)
+    tiny = 1.0 + maps.astype(np.float64) * 2**-40  # all equal in float32
+    ours, ref = _evaluate(tiny, masks), _reference(maps, masks)
+    for key in MAIN:
+        assert abs(ours[key] - ref[key]) <= ours["grid_error_bound"][key] + 1e-12, key
+    assert ours["grid_error_bound"]["auroc"] < 1e-3
+
+
+def test_bfloat16_tensors_are_accepted():
+    torch = pytest.importorskip("torch")
+    maps, masks = make_set(15, levels=16)  # multiples of 1/16 in a small range: exact in bfloat16
+    ours = _evaluate(torch.from_numpy(maps).to(torch.bfloat16), torch.from_numpy(masks))
+    ref = _evaluate(maps, masks)
+    for key in MAIN:
+        assert ours[key] == ref[key], key
+
+
 def test_same_result_whatever_the_batch_order_and_size():
     maps, masks = make_set(10, n=12, size=16)
     maps = maps.astype(np.float64)

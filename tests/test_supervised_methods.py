@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import logging
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -142,9 +144,12 @@ _OFFLINE_SCRIPT = textwrap.dedent("""
     tmp = Path(sys.argv[1])
     data = load_dataset("synthetic", preset="smoke", seed=0, cache_dir=tmp / "cache")
     torch.save(build_sam("tiny", None, seed=7).model.state_dict(), tmp / "weights" / "sam_tiny.pth")
-    import_ultralytics(tmp / "work" / "ultralytics_config")
-    from ultralytics import YOLO
-    YOLO("yolo11n-seg.yaml").save(str(tmp / "weights" / "yolo11n-seg.pt"))  # a pretrained-format checkpoint
+    from scrapbench.methods.yolo_offline import third_party_output
+
+    with third_party_output(tmp / "setup.log", verbose=False):  # the test's own set-up: not what is checked
+        import_ultralytics(tmp / "work" / "ultralytics_config")
+        from ultralytics import YOLO
+        YOLO("yolo11n-seg.yaml").save(str(tmp / "weights" / "yolo11n-seg.pt"))  # a pretrained-format checkpoint
     pin = hashlib.sha256((tmp / "weights" / "yolo11n-seg.pt").read_bytes()).hexdigest()
 
     method = create_method("yolo11_sam", data.class_names, preset="smoke", overrides={
@@ -153,8 +158,9 @@ _OFFLINE_SCRIPT = textwrap.dedent("""
     method.fit(data.train, FitContext(seed=0, device="cpu", workdir=tmp / "work", class_names=data.class_names,
                                       show_progress=True))
     maps = method.predict([s.image for s in data.test[:3]])
-    print(json.dumps({"attempts": attempts, "info": method.weights_info(), "threads": torch.get_num_threads(),
-                      "max": [float(m.max()) for m in maps]}))
+    result = {"attempts": attempts, "info": method.weights_info(), "threads": torch.get_num_threads(),
+              "max": [float(m.max()) for m in maps]}
+    print("RESULT " + json.dumps(result))
 """)
 
 
@@ -190,7 +196,8 @@ def test_yolo_trains_offline_and_writes_only_into_workdir(tmp_path):
     proc = subprocess.run([sys.executable, "-c", _OFFLINE_SCRIPT, str(tmp_path)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert proc.stdout.startswith("RESULT ") and proc.stdout.count("\n") == 1, proc.stdout[:3000]
+    result = json.loads(proc.stdout.removeprefix("RESULT "))
 
     assert result["attempts"] == [], "ultralytics tried to reach the network"
     assert list(home.rglob("*")) == [] and list(cwd.rglob("*")) == []
@@ -200,13 +207,60 @@ def test_yolo_trains_offline_and_writes_only_into_workdir(tmp_path):
     assert not list(work.rglob("*.ttf")), "a font was fetched"
     assert (work / "ultralytics_runs" / "train" / "weights" / "last.pt").is_file()
     assert (work / "yolo_data" / "data.yaml").is_file()
-    assert "Epoch" in proc.stderr + proc.stdout  # training progress shows
+    assert _console_chatter(proc.stderr, "yolo11_sam fit") == []  # only our progress bar reached the console
+    assert "yolo11_sam fit" in proc.stderr
+    log = (work / "ultralytics.log").read_text()
+    assert "Epoch" in log and "Validating" in log  # training and validation output
+    assert "Creating new Ultralytics Settings" in (tmp_path / "setup.log").read_text()  # logged while importing
     assert result["threads"] == 2  # ultralytics' select_device() pinning undone
 
     info = result["info"]
     assert info["yolo_random_init"] is False and info["yolo_weights"] == str(tmp_path / "weights" / "yolo11n-seg.pt")
     assert info["sam_random_init"] is False and info["random_init"] is False
     assert all(np.isfinite(v) for v in result["max"])
+
+
+def _console_chatter(text: str, bar: str) -> list[str]:
+    """Pieces of console output that are not our progress bar ``bar`` (tqdm redraws it after a carriage return)."""
+    pieces = re.split(r"[\r\n]", re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text))
+    return [p for p in pieces if p.strip() and not p.startswith(bar)]
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_ultralytics_output_stays_in_the_log_file_unless_verbose(smoke_dataset, tmp_path, capfd, verbose):
+    from scrapbench.methods.yolo_offline import import_ultralytics
+
+    import_ultralytics(tmp_path / "config")  # earlier tests may have imported it already; the subprocess test
+    records = _Records()  # checks the import itself. ultralytics' console handler is bound to whatever
+    logging.getLogger("ultralytics").addHandler(records)  # stdout it met at import: watch its logger instead.
+    classes = smoke_dataset.class_names
+    method = create_method("yolov8_sam", classes, preset="smoke")
+    capfd.readouterr()
+    try:
+        method.fit(smoke_dataset.train, FitContext(seed=0, device="cpu", workdir=tmp_path / "work",
+                                                   class_names=tuple(classes), show_progress=True, verbose=verbose))
+        method.predict([s.image for s in smoke_dataset.test[:2]])
+    finally:
+        logging.getLogger("ultralytics").removeHandler(records)
+    out, err = capfd.readouterr()
+    log = tmp_path / "work" / "ultralytics.log"
+    if verbose:
+        assert any("Epoch" in m for m in records.messages)
+        assert not log.exists()
+    else:
+        assert out == "" and _console_chatter(err, "yolov8_sam fit") == [], (out + err)[:3000]
+        assert "yolov8_sam fit" in err  # our own progress bar stays
+        assert records.messages == []
+        assert "Epoch" in log.read_text() and "Validating" in log.read_text()
 
 
 @pytest.fixture(scope="module")

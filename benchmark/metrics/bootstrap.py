@@ -14,16 +14,13 @@ difference lies on the far side of zero (with +1 smoothing), capped at 1.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from . import curves
+from . import curves, summary
 from .inputs import MetricsError
-from .state import gather
-
-if TYPE_CHECKING:
-    from .pixel import PixelMetrics
+from .state import Statistics, gather
 
 PIXEL_METRICS = ("auroc", "ap", "f1max", "aupro")
 IMAGE_METRICS = ("image_auroc", "image_ap")
@@ -43,7 +40,7 @@ class _ImageStats:
     fpr_limit: float
 
 
-def _stats(m: PixelMetrics, order: np.ndarray | None = None) -> _ImageStats:
+def _stats(m: Statistics, order: np.ndarray | None = None) -> _ImageStats:
     """Per-image statistics, rows permuted so that row ``p`` is stored image ``order[p]``."""
     n = m.count
     order = np.arange(n) if order is None else order
@@ -98,13 +95,13 @@ def _replicates(stats: list[_ImageStats], metric: str, n_boot: int, seed: int) -
     return [np.concatenate(v) for v in out]
 
 
-def _point(m: PixelMetrics, metric: str, stats: _ImageStats) -> tuple[float, float]:
+def _point(m: Statistics, metric: str, stats: _ImageStats) -> tuple[float, float]:
     """(exact value, value on the coarse per-image grid) of ``metric`` on the full set."""
     if metric not in PIXEL_METRICS + IMAGE_METRICS:
         raise MetricsError(f"cannot bootstrap {metric!r}; choose from {PIXEL_METRICS + IMAGE_METRICS}")
     if metric == "aupro" and m.compat != "mvtec":
         raise MetricsError("the bootstrap uses the MVTec AUPRO; evaluate with compat='mvtec'")
-    value = m.compute()[metric]
+    value = summary.summarise(m)[metric]
     if value is None:
         raise MetricsError(f"{metric} is undefined for this test set (needs normal and anomalous images)")
     coarse = float(_values(stats, metric, np.ones((1, m.count)))[0])
@@ -126,7 +123,7 @@ def _interval(values: np.ndarray, ci: float) -> tuple[float, float, int]:
     return float(low), float(high), int(valid.size)
 
 
-def bootstrap_ci(m: PixelMetrics, metric: str, n_boot: int = 1000, seed: int = 0,
+def bootstrap_ci(m: Statistics, metric: str, n_boot: int = 1000, seed: int = 0,
                  ci: float = 0.95) -> dict[str, Any]:
     """Percentile confidence interval of ``metric`` over bootstrap resamples of the test images."""
     _check(n_boot, ci)
@@ -138,7 +135,7 @@ def bootstrap_ci(m: PixelMetrics, metric: str, n_boot: int = 1000, seed: int = 0
             "ci": ci, "n_boot": n_boot, "n_valid": valid}
 
 
-def _aligned_order(a: PixelMetrics, b: PixelMetrics) -> np.ndarray:
+def _aligned_order(a: Statistics, b: Statistics) -> np.ndarray:
     """Positions in ``b`` of ``a``'s images, after checking both saw the same images and masks."""
     if len(a.ids) != len(b.ids) or set(a.ids) != set(b.ids):
         only_a, only_b = sorted(set(a.ids) - set(b.ids)), sorted(set(b.ids) - set(a.ids))
@@ -148,7 +145,7 @@ def _aligned_order(a: PixelMetrics, b: PixelMetrics) -> np.ndarray:
     return np.array([where[image] for image in a.ids], np.int64)
 
 
-def paired_bootstrap(a: PixelMetrics, b: PixelMetrics, metric: str, n_boot: int = 1000, seed: int = 0,
+def paired_bootstrap(a: Statistics, b: Statistics, metric: str, n_boot: int = 1000, seed: int = 0,
                      ci: float = 0.95) -> dict[str, Any]:
     """Difference ``metric(a) − metric(b)`` with a paired bootstrap interval and two-sided p-value."""
     _check(n_boot, ci)

@@ -16,7 +16,10 @@ class MetricsError(ValueError):
 def to_numpy(value: Any, what: str) -> np.ndarray:
     """numpy view of an array or a (CPU or GPU) torch tensor, as [B, H, W]."""
     if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor; avoids importing torch here
-        value = value.detach().cpu().numpy()
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":  # numpy has no bfloat16; float32 holds every bfloat16 exactly
+            value = value.float()
+        value = value.numpy()
     array = np.asarray(value)
     if array.ndim == 2:
         array = array[None]
@@ -26,11 +29,19 @@ def to_numpy(value: Any, what: str) -> np.ndarray:
 
 
 def as_scores(maps: np.ndarray) -> np.ndarray:
-    """Maps as float32 or float64 (float64 stays, other numeric types become float32)."""
+    """Maps as float32 or float64, without merging scores that the input tells apart.
+
+    float32 and float64 stay; bool, 8/16-bit integers and float16 become float32 (exact). Wider integers become
+    float64: float32 holds integers exactly only up to 2**24, so int32/int64 maps of large values (e.g. around 1e15)
+    would collapse onto a few values and lose their ranking. float64 is exact up to 2**53; beyond that, integers that
+    round to the same float64 fall into one grid bin anyway (bins are at least 2**-50 of the largest magnitude wide),
+    so ``grid_error_bound`` counts them as possible error. Wider floats (longdouble) become float64 likewise.
+    """
     if maps.dtype in (np.float32, np.float64):
         return maps
     if maps.dtype.kind in "fiub":
-        return maps.astype(np.float32)
+        exact_in_float32 = maps.dtype.itemsize <= 2
+        return maps.astype(np.float32 if exact_in_float32 else np.float64)
     raise MetricsError(f"anomaly maps must be real numbers; got dtype {maps.dtype}")
 
 

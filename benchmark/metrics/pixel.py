@@ -5,7 +5,8 @@ kept: per bin, normal pixels, anomalous pixels of each class, and region-overlap
 class). The metrics are exact for the quantised scores; ``compute()`` also reports, under ``grid_error_bound``, the
 largest possible difference to the same metric on the raw float scores (see ``curves.error_bounds``; with the default
 2**18 bins the observed score range spans at least 130,944 bins). The bound is conservative (ties in the raw scores
-count as possible error); integer maps (8/16-bit images) over a range below 2**17 are lossless and report 0.
+count as possible error); integer maps (8/16-bit images, or wider integers below 2**50 in magnitude) over a range
+below 2**17 are lossless and report 0. Wide integers are evaluated in float64 (see ``inputs.as_scores``).
 
 Per image a few kilobytes are kept for the paired bootstrap and the image-level metrics: the map maximum, a coarse
 histogram of ``bootstrap_bins`` bins (normal pixels for every image; anomalous pixels and region weights for images
@@ -34,7 +35,6 @@ SIZE_CUTOFFS = (1 / 256, 9 / 256)
 COMPAT_RECIPES = ("mvtec", "anomalyclip")
 # Each class keeps two fine histograms (4 MB at 2**18 bins): a cap keeps instance-id or noisy masks from eating memory.
 MAX_CLASSES = 32
-ANOMALYCLIP_STEPS = 200
 # Pixels quantised together: bounds the int64 temporaries to ~32 MB whatever batch the caller passes.
 _CHUNK_PIXELS = 1 << 22
 
@@ -246,7 +246,11 @@ class PixelMetrics:
     @classmethod
     def load(cls, path: str | Path) -> PixelMetrics:
         """An evaluator restored from ``save``: compute, bootstrap, or keep streaming."""
-        return state.load(path)
+        saved = state.read(path)
+        m = cls(**saved.settings)
+        state.restore(m, saved)
+        m._id_set = set(m.ids)
+        return m
 
     def __repr__(self) -> str:
         return (f"PixelMetrics(images={self.count}, fpr_limit={self.fpr_limit}, compat={self.compat!r}, "

@@ -1,20 +1,23 @@
-"""The sufficient statistics of a ``PixelMetrics``: field layout and the ``.npz`` file they are saved in."""
+"""The sufficient statistics of a ``PixelMetrics``: what they are, their field layout, and the ``.npz`` file.
+
+This is the module the others build on (``summary``, ``bootstrap`` and ``pixel`` read statistics through
+:class:`Statistics`), so it imports none of them: ``pixel`` builds the evaluator and calls :func:`read` and
+:func:`restore` to load one.
+"""
 
 from __future__ import annotations
 
 import io
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 
 from .histogram import Grid
 from .inputs import MetricsError
-
-if TYPE_CHECKING:
-    from .pixel import PixelMetrics
 
 FORMAT = "scrapbench.metrics/1"
 # name -> (dtype, coarse: has a bootstrap-bin axis)
@@ -29,7 +32,36 @@ _GROUPS = (("image", "images", IMAGE_FIELDS), ("anomalous", "anomalous_images", 
            ("region", "regions", REGION_FIELDS))
 
 
-def gather(m: PixelMetrics, group: str, key: str) -> np.ndarray:
+class Statistics(Protocol):
+    """The settings and accumulated counts of an evaluator (``PixelMetrics`` is the implementation)."""
+
+    fpr_limit: float
+    class_names: tuple[str, ...] | None
+    compat: str
+    bins: int
+    bootstrap_bins: int
+    size_cutoffs: tuple[float, float]
+    grid: Grid | None
+    score_min: float
+    score_max: float
+    class_values: np.ndarray  # sorted mask values > 0 seen so far; row order of per-class arrays
+    neg: np.ndarray  # [bins] normal pixels per fine bin
+    pos: np.ndarray  # [classes, bins] anomalous pixels per class and fine bin
+    pro_size: np.ndarray  # [size classes, bins] region-overlap weights
+    pro_class: np.ndarray  # [classes, bins]
+    ids: list[str]
+    count: int
+    integer_scores: bool
+    # Per image / per region, as lists of per-batch arrays (concatenated on demand by ``gather``).
+    images: dict[str, list[np.ndarray]]
+    anomalous_images: dict[str, list[np.ndarray]]
+    regions: dict[str, list[np.ndarray]]
+
+    @property
+    def align(self) -> int: ...
+
+
+def gather(m: Statistics, group: str, key: str) -> np.ndarray:
     """One field over all batches as a single array (and keep it that way: later calls are free)."""
     store = getattr(m, group)
     dtype, coarse = _ALL_FIELDS[key]
@@ -41,7 +73,7 @@ def gather(m: PixelMetrics, group: str, key: str) -> np.ndarray:
     return store[key][0]
 
 
-def save(m: PixelMetrics, path: str | Path) -> None:
+def save(m: Statistics, path: str | Path) -> None:
     """Write every statistic of ``m`` to ``path`` (.npz, compressed, atomic)."""
     from scrapbench.store import atomic_write_bytes
 
@@ -60,10 +92,25 @@ def save(m: PixelMetrics, path: str | Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def load(path: str | Path) -> PixelMetrics:
-    """Read a file written by ``save``."""
-    from .pixel import PixelMetrics
+@dataclass(frozen=True)
+class Saved:
+    """The contents of a statistics file: the evaluator's settings and its counts."""
 
+    path: Path
+    meta: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Keyword arguments that build an empty evaluator with the saved settings."""
+        meta = self.meta
+        return {"fpr_limit": meta["fpr_limit"], "class_names": meta["class_names"], "compat": meta["compat"],
+                "bins": meta["bins"], "bootstrap_bins": meta["bootstrap_bins"],
+                "size_cutoffs": tuple(meta["size_cutoffs"])}
+
+
+def read(path: str | Path) -> Saved:
+    """Read and check a file written by ``save``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such metrics state file")
@@ -75,8 +122,12 @@ def load(path: str | Path) -> PixelMetrics:
         raise MetricsError(f"{path}: not a metrics state file ({exc})") from exc
     if meta.get("format") != FORMAT:
         raise MetricsError(f"{path}: unknown metrics state format {meta.get('format')!r} (expected {FORMAT})")
-    m = PixelMetrics(fpr_limit=meta["fpr_limit"], class_names=meta["class_names"], compat=meta["compat"],
-                     bins=meta["bins"], bootstrap_bins=meta["bootstrap_bins"], size_cutoffs=tuple(meta["size_cutoffs"]))
+    return Saved(path, meta, arrays)
+
+
+def restore(m: Statistics, saved: Saved) -> None:
+    """Fill an empty evaluator built from ``saved.settings`` with the saved counts."""
+    meta, arrays = saved.meta, saved.arrays
     if meta["grid"] is not None:
         m.grid = Grid(meta["grid"][0], meta["grid"][1], m.bins, m.align)
         m.score_min, m.score_max = meta["score_min"], meta["score_max"]
@@ -84,7 +135,6 @@ def load(path: str | Path) -> PixelMetrics:
     m.pro_size, m.pro_class = arrays["pro_size"], arrays["pro_class"]
     m.integer_scores = bool(meta["integer_scores"])
     m.ids = [str(i) for i in arrays["ids"]]
-    m._id_set = set(m.ids)
     m.count = len(m.ids)
     for prefix, group, fields in _GROUPS:
         store = getattr(m, group)
@@ -92,5 +142,4 @@ def load(path: str | Path) -> PixelMetrics:
             value = arrays[f"{prefix}_{key}"]
             store[key] = [value] if len(value) else []
     if not math.isfinite(m.score_min) and m.count:
-        raise MetricsError(f"{path}: corrupt metrics state (images without a score range)")
-    return m
+        raise MetricsError(f"{saved.path}: corrupt metrics state (images without a score range)")

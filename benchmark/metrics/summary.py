@@ -1,4 +1,4 @@
-"""Turn the statistics of a ``PixelMetrics`` into the metrics dictionary and the curves for figures.
+"""Turn the statistics of an evaluator (``state.Statistics``) into the metrics dictionary and the curves for figures.
 
 Breakdowns (all at the F1-max threshold where a threshold is needed, so they describe the operating point a user of
 ``scrapbench predict`` gets):
@@ -15,20 +15,19 @@ Undefined secondary values (a class absent from the test set, image metrics when
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from . import curves
 from .inputs import MetricsError
 from .regions import SIZE_NAMES
-from .state import gather
+from .state import Statistics, gather
 
-if TYPE_CHECKING:
-    from .pixel import PixelMetrics
+ANOMALYCLIP_STEPS = 200  # AnomalyCLIP's AUPRO recipe: linear thresholds between the smallest and largest score
 
 
-def _pooled(m: PixelMetrics) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def _pooled(m: Statistics) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     if m.count == 0 or m.grid is None:
         raise MetricsError("no maps were added: call update(maps, masks) first")
     pos, pro = m.pos.sum(axis=0), m.pro_size.sum(axis=0)
@@ -46,7 +45,7 @@ def _value(x: Any) -> float | None:
     return None if np.isnan(x) else x
 
 
-def summarise(m: PixelMetrics) -> dict[str, Any]:
+def summarise(m: Statistics) -> dict[str, Any]:
     """The metrics dictionary returned by ``PixelMetrics.compute()`` (JSON-serialisable)."""
     pos, neg, pro, n_regions = _pooled(m)
     assert m.grid is not None
@@ -80,7 +79,7 @@ def summarise(m: PixelMetrics) -> dict[str, Any]:
     return result
 
 
-def _error_bounds(m: PixelMetrics, pos: np.ndarray, neg: np.ndarray, pro: np.ndarray,
+def _error_bounds(m: Statistics, pos: np.ndarray, neg: np.ndarray, pro: np.ndarray,
                   n_regions: int) -> dict[str, float]:
     assert m.grid is not None
     if m.integer_scores and m.grid.width <= 1:
@@ -89,13 +88,11 @@ def _error_bounds(m: PixelMetrics, pos: np.ndarray, neg: np.ndarray, pro: np.nda
     return curves.error_bounds(pos, neg, pro, n_regions, m.fpr_limit)
 
 
-def _aupro_anomalyclip(m: PixelMetrics, pro: np.ndarray, neg: np.ndarray, n_regions: int) -> float:
+def _aupro_anomalyclip(m: Statistics, pro: np.ndarray, neg: np.ndarray, n_regions: int) -> float:
     assert m.grid is not None
     low, high = m.score_min, m.score_max
     if high <= low:
         raise MetricsError("AnomalyCLIP AUPRO recipe is undefined: every score is equal")
-    from .pixel import ANOMALYCLIP_STEPS
-
     thresholds = np.arange(low, high, (high - low) / ANOMALYCLIP_STEPS)
     first_above = np.floor(np.ldexp(thresholds, -m.grid.exponent)).astype(np.int64) - m.grid.offset + 1
     try:
@@ -104,7 +101,7 @@ def _aupro_anomalyclip(m: PixelMetrics, pro: np.ndarray, neg: np.ndarray, n_regi
         raise MetricsError(str(exc)) from exc
 
 
-def _image_level(m: PixelMetrics) -> dict[str, float | None]:
+def _image_level(m: Statistics) -> dict[str, float | None]:
     scores, labels = gather(m, "images", "max"), gather(m, "images", "anomalous")
     if labels.all() or not labels.any():
         return {"image_auroc": None, "image_ap": None}
@@ -112,7 +109,7 @@ def _image_level(m: PixelMetrics) -> dict[str, float | None]:
     return {"image_auroc": float(curves.auroc(pos, neg)), "image_ap": float(curves.average_precision(pos, neg))}
 
 
-def _region_measures(m: PixelMetrics, selected: np.ndarray, pro: np.ndarray, neg: np.ndarray,
+def _region_measures(m: Statistics, selected: np.ndarray, pro: np.ndarray, neg: np.ndarray,
                      threshold: float) -> dict[str, Any]:
     half = gather(m, "regions", "half_score")[selected]
     count = int(selected.sum())
@@ -121,7 +118,7 @@ def _region_measures(m: PixelMetrics, selected: np.ndarray, pro: np.ndarray, neg
             "region_recall": float(np.mean(half >= threshold)) if count else None}
 
 
-def _per_class(m: PixelMetrics, neg: np.ndarray, best: int, threshold: float) -> dict[str, dict[str, Any]]:
+def _per_class(m: Statistics, neg: np.ndarray, best: int, threshold: float) -> dict[str, dict[str, Any]]:
     if m.class_names is not None:
         named = [(v, name) for v, name in enumerate(m.class_names, start=1)]
     else:
@@ -141,7 +138,7 @@ def _per_class(m: PixelMetrics, neg: np.ndarray, best: int, threshold: float) ->
     return out
 
 
-def _per_size(m: PixelMetrics, neg: np.ndarray, threshold: float) -> dict[str, dict[str, Any]]:
+def _per_size(m: Statistics, neg: np.ndarray, threshold: float) -> dict[str, dict[str, Any]]:
     sizes = gather(m, "regions", "size")
     bounds = (0.0, *m.size_cutoffs, None)
     out = {}
@@ -152,7 +149,7 @@ def _per_size(m: PixelMetrics, neg: np.ndarray, threshold: float) -> dict[str, d
     return out
 
 
-def curve_data(m: PixelMetrics, max_points: int = 1000) -> dict[str, dict[str, list[float]]]:
+def curve_data(m: Statistics, max_points: int = 1000) -> dict[str, dict[str, list[float]]]:
     """ROC, PR and PRO points (each ≤ ``max_points``) for figures."""
     pos, neg, pro, n_regions = _pooled(m)
     assert m.grid is not None

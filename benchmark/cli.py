@@ -295,15 +295,18 @@ def evaluate(
 def report(
     runs: Path = typer.Argument(Path("runs"), help="Results folder written by `scrapbench run`."),
     out: Path = typer.Option(None, help="Report folder (default: RUNS/report)."),
-    dataset: str = typer.Option(None, help="Only runs on this dataset (needed when RUNS holds several)."),
+    dataset: str = typer.Option(None, help="Only runs on this dataset, or on this benchmark's categories (mvtec, "
+                                           "visa); needed when RUNS holds several."),
     preset: str = typer.Option(None, help="Only runs of this preset (needed when RUNS holds several)."),
     n_boot: int = typer.Option(1000, help="Paired bootstrap resamples (0: no confidence intervals)."),
     ci: float = typer.Option(0.95, help="Confidence level of the bootstrap intervals."),
     primary_metric: str = typer.Option("ap", help="Metric that picks the best method for the bootstrap."),
     rows: int = typer.Option(4, help="Test images in the qualitative figure."),
     figures: bool = typer.Option(True, "--figures/--no-figures", help="Draw the PNG figures."),
+    published: bool = typer.Option(False, "--published", help="MVTec AD / VisA runs: the papers' numbers beside the "
+                                                              "measured means over categories, with the difference."),
 ) -> None:
-    """Tables (Table 2 / Table 3 layout), confidence intervals and figures from finished runs."""
+    """Tables (Table 2 / Table 3 layout, or per category for MVTec AD / VisA), intervals and figures from runs."""
     import csv
 
     from scrapbench.outdir import OutputError, guard_output, write_marker
@@ -316,7 +319,7 @@ def report(
         out.mkdir(parents=True, exist_ok=True)
         write_marker(out, "report")  # first: a report that fails half-way can still be rewritten
         path = build_report(runs, out, dataset=dataset, preset=preset, n_boot=n_boot, ci=ci,
-                            primary_metric=primary_metric, qualitative_rows=rows, figures=figures)
+                            primary_metric=primary_metric, qualitative_rows=rows, figures=figures, published=published)
     except (ReportError, RunFolderError, OutputError, OSError) as exc:
         _fail(_error_text(exc))
     console.print(f"report written to {path}")

@@ -44,7 +44,7 @@ def method_label(method: str, config: dict[str, Any]) -> str:
     """How the paper names a method row (WinCLIP+ gets its shot count)."""
     label = DISPLAY_NAMES.get(method, method)
     if method == "winclip_plus" and config.get("k_shot"):
-        label += f" ({config['k_shot']} shots)"
+        label += f" ({config['k_shot']} shot{'s' if config['k_shot'] != 1 else ''})"
     return label
 
 

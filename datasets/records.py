@@ -152,11 +152,14 @@ def records_fingerprint(header: Mapping[str, object], splits: Mapping[str, Seque
     The records are part of it, not only the files: VisA's split file decides which image is in
     which split, so the same files under another split file give another fingerprint.
     """
+    prefix = os.path.abspath(root).rstrip(os.sep) + os.sep
+
     def entry(path: Path | None) -> str:
         if path is None:
             return "-\t-\t-"
-        name = Path(os.path.relpath(os.path.abspath(path), os.path.abspath(root))).as_posix()
-        return f"{name}\t{facts[path].size}\t{facts[path].sha256}"
+        full = os.path.abspath(path)  # the usual case is a plain prefix: no path parsing
+        name = full[len(prefix):] if full.startswith(prefix) else os.path.relpath(full, prefix)
+        return f"{name.replace(os.sep, '/')}\t{facts[path].size}\t{facts[path].sha256}"
 
     digest = hashlib.sha256(json.dumps(dict(header), sort_keys=True).encode() + b"\n")
     for name, records in splits.items():

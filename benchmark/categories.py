@@ -39,6 +39,7 @@ from scrapbench.datasets.protocols import (
     supervised_split,
     with_training,
 )
+from scrapbench.datasets.resolve import parse_benchmark_spec
 from scrapbench.datasets.types import Dataset
 from scrapbench.method import LearningType
 from scrapbench.registry import build_config, get_spec
@@ -125,6 +126,8 @@ def run_categories(
     of the grid has another identity (nothing is run then). ``on_dataset(spec, dataset)`` sees each
     dataset once opened, ``on_failure`` each one left out; ``say`` gets the protocol notes worth a line.
     """
+    if train_on is not None and parse_benchmark_spec(train_on) is None:
+        raise DatasetError(f"--train-on {train_on}: takes mvtec:ROOT[#cat1,cat2] or visa:ROOT[#cat1,cat2]")
     specs = expand_dataset_spec(spec)
     learners = {m for m in methods if learns_from_anomalies(m, options)}
     ignoring = [m for m in methods if m not in learners]

@@ -93,7 +93,9 @@ def build_report(
         return out_dir / "report.md"
     records = _records(tidy)
     sections: list[str] = []
-    notes: list[str] = []
+    from scrapbench.report_categories import protocol_notes  # runs trained on other data (--train-on) say so
+
+    notes: list[str] = protocol_notes(tidy, method_order(list(tidy["method"].unique())))
 
     table2_methods = suite_methods(tidy, "table2")
     table2 = summary_table(tidy, table2_methods)

@@ -123,7 +123,9 @@ def per_category_frames(tidy: pd.DataFrame, methods: Sequence[str], categories: 
             row.update({f"{method}_mean_pct": values[method][0], f"{method}_std_pct": values[method][1],
                         f"{method}_seeds": values[method][2]})
         numbers.append(row)
-        rounded = {m: round(v[0], 2) for m, v in values.items() if not pd.isna(v[0])}
+        # An incomplete mean (fewer categories) is not comparable with the others: never marked best.
+        rounded = {m: round(v[0], 2) for m, v in values.items()
+                   if not pd.isna(v[0]) and not (category == MEAN_ROW and incomplete.get(m))}
         best = {m for m, v in rounded.items() if v == max(rounded.values())} if len(rounded) > 1 else set()
         marks = {m: f" {INCOMPLETE_MARK}" if incomplete.get(m) and category == MEAN_ROW else "" for m in values}
         shown.append({"Category": "Mean" if category == MEAN_ROW else category,
@@ -297,11 +299,12 @@ def write_benchmark_tables(tidy: pd.DataFrame, out_dir: Path, published: bool) -
                         f"[published.csv](published.csv) · [published.md](published.md) · "
                         f"[published.tex](published.tex)\n\n{markdown}"
                         + "".join(f"\n- {n}" for n in published_notes) + "\n")
-    notes += _protocol_notes(tidy, methods)
+    notes += protocol_notes(tidy, methods)
     return sections, notes
 
 
-def _protocol_notes(tidy: pd.DataFrame, methods: Sequence[str]) -> list[str]:
+def protocol_notes(tidy: pd.DataFrame, methods: Sequence[str]) -> list[str]:
+    """One line per method that did not train on its dataset's own train split (what it trained on)."""
     notes = []
     labels = _labels(tidy, methods, mark="")
     for method in methods:

@@ -155,6 +155,8 @@ def test_train_on_the_other_benchmark_is_recorded_and_never_pooled_with_other_tr
     # training on the evaluated test images is refused
     same = _run(f"visa:{data / 'visa'}", tmp_path / "other", "toy_supervised", 1, "--train-on", f"visa:{data / 'visa'}")
     assert same.exit_code == 2 and "trains on the test images of visa-candle" in same.output
+    folder = _run(f"visa:{data / 'visa'}", tmp_path / "other", "toy", 1, "--train-on", data / "mvtec")
+    assert folder.exit_code == 2 and "takes mvtec:ROOT[#cat1,cat2] or visa:ROOT" in folder.output
 
 
 def test_published_numbers_beside_the_measured_means(data, tmp_path, monkeypatch):
@@ -269,3 +271,43 @@ def test_one_progress_bar_over_the_whole_grid(data, tmp_path, monkeypatch):
     outcome = categories.run_categories(f"mvtec:{data / 'mvtec'}", ["toy", "toy_supervised"], [0, 1], options)
     assert len(outcome.results) == 2 * 2 * 2 and [f.spec.rsplit("#")[1] for f in outcome.failures] == ["screw"]
     assert bars == [("runs", 8)]  # one bar for 2 categories × 2 methods × 2 seeds, none per category
+
+
+def test_failed_runs_of_a_category_are_listed_and_its_mean_is_flagged(data, tmp_path):
+    out = tmp_path / "runs"
+    assert _run(f"mvtec:{data / 'mvtec'}#bottle,metal_nut", out, "toy,toy_supervised", 1).exit_code == 0
+    folder = out / "mvtec-metal_nut" / "smoke" / "toy" / "seed0"
+    (folder / "run.json").unlink()  # as a failed run leaves it: error.json, no run.json
+    (folder / "error.json").write_text(json.dumps({"method": "toy", "seed": 0, "message": "RuntimeError: boom"}))
+    report = _cli("report", out, "--no-figures")
+    assert report.exit_code == 0, report.output
+    assert "✗ toy seed 0: RuntimeError: boom (mvtec-metal_nut/smoke/toy/seed0)" in report.output
+    mean_row = (out / "report" / "per_category_auroc.md").read_text().splitlines()[4]
+    toy = 100 * _metrics(out, "mvtec-bottle", "toy", 0)["auroc"]
+    assert mean_row.startswith(f"| Mean | {toy:.2f} ‡ |")  # toy's mean covers bottle only
+    assert "toy ‡ (1/2 categories)" in (out / "report" / "categories_mean.md").read_text()
+    assert "## Failed runs" in (out / "report" / "report.md").read_text()
+
+
+def test_per_defect_type_classes_from_the_command_line(data, tmp_path):
+    out = tmp_path / "runs"
+    assert _run(f"mvtec:{data / 'mvtec'}#bottle", out, "toy", 1, "--per-defect-type").exit_code == 0
+    record = _record(out, "mvtec-bottle", "toy", 0)
+    assert record["dataset"]["class_names"] == ["broken_large", "contamination"]
+
+
+def test_train_on_with_a_dataset_folder_and_its_report_note(data, tmp_path, smoke_dataset):
+    """--train-on works for any evaluated data (here a dataset folder); the usual report names the training data."""
+    from scrapbench.datasets.folder import write_folder_dataset
+
+    folder = write_folder_dataset(tmp_path / "plant", smoke_dataset.class_names,
+                                  {"train": smoke_dataset.train[:4], "test": smoke_dataset.test[:6]})
+    out = tmp_path / "runs"
+    train_on = f"visa:{data / 'visa'}#candle"
+    result = _run(folder, out, "toy,toy_supervised", 1, "--train-on", train_on)
+    assert result.exit_code == 0, result.output
+    record = _record(out, "plant", "toy_supervised", 0)
+    assert record["identity"]["training"]["protocol"] == "cross_dataset"
+    assert record["dataset"]["num_train"] == VISA["candle"]["test_normal"] + VISA["candle"]["test_anomaly"]
+    assert _cli("report", out, "--no-figures", "--n-boot", 0).exit_code == 0
+    assert f"toy_supervised was trained on the test images of {train_on}." in (out / "report" / "report.md").read_text()

@@ -218,7 +218,7 @@ def test_paper_methods_accept_the_benchmarks_unchanged(data, tmp_path):
     assert not math.isnan(table.loc["anomalyclip", "aupro_diff_pp"])  # trained as in the paper: compared
 
 
-def test_report_selects_one_benchmark_or_one_category(data, tmp_path, smoke_dataset):
+def test_report_selects_one_benchmark_or_one_category(data, tmp_path):
     out = tmp_path / "runs"
     assert _run(f"mvtec:{data / 'mvtec'}#bottle,metal_nut", out, "toy", 1).exit_code == 0
     assert _run(f"visa:{data / 'visa'}#candle", out, "toy", 1).exit_code == 0

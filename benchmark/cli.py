@@ -54,7 +54,13 @@ def run(
                                       help="Names, comma lists, `all` (Table 2) or `ablation` (Table 3)."),
     seeds: int = typer.Option(3, min=1, help="Number of seeds per method (seeds first_seed..first_seed+N-1)."),
     first_seed: int = typer.Option(0, min=0, help="First seed."),
-    dataset: str = typer.Option("synthetic", help="`synthetic` or a dataset folder (see README)."),
+    dataset: str = typer.Option("synthetic", help="`synthetic`, a dataset folder, or a public benchmark: "
+                                                  "mvtec:ROOT[#cat1,cat2] / visa:ROOT[#...] (one run per category)."),
+    train_on: str = typer.Option(None, "--train-on", help="Train the methods that learn from anomalies on this "
+                                                          "benchmark's test images (AnomalyCLIP's protocol), e.g. "
+                                                          "visa:ROOT; zero-/few-shot methods ignore it."),
+    per_defect_type: bool = typer.Option(False, "--per-defect-type",
+                                         help="MVTec AD: one class per defect type instead of `anomaly`."),
     data_seed: int = typer.Option(0, help="Seed of the synthetic dataset (not of the methods)."),
     preset: str = typer.Option("cpu", help="smoke | cpu | paper | a preset YAML file."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:1 ..."),
@@ -70,6 +76,7 @@ def run(
 ) -> None:
     """Fit, predict and evaluate methods over several seeds; resumes where it stopped."""
     from scrapbench.datasets import DatasetError, load_dataset
+    from scrapbench.datasets.resolve import parse_benchmark_spec
     from scrapbench.presets import resolve_preset
     from scrapbench.registry import get_spec, resolve_method_names
     from scrapbench.runner import RunIdentityError, RunOptions, run_benchmark
@@ -90,42 +97,78 @@ def run(
         if unknown:
             _fail(f"settings for methods not being run: {unknown}")
         _require_weights(names, resolved.name, overrides, preset)
-        data = load_dataset(dataset, preset=resolved.name, seed=data_seed, show_progress=progress)
+        per_category = train_on is not None or parse_benchmark_spec(dataset) is not None
+        if not per_category:
+            data = load_dataset(dataset, preset=resolved.name, seed=data_seed, show_progress=progress)
     except (KeyError, ValueError, OSError, DatasetError) as exc:
         _fail(_error_text(exc))
     options = RunOptions(preset=resolved.name, device=device, out=out, dataset_spec=dataset, data_seed=data_seed,
                          save_maps=save_maps, overrides=overrides, overwrite=overwrite, show_progress=progress,
                          verbose=verbose)
-    console.print(Text.assemble(
-        "dataset ", (data.name, "bold"), f": {len(data.train)} train / {len(data.test)} test images, classes "
-        f"{', '.join(data.class_names)}; preset ", (resolved.name, "bold"),
-        f"; {len(names)} methods × {seeds} seeds → {out}"))
+    if not per_category:
+        console.print(Text.assemble(
+            "dataset ", (data.name, "bold"), f": {len(data.train)} train / {len(data.test)} test images, classes "
+            f"{', '.join(data.class_names)}; preset ", (resolved.name, "bold"),
+            f"; {len(names)} methods × {seeds} seeds → {out}"))
 
     def show(result) -> None:
+        # On a benchmark, each line names the category's dataset (the folder above preset/method/seed).
+        which = f"{result.directory.parents[2].name} " if per_category else ""
         if result.status == "busy":
-            console.print(f"⧗ {result.method} seed {result.seed}: another process is computing it; "
+            console.print(f"⧗ {which}{result.method} seed {result.seed}: another process is computing it; "
                           f"waiting for it after the other runs")
         elif result.status == "failed":
             where = " (in another process)" if result.elsewhere else ""
-            console.print(f"✗ {result.method} seed {result.seed}{where}: {result.error} ({result.directory})",
+            console.print(f"✗ {which}{result.method} seed {result.seed}{where}: {result.error} ({result.directory})",
                           style="red")
         else:
             m = result.metrics or {}
             line = " ".join(f"{k}={100 * m[k]:.1f}" for k in ("auroc", "aupro", "ap", "f1max") if k in m)
             mark = "✓" if result.status == "done" else "↷"
             where = " (computed by another process)" if result.elsewhere else ""
-            console.print(f"{mark} {result.method} seed {result.seed}: {line}{where}")
+            console.print(f"{mark} {which}{result.method} seed {result.seed}: {line}{where}")
 
+    left_out = []  # datasets of a benchmark that could not be run
     try:
-        results = run_benchmark(data, names, range(first_seed, first_seed + seeds), options, on_result=show)
-    except (RunIdentityError, RunFolderError, OSError) as exc:
+        if per_category:
+            grid = _run_per_category(dataset, names, range(first_seed, first_seed + seeds), options, train_on,
+                                     per_defect_type, show)
+            results, left_out = grid.results, grid.failures
+        else:
+            results = run_benchmark(data, names, range(first_seed, first_seed + seeds), options, on_result=show)
+    except (RunIdentityError, RunFolderError, OSError, DatasetError) as exc:
         _fail(_error_text(exc))
     failed = [r for r in results if r.status == "failed"]
     if failed:
         console.print(f"{len(failed)} of {len(results)} run(s) failed (see above; a failed run's error.json holds "
                       f"its traceback). Run the same command again to retry them.", style="red")
+    if left_out:
+        console.print(f"{len(left_out)} dataset(s) could not be run (see above); their runs are not in the results.",
+                      style="red")
+    if failed or left_out:
         raise typer.Exit(code=1)
     console.print(f"all {len(results)} runs finished; `scrapbench report {out}` builds the tables.")
+
+
+def _run_per_category(spec: str, names: list[str], seeds: range, options, train_on: str | None,
+                      per_defect_type: bool, show):
+    """``run`` on a public benchmark (or with --train-on): one line per category, then its runs."""
+    from scrapbench.categories import run_categories
+
+    def opened(one: str, data) -> None:
+        console.print(Text.assemble(
+            "dataset ", (data.name, "bold"), f": {len(data.train)} train / {len(data.test)} test images, classes "
+            f"{', '.join(data.class_names)}" + (f", object {data.object_name!r}" if data.object_name else "")))
+
+    def left_out(failure) -> None:
+        console.print(Text.assemble(("✗ ", "red"), f"{failure.spec}: {failure.message} "
+                                                   f"({', '.join(failure.methods)} not run)"), style="red")
+
+    console.print(Text.assemble("benchmark ", (spec, "bold"), "; preset ", (options.preset, "bold"),
+                                f"; {len(names)} methods × {len(seeds)} seeds per category → {options.out}"))
+    return run_categories(spec, names, list(seeds), options, train_on=train_on, per_defect_type=per_defect_type,
+                          on_result=show, on_dataset=opened, on_failure=left_out,
+                          say=lambda text: console.print(f"note: {text}"))
 
 
 def _require_weights(names: list[str], preset_name: str, overrides: dict, preset_arg: str) -> None:
@@ -252,15 +295,18 @@ def evaluate(
 def report(
     runs: Path = typer.Argument(Path("runs"), help="Results folder written by `scrapbench run`."),
     out: Path = typer.Option(None, help="Report folder (default: RUNS/report)."),
-    dataset: str = typer.Option(None, help="Only runs on this dataset (needed when RUNS holds several)."),
+    dataset: str = typer.Option(None, help="Only runs on this dataset, or on this benchmark's categories (mvtec, "
+                                           "visa); needed when RUNS holds several."),
     preset: str = typer.Option(None, help="Only runs of this preset (needed when RUNS holds several)."),
     n_boot: int = typer.Option(1000, help="Paired bootstrap resamples (0: no confidence intervals)."),
     ci: float = typer.Option(0.95, help="Confidence level of the bootstrap intervals."),
     primary_metric: str = typer.Option("ap", help="Metric that picks the best method for the bootstrap."),
     rows: int = typer.Option(4, help="Test images in the qualitative figure."),
     figures: bool = typer.Option(True, "--figures/--no-figures", help="Draw the PNG figures."),
+    published: bool = typer.Option(False, "--published", help="MVTec AD / VisA runs: the papers' numbers beside the "
+                                                              "measured means over categories, with the difference."),
 ) -> None:
-    """Tables (Table 2 / Table 3 layout), confidence intervals and figures from finished runs."""
+    """Tables (Table 2 / Table 3 layout, or per category for MVTec AD / VisA), intervals and figures from runs."""
     import csv
 
     from scrapbench.outdir import OutputError, guard_output, write_marker
@@ -273,7 +319,7 @@ def report(
         out.mkdir(parents=True, exist_ok=True)
         write_marker(out, "report")  # first: a report that fails half-way can still be rewritten
         path = build_report(runs, out, dataset=dataset, preset=preset, n_boot=n_boot, ci=ci,
-                            primary_metric=primary_metric, qualitative_rows=rows, figures=figures)
+                            primary_metric=primary_metric, qualitative_rows=rows, figures=figures, published=published)
     except (ReportError, RunFolderError, OutputError, OSError) as exc:
         _fail(_error_text(exc))
     console.print(f"report written to {path}")

@@ -48,11 +48,17 @@ def compute_settings(device: str, predict_batch_size: int) -> dict[str, Any]:
 
 
 def run_identity(method: str, seed: int, preset: str, config: Mapping[str, Any], dataset_fingerprint: str,
-                 compute: Mapping[str, Any]) -> dict[str, Any]:
-    """The identity recorded in ``run.json`` (plain JSON values, so it compares equal once reloaded)."""
+                 compute: Mapping[str, Any], training: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The identity recorded in ``run.json`` (plain JSON values, so it compares equal once reloaded).
+
+    ``training``: how the train split departs from the dataset's own (other data, a supervised split;
+    :func:`scrapbench.datasets.protocols.training_identity`); absent when it does not.
+    """
     identity = {"method": method, "seed": seed, "preset": preset, "config": dict(config),
                 "dataset_fingerprint": dataset_fingerprint, "evaluator_version": EVALUATOR_VERSION,
                 "compute": dict(compute)}
+    if training is not None:
+        identity["training"] = dict(training)
     return json.loads(json.dumps(identity))
 
 

@@ -43,6 +43,9 @@ class FitContext:
     class_names: tuple[str, ...]
     show_progress: bool = True
     verbose: bool = False  # third-party libraries may print their own output to the console
+    #: The object the images show, in words ("metal nut"), for prompts that name it (WinCLIP); ``None``
+    #: when the data has no single object (the steel scrap). Filled from ``Dataset.object_name``.
+    object_name: str | None = None
 
 
 class AnomalyMethod(ABC):

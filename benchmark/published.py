@@ -16,6 +16,13 @@ from importlib import resources
 METRICS: dict[str, str] = {"pixel_auroc": "auroc", "aupro": "aupro", "image_auroc": "image_auroc",
                            "image_ap": "image_ap"}
 DATASET_NAMES = {"mvtec": "MVTec AD", "visa": "VisA"}
+#: The categories the published means are taken over (MVTec AD's 15, VisA's 12 objects).
+BENCHMARK_CATEGORIES: dict[str, tuple[str, ...]] = {
+    "mvtec": ("bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill", "screw",
+              "tile", "toothbrush", "transistor", "wood", "zipper"),
+    "visa": ("candle", "capsules", "cashew", "chewinggum", "fryum", "macaroni1", "macaroni2", "pcb1", "pcb2", "pcb3",
+             "pcb4", "pipe_fryum"),
+}
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,11 @@ def _document() -> dict:
 def load_published() -> list[PublishedResult]:
     """Every published row, in file order."""
     return [PublishedResult(**row) for row in _document()["results"]]
+
+
+def load_published_papers() -> dict[str, dict[str, str]]:
+    """The papers the values come from: key → citation, arXiv id."""
+    return dict(_document()["papers"])
 
 
 def published_for(method: str, dataset: str, shots: int = 0) -> PublishedResult | None:

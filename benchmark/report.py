@@ -35,6 +35,7 @@ from scrapbench.tables import (
     ReportError,
     SummaryTable,
     collect_runs,
+    is_benchmark,
     method_order,
     select_group,
     suite_methods,
@@ -57,10 +58,14 @@ def build_report(
     bootstrap_seed: int = 0,
     qualitative_rows: int = 4,
     figures: bool = True,
+    published: bool = False,
 ) -> Path:
     """Build the report of the runs of one (dataset, preset) below ``runs_dir``; returns ``report.md``.
 
-    ``n_boot=0`` skips the bootstrap; ``figures=False`` skips the PNGs.
+    ``n_boot=0`` skips the bootstrap; ``figures=False`` skips the PNGs. The runs of a public benchmark
+    (its categories' datasets, ``mvtec-*`` / ``visa-*``) get the per-category report of
+    :mod:`scrapbench.report_categories` instead, unless ``dataset`` names one category's dataset;
+    ``published`` adds the papers' numbers there.
     """
     runs_dir, out_dir = Path(runs_dir), Path(out_dir)
     collected = collect_runs(runs_dir)
@@ -70,14 +75,27 @@ def build_report(
             raise ReportError(f"no finished runs found, only {len(failed)} failed one(s): "
                               + "; ".join(f"{r.method} seed {r.seed}: {r.message}" for r in failed.itertuples()))
     tidy = select_group(collected, dataset, preset)
-    failed = failed_runs(runs_dir, tidy)
+    per_category = is_benchmark(tidy) and dataset not in set(tidy["dataset"])
+    if published and not per_category:
+        raise ReportError(f"--published sets the papers' MVTec AD / VisA numbers beside a benchmark's runs "
+                          f"(--dataset mvtec:ROOT or visa:ROOT); these runs are on {tidy['dataset'].iloc[0]}")
+    failed = failed_runs(runs_dir, tidy, whole_benchmark=per_category)
     out_dir.mkdir(parents=True, exist_ok=True)
     # The identity key is a long JSON string, the same for a method's seeds; run.json holds it.
     atomic_write_text(out_dir / "runs.csv", tidy.drop(columns="identity").to_csv(index=False, float_format="%.6f"))
     atomic_write_text(out_dir / "failed_runs.csv", failed.to_csv(index=False))
+    if per_category:
+        from scrapbench.report_categories import benchmark_page
+
+        page = benchmark_page(tidy, failed, runs_dir, out_dir, published,
+                              _failed_section(failed) if not failed.empty else None)
+        atomic_write_text(out_dir / "report.md", page)
+        return out_dir / "report.md"
     records = _records(tidy)
     sections: list[str] = []
-    notes: list[str] = []
+    from scrapbench.report_categories import protocol_notes  # runs trained on other data (--train-on) say so
+
+    notes: list[str] = protocol_notes(tidy, method_order(list(tidy["method"].unique())))
 
     table2_methods = suite_methods(tidy, "table2")
     table2 = summary_table(tidy, table2_methods)
@@ -112,17 +130,24 @@ def build_report(
     return out_dir / "report.md"
 
 
-def failed_runs(runs_dir: str | Path, tidy: pd.DataFrame | None = None) -> pd.DataFrame:
+def failed_runs(runs_dir: str | Path, tidy: pd.DataFrame | None = None, whole_benchmark: bool = False) -> pd.DataFrame:
     """Failed runs (an error.json, no run.json) below ``runs_dir``: method, seed, one-line error, folder
     (relative to ``runs_dir``).
 
-    With ``tidy``, only those of the same (dataset, preset) folder as the selected finished runs.
+    With ``tidy``, only those of the same (dataset, preset) folder as the selected finished runs;
+    ``whole_benchmark``: of any category of the selected runs' benchmark (a category whose every run
+    failed has no finished run), with their preset.
     """
     runs_dir = Path(runs_dir)
     groups = None if tidy is None else {Path(f).parents[1] for f in tidy["folder"].unique()}
+    prefix = f"{tidy['benchmark'].iloc[0]}-" if whole_benchmark and tidy is not None else None
+    presets = set() if tidy is None else {Path(f).parents[1].name for f in tidy["folder"].unique()}
     rows = []
     for folder, record in iter_failed_runs(runs_dir):
-        if groups is not None and folder.parents[1] not in groups:
+        if prefix is not None:
+            if not (folder.parents[2].name.startswith(prefix) and folder.parents[1].name in presets):
+                continue
+        elif groups is not None and folder.parents[1] not in groups:
             continue
         message = record.get("message") or record.get("error") or "(no message)"
         rows.append({"method": str(record.get("method", folder.parent.name)), "seed": record.get("seed"),

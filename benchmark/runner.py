@@ -16,6 +16,7 @@ run nor delete each other's work, and a crashed process's runs are picked up by 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -33,6 +34,7 @@ from tqdm.auto import tqdm
 
 from scrapbench import __version__
 from scrapbench.datasets.fingerprint import dataset_fingerprint
+from scrapbench.datasets.protocols import benchmark_record, training_identity
 from scrapbench.datasets.types import Dataset
 from scrapbench.environment import PeakMemory, device_description, git_commit, library_versions
 from scrapbench.identity import compute_settings, identity_differences, run_identity
@@ -123,7 +125,7 @@ def plan_run(dataset: Dataset, method_name: str, seed: int, options: RunOptions)
     config = build_config(method_name, options.preset, options.overrides.get(method_name))
     seed_everything(seed)
     identity = run_identity(method_name, seed, options.preset, config_to_dict(config), dataset_fingerprint(dataset),
-                            compute_settings(options.device, options.batch_size))
+                            compute_settings(options.device, options.batch_size), training_identity(dataset))
     directory = run_dir(options.out, dataset_slug(dataset, options), options.preset, method_name, seed)
     return RunPlan(method_name, seed, directory, identity)
 
@@ -134,6 +136,7 @@ def run_benchmark(
     seeds: Sequence[int],
     options: RunOptions,
     on_result: Callable[[RunResult], None] | None = None,
+    progress: tqdm | None = None,
 ) -> list[RunResult]:
     """Run every (method, seed): finished runs are reused, failures recorded, busy runs waited for.
 
@@ -142,6 +145,7 @@ def run_benchmark(
     pass; then this process waits for each lease and reports the run as done elsewhere, or computes
     it if its holder died. Failures found at the start are retried; a failure another process records
     meanwhile is reported, not computed again. ``on_result`` sees every result (``busy`` ones too).
+    ``progress``: a bar to advance instead of one of its own (one bar over several datasets).
     """
     ensure_writable_dir(Path(options.out))
     if dataset.fingerprint is None:  # computed once here, not once per run
@@ -152,7 +156,9 @@ def run_benchmark(
     retry = {pair: failed_attempt(plan.directory) for pair, plan in plans.items()}
     results: dict[tuple[str, int], RunResult] = {}
     busy: list[tuple[str, int]] = []
-    with tqdm(total=len(pairs), desc="runs", unit="run", disable=not options.show_progress) as progress:
+    bar = tqdm(total=len(pairs), desc="runs", unit="run", disable=not options.show_progress) if progress is None \
+        else contextlib.nullcontext(progress)
+    with bar as progress:
         for pair in pairs:
             result = run_one(dataset, *pair, options, retry=retry[pair])
             if on_result is not None:
@@ -332,7 +338,7 @@ def _execute(dataset: Dataset, plan: RunPlan, options: RunOptions, directory: Pa
     workdir.mkdir()
     seed_everything(seed)
     ctx = FitContext(seed=seed, device=options.device, workdir=workdir, class_names=dataset.class_names,
-                     show_progress=options.show_progress, verbose=options.verbose)
+                     show_progress=options.show_progress, verbose=options.verbose, object_name=dataset.object_name)
     with PeakMemory() as memory, NondeterminismMonitor() as nondeterminism:
         start = time.perf_counter()
         method.fit(dataset.train, ctx)
@@ -384,7 +390,7 @@ def _execute(dataset: Dataset, plan: RunPlan, options: RunOptions, directory: Pa
         "dataset": {"name": dataset.name, "spec": options.dataset_spec, "seed": options.data_seed,
                     "fingerprint": plan.identity["dataset_fingerprint"],
                     "class_names": list(dataset.class_names), "num_train": len(dataset.train),
-                    "num_test": len(dataset.test)},
+                    "num_test": len(dataset.test), **benchmark_record(dataset)},
         "config": config_to_dict(method.config),
         "weights": method.weights_info(),
         "device": device_description(options.device),

@@ -44,7 +44,7 @@ def method_label(method: str, config: dict[str, Any]) -> str:
     """How the paper names a method row (WinCLIP+ gets its shot count)."""
     label = DISPLAY_NAMES.get(method, method)
     if method == "winclip_plus" and config.get("k_shot"):
-        label += f" ({config['k_shot']} shots)"
+        label += f" ({config['k_shot']} shot{'s' if config['k_shot'] != 1 else ''})"
     return label
 
 
@@ -94,6 +94,11 @@ def collect_runs(runs_dir: str | Path) -> pd.DataFrame:
             "dataset_fingerprint": identity.get("dataset_fingerprint"),
             "evaluator_version": identity.get("evaluator_version"),
             "identity": without_seed(identity),
+            # A public benchmark's category ("" otherwise) and what the method trained on (run.json's dataset record)
+            "benchmark": str(dataset.get("benchmark") or ""),
+            "category": str(dataset.get("category") or ""),
+            "training": training_protocol(dataset),
+            "shots": int(config.get("k_shot") or 0),
         }
         for metric in (*PIXEL_METRICS, *IMAGE_METRICS):
             value = metrics.get(metric)
@@ -101,27 +106,74 @@ def collect_runs(runs_dir: str | Path) -> pd.DataFrame:
                 rows.append({**base, "metric": metric, "value": float(value)})
     columns = ["dataset", "preset", "method", "seed", "label", "ablation_label", "suites", "learning_type",
                "random_init", "fit_s", "predict_images_per_s", "peak_rss_mb", "folder", "dataset_fingerprint",
-               "evaluator_version", "identity", "metric", "value"]
+               "evaluator_version", "identity", "benchmark", "category", "training", "shots", "metric", "value"]
     return pd.DataFrame(rows, columns=columns)
 
 
+def training_protocol(dataset_record: dict[str, Any]) -> str:
+    """What a run trained on, from run.json's dataset record: ``""`` (its own train split),
+    ``"supervised_split"`` or ``"cross_dataset:<train spec>"``."""
+    training = dataset_record.get("training")
+    if isinstance(training, dict) and training.get("protocol") == "cross_dataset":
+        return f"cross_dataset:{training.get('train_on', '?')}"
+    if isinstance(dataset_record.get("supervised_split"), dict):
+        return "supervised_split"
+    return ""
+
+
 def select_group(tidy: pd.DataFrame, dataset: str | None = None, preset: str | None = None) -> pd.DataFrame:
-    """The runs of one (dataset, preset): a report compares methods on the same data only."""
+    """The runs of one (dataset, preset), or of one public benchmark's categories and one preset.
+
+    A report compares methods on the same data only; a benchmark's categories (``mvtec-bottle``,
+    ``mvtec-cable`` ...) are reported together, category by category (``dataset`` may name the
+    benchmark, ``mvtec`` / ``visa``, or one of its categories' datasets alone).
+    """
     if tidy.empty:
         raise ReportError("no finished runs found (run.json + metrics.json); run `scrapbench run` first")
     if dataset is not None:
-        tidy = tidy[tidy["dataset"] == dataset]
+        tidy = tidy[(tidy["dataset"] == dataset) | (tidy["benchmark"] == dataset)]
     if preset is not None:
         tidy = tidy[tidy["preset"] == preset]
     groups = sorted(set(zip(tidy["dataset"], tidy["preset"], strict=True)))
     if not groups:
         raise ReportError(f"no runs for dataset={dataset!r} preset={preset!r}")
-    if len(groups) > 1:
-        listing = ", ".join(f"--dataset {d} --preset {p}" for d, p in groups)
+    choices = sorted(set(zip(tidy["benchmark"].where(tidy["benchmark"] != "", tidy["dataset"]), tidy["preset"],
+                             strict=True)))
+    if len(choices) > 1:
+        listing = ", ".join(f"--dataset {d} --preset {p}" for d, p in choices)
         raise ReportError(f"runs of several datasets/presets found; choose one: {listing}")
     tidy = tidy.reset_index(drop=True)
-    check_poolable(tidy)
+    for _, category in tidy.groupby("dataset", sort=True):  # one group, or each category of a benchmark
+        check_poolable(category)
+    if len(groups) > 1:
+        check_poolable_across_categories(tidy)
     return tidy
+
+
+def is_benchmark(tidy: pd.DataFrame) -> bool:
+    """Whether the selected runs are categories of a public benchmark (MVTec AD, VisA)."""
+    return bool(len(tidy)) and bool((tidy["benchmark"] != "").all())
+
+
+def check_poolable_across_categories(tidy: pd.DataFrame) -> None:
+    """A method's mean over categories averages runs of one setting: across categories its runs may
+    differ in the data (and the seed) only (ReportError otherwise, naming the categories)."""
+    runs = tidy.drop_duplicates("folder")
+    for method, part in runs.groupby("method", sort=True):
+        keys = {}
+        for category, key in zip(part["category"], part["identity"], strict=True):
+            setting = {k: v for k, v in json.loads(key).items() if k != "dataset_fingerprint"}
+            keys.setdefault(json.dumps(setting, sort_keys=True), []).append(category)
+        if len(keys) < 2:
+            continue
+        (first, first_categories), *others = keys.items()
+        described = [f"{', '.join(sorted(set(first_categories)))}"]
+        for key, categories in others:
+            changes = "; ".join(identity_differences(json.loads(first), json.loads(key)))
+            described.append(f"{', '.join(sorted(set(categories)))} ({changes})")
+        raise ReportError(f"{method}: categories {' vs '.join(described)} were run with different settings, so their "
+                          f"mean over categories would mix them. Keep one setting: move the other run folders out of "
+                          f"the results folder, or recompute them with `scrapbench run --overwrite`.")
 
 
 def check_poolable(tidy: pd.DataFrame) -> None:
@@ -255,7 +307,7 @@ def to_markdown(frame: pd.DataFrame) -> str:
 def _numeric_column(values: pd.Series) -> bool:
     """Cells that start with a number (``85.40 ± 1.2``, ``**85.40**``, ``–``) are aligned right."""
     text = [str(v).strip("*+ ") for v in values]
-    return all(t == "–" or t[:1].isdigit() or t[:1] == "-" for t in text)
+    return all(t in ("–", "") or t[:1].isdigit() or t[:1] == "-" for t in text)
 
 
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",

@@ -9,16 +9,18 @@ The official layout (Bergmann et al., CVPR 2019; also what anomalib's ``MVTecAD`
 
 ``ROOT`` may also be one category folder itself. Masks are binarised (> 0 is anomalous) into the
 single class ``anomaly``, or, with ``per_defect_type``, into one class per defect type of the
-category (class names = the defect folders, sorted). Nothing is copied; every file is decoded once
-when the category is opened (see :mod:`scrapbench.datasets.records`).
+category (class names = the defect folders, sorted). Nothing is copied; every file is read, hashed and
+decoded once when the category is opened, as for dataset folders (see :mod:`scrapbench.datasets.records`),
+which also gives the category its fingerprint.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from scrapbench.datasets.cache import default_cache_dir
 from scrapbench.datasets.folder import IMAGE_SUFFIXES
-from scrapbench.datasets.records import ImageRecord, validated_split
+from scrapbench.datasets.records import ImageRecord, check_records, records_fingerprint, records_split
 from scrapbench.datasets.types import Dataset, DatasetError
 
 NORMAL = "good"
@@ -117,13 +119,22 @@ def object_name(category: str) -> str:
 
 
 def read_mvtec_category(root: str | Path, category: str, per_defect_type: bool = False,
-                        show_progress: bool = False) -> Dataset:
-    """Open one MVTec AD category in place, every image and mask decoded and checked first."""
+                        show_progress: bool | None = None, cache_dir: str | Path | None = None,
+                        use_cache: bool = True, workers: int | None = None) -> Dataset:
+    """Open one MVTec AD category in place, every image and mask read, hashed and decoded first.
+
+    ``cache_dir`` (default: the scrapbench cache) remembers the files already checked, ``use_cache=False``
+    checks everything again; ``show_progress``: None shows a bar on a terminal when checking is slow.
+    """
     folder = category_dir(root, category)
     records, class_names = mvtec_records(folder, per_defect_type)
-    train = validated_split("train", records["train"], show_progress, f"mvtec {category} train")
-    test = validated_split("test", records["test"], show_progress, f"mvtec {category} test")
+    cache = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) if use_cache else None
+    facts = check_records(records["train"] + records["test"], folder, cache, show_progress, workers)
+    train = records_split("train", records["train"], facts, str(folder / "train"))
+    test = records_split("test", records["test"], facts, str(folder / "test"))
+    name = object_name(category)
+    header = {"benchmark": "mvtec", "category": category, "object_name": name, "classes": list(class_names)}
     notes = {"benchmark": "mvtec", "category": category, "spec": f"mvtec:{root}#{category}",
              "test_groups": tuple(r.group for r in records["test"])}
-    return Dataset(f"mvtec-{category}", class_names, train, test, root=folder, notes=notes,
-                   object_name=object_name(category))
+    return Dataset(f"mvtec-{category}", class_names, train, test, root=folder, notes=notes, object_name=name,
+                   fingerprint=records_fingerprint(header, records, facts, folder))

@@ -7,42 +7,116 @@
 * Supervised methods (YOLO+SAM, Mask R-CNN, ours) need anomalous images with masks to learn from,
   which the one-class train splits of MVTec AD and VisA do not have. :func:`supervised_split` moves a
   seeded part of each defect type's test images into training, documented there.
+
+A run records either protocol in its identity (:func:`training_identity`), so a run trained on
+other data never pools with, nor is reused for, one that was not.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from scrapbench.datasets.records import concat_splits, validated_split
+from scrapbench.datasets.cache import default_cache_dir
+from scrapbench.datasets.records import check_records, concat_splits, records_fingerprint, records_split
 from scrapbench.datasets.resolve import benchmark_categories, parse_benchmark_spec
 from scrapbench.datasets.types import Dataset, DatasetError, Split
 
 
-def cross_dataset_train(spec: str, show_progress: bool = False) -> Split:
+@dataclass(frozen=True)
+class TrainingData:
+    """A train split from other data than the evaluated dataset's (``--train-on``), with its fingerprint."""
+
+    spec: str
+    split: Split
+    fingerprint: str  # "sha256:<hex>" of the records and files, as a reader's dataset fingerprint
+    categories: tuple[str, ...]
+
+
+def cross_dataset_training(spec: str, show_progress: bool | None = None, use_cache: bool = True) -> TrainingData:
     """The test images of every category that ``spec`` (``visa:ROOT[#...]``, ``mvtec:ROOT[#...]``) names, as one
-    train split.
+    train split, with the fingerprint of those files.
 
     Ids are ``<category>_<id>``; masks are binary (class 1, ``anomaly``) whatever the categories'
-    defect types. Only the test images are read and checked.
+    defect types. Only the test images are read and checked (through the same file checks as every
+    reader); the categories' images may differ in size from one category to the next.
     """
     parsed = parse_benchmark_spec(spec)
     if parsed is None:
         raise DatasetError(f"{spec}: --train-on takes mvtec:ROOT[#cat1,cat2] or visa:ROOT[#cat1,cat2]")
-    parts = []
-    for category in benchmark_categories(parsed):
+    categories = benchmark_categories(parsed)
+    # Remembered checks of test-only reads live apart: a category's own cache file keeps all its files,
+    # and a read of part of them would make it forget the others.
+    cache = default_cache_dir() / "test-splits" if use_cache else None
+    parts, manifest = [], {}
+    for category in categories:
         if parsed.kind == "mvtec":
             from scrapbench.datasets.mvtec import category_dir, mvtec_records
 
-            records = mvtec_records(category_dir(parsed.root, category))[0]["test"]
+            folder = category_dir(parsed.root, category)
+            records = mvtec_records(folder)[0]["test"]
         else:
             from scrapbench.datasets.visa import read_split_file
 
+            folder = Path(parsed.root) / category
             records = read_split_file(parsed.root)[category]["test"]
-        parts.append((category, validated_split("train", records, show_progress, f"{parsed.kind} {category} test")))
-    return concat_splits("train", parts)
+        facts = check_records(records, folder, cache, show_progress)
+        where = f"{parsed.kind} {category} test"
+        parts.append((category, records_split("train", records, facts, where, one_size=False)))
+        manifest[category] = records_fingerprint({"category": category}, {"test": records}, facts, folder)
+    header = json.dumps({"cross_dataset_train": parsed.kind, "classes": ["anomaly"], "categories": manifest},
+                        sort_keys=True)
+    fingerprint = "sha256:" + hashlib.sha256(header.encode()).hexdigest()
+    return TrainingData(spec, concat_splits("train", parts), fingerprint, tuple(categories))
+
+
+def cross_dataset_train(spec: str, show_progress: bool | None = None) -> Split:
+    """The train split of :func:`cross_dataset_training` alone."""
+    return cross_dataset_training(spec, show_progress).split
+
+
+def with_training(dataset: Dataset, training: TrainingData) -> Dataset:
+    """``dataset`` with ``training``'s train split (the test split stays); recorded in ``notes["training"]``."""
+    notes = {**dataset.notes, "training": {"protocol": "cross_dataset", "train_on": training.spec,
+                                           "fingerprint": training.fingerprint,
+                                           "categories": list(training.categories),
+                                           "num_train": len(training.split)}}
+    return dataclasses.replace(dataset, train=training.split, notes=notes)
+
+
+def training_identity(dataset: Dataset) -> dict | None:
+    """What a run's identity records of its training data besides the dataset's own fingerprint.
+
+    ``None`` when the method trains on the dataset's train split as it is. Cross-dataset training:
+    the training data's fingerprint (not its path: moving the data keeps the identity). A supervised
+    split: its fraction (the split itself follows from the dataset and the run's seed).
+    """
+    training = dataset.notes.get("training")
+    if isinstance(training, dict) and training.get("protocol") == "cross_dataset":
+        return {"protocol": "cross_dataset", "fingerprint": training["fingerprint"]}
+    split = dataset.notes.get("supervised_split")
+    if isinstance(split, dict):
+        return {"protocol": "supervised_split", "train_fraction": split["train_fraction"]}
+    return None
+
+
+def benchmark_record(dataset: Dataset) -> dict:
+    """What ``run.json`` records of a benchmark category and its training protocol (empty for other data).
+
+    ``benchmark`` and ``category`` let ``scrapbench report`` put a benchmark's categories side by
+    side; ``training`` / ``supervised_split`` say that the train split is not the category's own.
+    """
+    record = {key: dataset.notes[key] for key in ("benchmark", "category") if key in dataset.notes}
+    if dataset.object_name is not None:
+        record["object_name"] = dataset.object_name
+    for key in ("training", "supervised_split"):
+        if isinstance(dataset.notes.get(key), dict):
+            record[key] = dict(dataset.notes[key])
+    return record
 
 
 def check_cross_dataset(train_spec: str, dataset: Dataset) -> None:

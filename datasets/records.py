@@ -1,28 +1,28 @@
-"""Image records of a public benchmark → a validated, lazily loaded :class:`Split`.
+"""Image records of a public benchmark → validated, lazily loaded :class:`Split` objects and a fingerprint.
 
 The MVTec AD and VisA readers only list files: one :class:`ImageRecord` per image (its path, its
-mask's path, its label). Everything else is here, once: every image and mask is decoded fully
-before any method runs, masks are binarised (any value > 0 is anomalous: MVTec AD stores 0/255,
-VisA small non-zero values) and take the record's class index, and every error names the file.
+mask's path, its label). Everything else is here, once, through the same file checks as dataset
+folders (:mod:`scrapbench.datasets.filecheck`): every image and mask is read once, hashed and
+decoded fully before any method runs (16-bit images, the pixel limit and remembered checks work as
+for folders), masks are binarised (any value > 0 is anomalous: MVTec AD stores 0/255, VisA small
+non-zero values) and take the record's class index, every error names the file, and the dataset's
+fingerprint comes from the same pass (no second decode anywhere).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
-from tqdm.auto import tqdm
 
-from scrapbench.datasets.folder import read_image
+from scrapbench.datasets.filecheck import FileFacts, check_files
+from scrapbench.datasets.imageio import decode_mask, read_image
 from scrapbench.datasets.types import DatasetError, Sample, Split
-
-# Single-channel PIL modes: binary / grey / palette index / 16- and 32-bit grey.
-_MASK_MODES = ("1", "L", "P", "I", "I;16", "I;16B", "I;16L")
 
 
 @dataclass(frozen=True)
@@ -45,81 +45,91 @@ class ImageRecord:
         return self.label > 0
 
 
-def _decoded_size(path: Path) -> tuple[int, int]:
-    """(height, width) after a full decode: a truncated file fails here, not in the middle of a run."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            width, height = img.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise DatasetError(f"{path}: cannot decode image ({exc}); re-export it as PNG or JPEG") from exc
-    return height, width
-
-
 def read_binary_mask(path: Path, image_size: tuple[int, int] | None) -> np.ndarray:
-    """Decode a mask → bool (value > 0), checking its size against its image's.
-
-    Grey, palette and 16-bit masks are read as they are; an RGB mask is anomalous where any channel
-    is > 0; other modes (RGBA: the alpha channel is not a mask) are refused.
-    """
-    try:
-        with Image.open(path) as img:
-            mode = img.mode
-            mask = np.asarray(img)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise DatasetError(f"{path}: cannot decode mask ({exc})") from exc
-    if mode == "RGB":  # a grey mask saved as colour: anomalous where any channel is > 0
-        mask = mask.max(axis=2)
-    elif mode not in _MASK_MODES:
-        raise DatasetError(f"{path}: mask has mode {mode!r}; expected a single-channel (grey) PNG")
-    if image_size is not None and mask.shape != image_size:
-        raise DatasetError(
-            f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
-            f"{image_size[1]}x{image_size[0]} (width x height); masks must match their image"
-        )
+    """Decode a single-channel mask → bool (value > 0), checking its size against its image's (H, W)."""
+    mask = decode_mask(path)
+    if image_size is not None and mask.shape != tuple(image_size):
+        raise DatasetError(_size_mismatch(path, mask.shape, image_size))
     return mask > 0
 
 
-def _check_record(record: ImageRecord) -> None:
-    size = _decoded_size(record.image)
+def _size_mismatch(path: Path, mask: tuple[int, ...], image: tuple[int, ...]) -> str:
+    return (f"{path}: mask is {mask[1]}x{mask[0]} but its image is {image[1]}x{image[0]} (width x height); "
+            f"masks must match their image")
+
+
+def _record_files(records: Sequence[ImageRecord]) -> list[tuple[Path, str]]:
+    # Image, then its mask, record by record: the first bad file reported is the first in reading order.
+    files: list[tuple[Path, str]] = []
+    for record in records:
+        files.append((record.image, "image"))
+        if record.mask is not None:
+            files.append((record.mask, "mask"))
+    return files
+
+
+def check_records(records: Sequence[ImageRecord], root: Path, cache_dir: Path | None = None,
+                  show_progress: bool | None = None, workers: int | None = None) -> dict[Path, FileFacts]:
+    """Read, hash and fully decode every image and mask once (see :func:`filecheck.check_files`).
+
+    ``root``: the folder whose remembered checks are used (one per category: a check of one category
+    then never forgets another's). ``cache_dir``: where checks are remembered (None: nowhere).
+    """
+    return check_files(_record_files(records), root, cache_dir=cache_dir, show_progress=show_progress,
+                       workers=workers)
+
+
+def _check_record(record: ImageRecord, facts: Mapping[Path, FileFacts]) -> None:
+    image = facts[record.image]
     if record.mask is None:
         if record.is_anomalous:
             raise DatasetError(f"{record.image}: anomalous image without a ground-truth mask")
         return
-    anomalous = read_binary_mask(record.mask, size)
-    if record.is_anomalous and not anomalous.any():
+    mask = facts[record.mask]
+    if (mask.height, mask.width) != (image.height, image.width):
+        raise DatasetError(_size_mismatch(record.mask, (mask.height, mask.width), (image.height, image.width)))
+    anomalous = any(v > 0 for v in mask.values or ())
+    if record.is_anomalous and not anomalous:
         # The image label says anomalous, the mask says normal: metrics would silently count it normal.
         raise DatasetError(f"{record.mask}: mask of the anomalous image {record.image.name} has no anomalous pixel")
-    if not record.is_anomalous and anomalous.any():
+    if not record.is_anomalous and anomalous:
         raise DatasetError(f"{record.mask}: mask of the normal image {record.image.name} has anomalous pixels")
 
 
-def _default_workers() -> int:
-    return min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+def _check_one_size(description: str, records: Sequence[ImageRecord], facts: Mapping[Path, FileFacts]) -> None:
+    """The runner and the evaluator take a split's images in batches of one size (as for folders)."""
+    sizes: dict[tuple[int, int], list[Path]] = {}
+    for record in records:
+        sizes.setdefault((facts[record.image].width, facts[record.image].height), []).append(record.image)
+    if len(sizes) > 1:
+        common = max(sizes, key=lambda s: len(sizes[s]))
+        other = next(s for s in sizes if s != common)
+        raise DatasetError(
+            f"{sizes[other][0]}: image is {other[0]}x{other[1]} but {len(sizes[common])} of {len(records)} images of "
+            f"{description} are {common[0]}x{common[1]} (e.g. {sizes[common][0]}); the images of one category's "
+            f"split must share one size")
 
 
-def validated_split(name: str, records: Sequence[ImageRecord], show_progress: bool = False,
-                    description: str = "", workers: int | None = None) -> Split:
-    """Check every record (full decode of images and masks), then a lazily loading :class:`Split`.
+def records_split(name: str, records: Sequence[ImageRecord], facts: Mapping[Path, FileFacts],
+                  description: str = "", one_size: bool = True) -> Split:
+    """A lazily loading :class:`Split` of checked records (``facts`` from :func:`check_records`).
 
-    Ids must be unique within the split. Masks load as class-index arrays: the record's ``label``
-    where the mask is > 0, else 0. ``workers``: decoding threads (default: usable CPUs, at most 8).
+    Ids must be unique within the split; labels must agree with the masks; with ``one_size`` the
+    images must share one size. Masks load as class-index arrays: the record's ``label`` where the
+    mask is > 0, else 0.
     """
     records = list(records)
+    description = description or name
     if not records:
-        raise DatasetError(f"{description or name}: empty split")
+        raise DatasetError(f"{description}: empty split")
     seen: dict[str, Path] = {}
     for record in records:
         if record.id in seen:
             raise DatasetError(f"{record.image}: sample id {record.id!r} also used by {seen[record.id]}")
         seen[record.id] = record.image
-    # Pillow releases the GIL while it decodes, so threads can check several files at once on a
-    # many-core machine (no gain on the loaded 2-core build machine: scripts/bench_public_data.py);
-    # map() hands back results in record order, so the error raised is always the first bad record's.
-    with ThreadPoolExecutor(max_workers=max(1, workers or _default_workers())) as pool:
-        for _ in tqdm(pool.map(_check_record, records), total=len(records), desc=f"checking {description or name}",
-                      unit="img", disable=not show_progress, leave=False):
-            pass
+        _check_record(record, facts)
+    if one_size:
+        _check_one_size(description, records, facts)
 
     def load(i: int) -> Sample:
         record = records[i]
@@ -132,6 +142,42 @@ def validated_split(name: str, records: Sequence[ImageRecord], show_progress: bo
 
     return Split(name, [r.id for r in records], load, [r.is_anomalous for r in records],
                  [frozenset({r.label}) if r.is_anomalous else frozenset() for r in records])
+
+
+def records_fingerprint(header: Mapping[str, object], splits: Mapping[str, Sequence[ImageRecord]],
+                        facts: Mapping[Path, FileFacts], root: Path) -> str:
+    """``sha256:<hex>`` over ``header`` (benchmark, category, class names...) and, split by split, each
+    record's id, label and its files' names (relative to ``root``), sizes and content hashes.
+
+    The records are part of it, not only the files: VisA's split file decides which image is in
+    which split, so the same files under another split file give another fingerprint.
+    """
+    prefix = os.path.abspath(root).rstrip(os.sep) + os.sep
+
+    def entry(path: Path | None) -> str:
+        if path is None:
+            return "-\t-\t-"
+        full = os.path.abspath(path)  # the usual case is a plain prefix: no path parsing
+        name = full[len(prefix):] if full.startswith(prefix) else os.path.relpath(full, prefix)
+        return f"{name.replace(os.sep, '/')}\t{facts[path].size}\t{facts[path].sha256}"
+
+    digest = hashlib.sha256(json.dumps(dict(header), sort_keys=True).encode() + b"\n")
+    for name, records in splits.items():
+        digest.update(f"split {name} {len(records)}\n".encode())
+        for record in records:
+            digest.update(f"{record.id}\t{record.label}\t{entry(record.image)}\t{entry(record.mask)}\n".encode())
+    return f"sha256:{digest.hexdigest()}"
+
+
+def validated_split(name: str, records: Sequence[ImageRecord], show_progress: bool = False,
+                    description: str = "", workers: int | None = None, one_size: bool = True) -> Split:
+    """Check every record (full decode of images and masks, no remembered checks), then a lazy split."""
+    records = list(records)
+    if not records:
+        raise DatasetError(f"{description or name}: empty split")
+    root = Path(os.path.commonpath([os.path.abspath(r.image) for r in records]))
+    facts = check_records(records, root, show_progress=show_progress, workers=workers)
+    return records_split(name, records, facts, description, one_size)
 
 
 def concat_splits(name: str, parts: Sequence[tuple[str, Split]]) -> Split:

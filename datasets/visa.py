@@ -19,7 +19,8 @@ import csv
 import functools
 from pathlib import Path
 
-from scrapbench.datasets.records import ImageRecord, validated_split
+from scrapbench.datasets.cache import default_cache_dir
+from scrapbench.datasets.records import ImageRecord, check_records, records_fingerprint, records_split
 from scrapbench.datasets.types import Dataset, DatasetError
 
 SPLIT_FILE = Path("split_csv") / "1cls.csv"
@@ -104,23 +105,31 @@ def object_name(category: str) -> str:
 
 
 def read_visa_category(root: str | Path, category: str, per_defect_type: bool = False,
-                       show_progress: bool = False) -> Dataset:
-    """Open one VisA object in place, every image and mask decoded and checked first."""
+                       show_progress: bool | None = None, cache_dir: str | Path | None = None,
+                       use_cache: bool = True, workers: int | None = None) -> Dataset:
+    """Open one VisA object in place, every image and mask read, hashed and decoded first.
+
+    ``cache_dir``, ``use_cache``, ``show_progress``: as for :func:`scrapbench.datasets.mvtec.read_mvtec_category`.
+    """
+    split_file = Path(root) / SPLIT_FILE
     if per_defect_type:
-        raise DatasetError(f"{Path(root) / SPLIT_FILE}: VisA's split file names no defect types; "
-                           f"use the single class 'anomaly'")
+        raise DatasetError(f"{split_file}: VisA's split file names no defect types; use the single class 'anomaly'")
     objects = read_split_file(root)
     if category not in objects:
-        raise DatasetError(f"{Path(root) / SPLIT_FILE}: no object {category!r}; objects: {', '.join(sorted(objects))}")
+        raise DatasetError(f"{split_file}: no object {category!r}; objects: {', '.join(sorted(objects))}")
     records = objects[category]
     if not records["train"]:
-        raise DatasetError(f"{Path(root) / SPLIT_FILE}: object {category!r} has no train row")
+        raise DatasetError(f"{split_file}: object {category!r} has no train row")
     if not any(r.is_anomalous for r in records["test"]):
-        raise DatasetError(f"{Path(root) / SPLIT_FILE}: object {category!r} has no anomalous test image; "
-                           f"pixel metrics need some")
-    train = validated_split("train", records["train"], show_progress, f"visa {category} train")
-    test = validated_split("test", records["test"], show_progress, f"visa {category} test")
+        raise DatasetError(f"{split_file}: object {category!r} has no anomalous test image; pixel metrics need some")
+    folder = Path(root) / category
+    cache = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) if use_cache else None
+    facts = check_records(records["train"] + records["test"], folder, cache, show_progress, workers)
+    train = records_split("train", records["train"], facts, f"{split_file} object {category!r} train")
+    test = records_split("test", records["test"], facts, f"{split_file} object {category!r} test")
+    name = object_name(category)
+    header = {"benchmark": "visa", "category": category, "object_name": name, "classes": ["anomaly"]}
     notes = {"benchmark": "visa", "category": category, "spec": f"visa:{root}#{category}",
              "test_groups": tuple(r.group for r in records["test"])}
-    return Dataset(f"visa-{category}", ("anomaly",), train, test, root=Path(root) / category, notes=notes,
-                   object_name=object_name(category))
+    return Dataset(f"visa-{category}", ("anomaly",), train, test, root=folder, notes=notes, object_name=name,
+                   fingerprint=records_fingerprint(header, records, facts, Path(root)))

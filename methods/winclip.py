@@ -7,7 +7,9 @@ memory from k normal train images chosen by the run's seed. The scoring is in
 
 Prompts are adapted to the domain as the steel paper did: the state phrases are "object which is
 made of steel" (normal) and "object which is not steel" (anomalous), each composed with WinCLIP's
-templates ("a photo of the {}." …); each ensemble's embeddings are averaged.
+templates ("a photo of the {}." …); each ensemble's embeddings are averaged. On data that shows one
+named object (a MVTec AD / VisA category: ``FitContext.object_name``), the states are WinCLIP's own
+state words around that name instead, as in the paper ("flawless metal nut", "metal nut with defect").
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ class WinCLIP(AnomalyMethod):
         self._memory_layers = tuple(i if i > 0 else depth + 1 + i for i in config.memory_layers)
         self._masks = window_masks(self._clip.grid_size, config.window_scales, config.window_stride)
         self._text: torch.Tensor | None = None
+        self._object_name: str | None = None  # set by fit from FitContext.object_name
         self._memory: Encoding | None = None
         self._reference_ids: list[str] = []
 
@@ -98,10 +101,16 @@ class WinCLIP(AnomalyMethod):
 
     # -- fit: prompts and (WinCLIP+) the visual memory ------------------------------------------
     def prompts(self) -> tuple[list[str], list[str]]:
-        """The normal and anomalous prompt ensembles: every state phrase in every template."""
+        """The normal and anomalous prompt ensembles: every state phrase in every template.
+
+        The states: WinCLIP's state words around the object's name when the data names one, else the
+        config's (steel) phrases.
+        """
         c = self.config
-        return ([t.format(s) for s in c.normal_states for t in c.templates],
-                [t.format(s) for s in c.anomalous_states for t in c.templates])
+        normal, anomalous = object_states(self._object_name) if self._object_name else \
+            (c.normal_states, c.anomalous_states)
+        return ([t.format(s) for s in normal for t in c.templates],
+                [t.format(s) for s in anomalous for t in c.templates])
 
     @torch.inference_mode()
     def _text_embeddings(self) -> torch.Tensor:
@@ -111,6 +120,7 @@ class WinCLIP(AnomalyMethod):
 
     def fit(self, train: Split, ctx: FitContext) -> None:
         self.to_device(ctx.device)
+        self._object_name = ctx.object_name
         self._text = self._text_embeddings()
         self._memory, self._reference_ids = None, []
         if self.config.k_shot > 0:
@@ -119,7 +129,7 @@ class WinCLIP(AnomalyMethod):
             self._memory = self._encode([train[i].image for i in indices])
         ctx.workdir.mkdir(parents=True, exist_ok=True)
         (ctx.workdir / "winclip_fit.json").write_text(json.dumps(
-            {"k_shot": self.config.k_shot, "reference_ids": self._reference_ids,
+            {"k_shot": self.config.k_shot, "reference_ids": self._reference_ids, "object_name": self._object_name,
              "prompts": dict(zip(("normal", "anomalous"), self.prompts(), strict=True))}, indent=1))
 
     # -- predict ----------------------------------------------------------------------------------
@@ -192,6 +202,18 @@ class WinCLIP(AnomalyMethod):
     def weights_info(self) -> dict[str, Any]:
         return {**self._clip.weights_info, "trained": "nothing (frozen CLIP)", "k_shot": self.config.k_shot,
                 "reference_ids": list(self._reference_ids)}
+
+
+def object_states(object_name: str) -> tuple[list[str], list[str]]:
+    """WinCLIP's normal and anomalous state phrases for ``object_name`` (its compositional prompt ensemble).
+
+    The state words are anomalib's lists of the paper's (``"{}"``, ``"flawless {}"`` ... / ``"damaged {}"``,
+    ``"{} with defect"`` ...), the name put in as anomalib does.
+    """
+    with warnings.catch_warnings():  # see winclip_scores: importing anomalib's models warns about others
+        warnings.simplefilter("ignore", FutureWarning)
+        from anomalib.models.image.winclip.prompting import ANOMALOUS_STATES, NORMAL_STATES
+    return [s.format(object_name) for s in NORMAL_STATES], [s.format(object_name) for s in ANOMALOUS_STATES]
 
 
 def choose_references(train: Split, k: int, seed: int) -> list[int]:

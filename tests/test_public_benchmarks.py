@@ -149,17 +149,59 @@ def test_first_bad_file_in_order_is_reported_whatever_the_threads(mvtec):
         path.write_bytes(b"not an image")
     records = mvtec_records(category_dir(root, "bottle"))[0]["test"]
     for workers in (1, 4):
-        with pytest.raises(DatasetError, match=r"contamination/000.png: cannot decode image"):
+        with pytest.raises(DatasetError, match=r"contamination/000.png: not a readable image .*\(and 1 more bad"):
             validated_split("test", records, workers=workers)
 
 
-def test_mvtec_rgb_mask_is_binarised(mvtec):
+def test_mvtec_masks_get_the_folder_checks(mvtec):
+    """Masks are checked as in dataset folders: single-channel PNGs (an RGB mask is refused, naming it),
+    16-bit masks binarised like 8-bit ones."""
     root, written = mvtec
     mask = written["bottle"]["broken_large_000"][1]
+    path = root / "bottle" / "ground_truth" / "broken_large" / "000_mask.png"
     rgb = np.zeros((*mask.shape, 3), np.uint8)
     rgb[mask, 0] = 255  # red on black
-    Image.fromarray(rgb).save(root / "bottle" / "ground_truth" / "broken_large" / "000_mask.png")
+    Image.fromarray(rgb).save(path)
+    with pytest.raises(DatasetError, match=r"000_mask.png: mask has mode 'RGB'; expected a single-channel PNG"):
+        read_mvtec_category(root, "bottle")
+    Image.fromarray(mask.astype(np.uint16) * 65535).save(path)  # 16-bit grey
     np.testing.assert_array_equal(read_mvtec_category(root, "bottle").test[2].mask, mask.astype(np.uint8))
+
+
+def test_category_fingerprint_comes_from_the_file_check(mvtec, visa, monkeypatch):
+    """The readers set the fingerprint in the same pass (no second decode) and remember checked files."""
+    from scrapbench.datasets import filecheck
+
+    root, _ = mvtec
+    first = read_mvtec_category(root, "bottle")
+    assert first.fingerprint.startswith("sha256:")
+    assert read_mvtec_category(root, "metal_nut").fingerprint != first.fingerprint
+    decoded = []
+    monkeypatch.setattr(filecheck, "check_file", lambda path, kind: decoded.append(path))
+    assert read_mvtec_category(root, "bottle").fingerprint == first.fingerprint  # remembered: nothing decoded
+    assert decoded == []
+    monkeypatch.undo()
+    image = root / "bottle" / "test" / "good" / "001.png"
+    Image.fromarray(np.zeros((SIZE[1], SIZE[0], 3), np.uint8)).save(image)
+    assert read_mvtec_category(root, "bottle").fingerprint != first.fingerprint  # content changed
+    # VisA: the split file is part of it (the same files in other splits are other data): a train image moves to test
+    visa_root, _ = visa
+    before = read_visa_category(visa_root, "pcb1").fingerprint
+    csv_path = visa_root / "split_csv" / "1cls.csv"
+    rows = csv_path.read_text().splitlines()
+    train_row = next(i for i, r in enumerate(rows) if r.startswith("pcb1,train"))
+    rows[train_row] = rows[train_row].replace(",train,", ",test,")
+    csv_path.write_text("\n".join(rows) + "\n")
+    assert read_visa_category(visa_root, "pcb1").fingerprint != before
+
+
+def test_images_of_one_split_must_share_one_size(mvtec):
+    root, _ = mvtec
+    odd = root / "bottle" / "train" / "good" / "001.png"
+    Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(odd)
+    with pytest.raises(DatasetError, match=r"train/good/001.png: image is 10x10 but 2 of 3 images of .*bottle/train "
+                                           r"are 20x14"):
+        read_mvtec_category(root, "bottle")
 
 
 # -- VisA -------------------------------------------------------------------------------------

@@ -74,6 +74,27 @@ def test_prompts_compose_domain_states_with_templates():
     torch.testing.assert_close(text.norm(dim=-1), torch.ones(2))
 
 
+def test_prompts_name_the_object_when_the_data_names_one(tmp_path, smoke_dataset):
+    """A benchmark category's object name goes into WinCLIP's own state words (as in the paper and anomalib)."""
+    from anomalib.models.image.winclip.prompting import create_prompt_ensemble
+
+    method = create_method("winclip", CLASSES, preset="smoke")
+    steel = method._text_embeddings()
+    ctx = FitContext(seed=0, device="cpu", workdir=tmp_path, class_names=CLASSES, show_progress=False,
+                     object_name="metal nut")
+    method.fit(smoke_dataset.train, ctx)
+    normal, anomalous = method.prompts()
+    expected = create_prompt_ensemble("metal nut")
+    templates = method.config.templates  # anomalib's, without its one duplicate
+    assert set(normal) == set(expected[0]) and set(anomalous) == set(expected[1])
+    assert len(normal) == 7 * len(templates) and len(anomalous) == 4 * len(templates)
+    assert "a photo of the flawless metal nut." in normal and "a photo of the metal nut with defect." in anomalous
+    assert not torch.allclose(method._text, steel)
+    assert '"object_name": "metal nut"' in (tmp_path / "winclip_fit.json").read_text()
+    method.fit(smoke_dataset.train, _context(tmp_path))  # no object: the steel phrases again
+    torch.testing.assert_close(method._text, steel)
+
+
 # -- windows and aggregation -----------------------------------------------------------------------
 def test_window_masks_cover_the_grid():
     small, mid = window_masks(8, (2, 3))

@@ -86,3 +86,18 @@ class LoadsWeightsWhenBuilt(ColourDistance):
         super().__init__(config, class_names)
         if config.weights is not None and not Path(config.weights).read_bytes().startswith(b"TOY"):
             raise ValueError("not a checkpoint")
+
+
+class SupervisedColourDistance(ColourDistance):
+    """The toy method as a supervised one (it takes ``--train-on`` and the supervised split); it records the
+    ids of the train split it saw and the object name it was given in its work folder."""
+
+    learning_type = LearningType.SUPERVISED
+
+    def fit(self, train, ctx: FitContext) -> None:
+        import json
+
+        ctx.workdir.mkdir(parents=True, exist_ok=True)
+        (ctx.workdir / "train.json").write_text(json.dumps({"ids": list(train.ids),
+                                                           "object_name": ctx.object_name}))
+        super().fit(train, ctx)

@@ -1,0 +1,313 @@
+"""MVTec AD / VisA through `run` and `report`: one run per category, per-category tables and the mean over
+categories by value, --train-on, the supervised split, --published, a category that cannot be opened."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from public_layouts import write_mvtec, write_visa
+from toy_method import ColourDistance, SupervisedColourDistance
+from typer.testing import CliRunner
+
+from scrapbench import registry
+from scrapbench.cli import app
+
+MVTEC = {
+    "bottle": {"train": 3, "good": 2, "broken_large": 2, "contamination": 3},
+    "metal_nut": {"train": 2, "good": 1, "bent": 2},
+    "screw": {"train": 2, "good": 2},  # no defect type: cannot be opened, the others go on
+}
+VISA = {  # .JPG images, masks of small non-zero values
+    "candle": {"train": 3, "test_normal": 2, "test_anomaly": 3},
+    "pcb1": {"train": 2, "test_normal": 2, "test_anomaly": 2},
+}
+
+
+@pytest.fixture(autouse=True)
+def toy_methods(monkeypatch, tmp_path):
+    monkeypatch.setenv("SCRAPBENCH_CACHE", str(tmp_path / "cache"))
+    registry.list_methods()  # the built-ins first
+    monkeypatch.setitem(registry._REGISTRY, "toy", registry.MethodSpec("toy", ColourDistance, "toy", ("table2",),
+                                                                        {"noise": 20.0}))
+    monkeypatch.setitem(registry._REGISTRY, "toy_supervised", registry.MethodSpec(
+        "toy_supervised", SupervisedColourDistance, "supervised toy", ("table2",), {"noise": 20.0}))
+
+
+@pytest.fixture
+def data(tmp_path):
+    write_mvtec(tmp_path / "mvtec", MVTEC)
+    write_visa(tmp_path / "visa", VISA, mask_value=2)
+    return tmp_path
+
+
+def _cli(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def _run(spec, out, methods="toy", seeds=2, *extra):
+    return _cli("run", "--dataset", spec, "--methods", methods, "--seeds", seeds, "--preset", "smoke", "--out", out,
+                "--no-progress", *extra)
+
+
+def _metrics(out, dataset, method, seed):
+    return json.loads((out / dataset / "smoke" / method / f"seed{seed}" / "metrics.json").read_text())
+
+
+def _record(out, dataset, method, seed):
+    return json.loads((out / dataset / "smoke" / method / f"seed{seed}" / "run.json").read_text())
+
+
+# -- run + report, by value ---------------------------------------------------------------------------------------
+
+def test_mvtec_runs_per_category_and_reports_categories_and_their_mean_by_value(data, tmp_path):
+    from scrapbench.datasets.mvtec import read_mvtec_category
+
+    out = tmp_path / "runs"
+    result = _run(f"mvtec:{data / 'mvtec'}", out, "toy,toy_supervised")
+    assert result.exit_code == 1, result.output  # screw could not be opened
+    assert f"✗ mvtec:{data / 'mvtec'}#screw: {data / 'mvtec' / 'screw' / 'test'}: no defect-type folder" \
+        in result.output
+    assert "dataset mvtec-metal_nut: 2 train / 3 test images, classes anomaly, object 'metal nut'" in result.output
+    assert "✓ mvtec-bottle toy seed 1" in result.output and "1 dataset(s) could not be run" in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["mvtec-bottle", "mvtec-metal_nut"]
+    record = _record(out, "mvtec-metal_nut", "toy", 0)
+    assert record["dataset"]["benchmark"] == "mvtec" and record["dataset"]["category"] == "metal_nut"
+    assert record["dataset"]["spec"] == f"mvtec:{data / 'mvtec'}#metal_nut"
+    assert record["identity"]["dataset_fingerprint"] == read_mvtec_category(data / "mvtec", "metal_nut").fingerprint
+    assert "training" not in record["identity"]  # toy (few-shot) trains on the category's own train split
+
+    report = _cli("report", out, "--no-figures")
+    assert report.exit_code == 0, report.output
+    table = pd.read_csv(out / "report" / "per_category_auroc.csv").set_index("category")
+    means = pd.read_csv(out / "report" / "categories_mean.csv").set_index("method")
+    for method in ("toy", "toy_supervised"):
+        values = {c: [100 * _metrics(out, f"mvtec-{c}", method, s)["auroc"] for s in (0, 1)]
+                  for c in ("bottle", "metal_nut")}
+        for category, seeds in values.items():
+            assert table.loc[category, f"{method}_mean_pct"] == pytest.approx(np.mean(seeds), abs=1e-5)
+            assert table.loc[category, f"{method}_std_pct"] == pytest.approx(np.std(seeds, ddof=1), abs=1e-5)
+        mean = np.mean([np.mean(v) for v in values.values()])  # mean over categories of the seed means
+        std = np.std([np.mean([values[c][s] for c in values]) for s in (0, 1)], ddof=1)  # over seeds
+        assert table.loc["mean", f"{method}_mean_pct"] == pytest.approx(mean, abs=1e-5)
+        assert table.loc["mean", f"{method}_std_pct"] == pytest.approx(std, abs=1e-5)
+        assert means.loc[method, "auroc_mean_pct"] == pytest.approx(mean, abs=1e-5)
+        assert means.loc[method, "auroc_std_pct"] == pytest.approx(std, abs=1e-5)
+        assert std != pytest.approx(np.std([x for v in values.values() for x in v], ddof=1))  # not the pooled std
+    markdown = (out / "report" / "per_category_aupro.md").read_text()
+    assert markdown.splitlines()[0] == "| Category | toy | toy_supervised |"
+    assert [line.split(" |")[0] for line in markdown.splitlines()[2:5]] == ["| bottle", "| metal_nut", "| Mean"]
+    page = (out / "report" / "report.md").read_text()
+    assert "# scrapbench report — MVTec AD, preset `smoke`" in page and "mean over categories" in page
+    assert "toy_supervised was trained on a seeded split of each category's test images" in page
+    assert (out / "report" / "per_category_image_auroc.tex").read_text().startswith("\\begin{table}")
+
+
+def test_supervised_methods_get_a_seeded_split_of_the_test_images(data, tmp_path):
+    from scrapbench.datasets.mvtec import read_mvtec_category
+
+    out = tmp_path / "runs"
+    result = _run(f"mvtec:{data / 'mvtec'}#bottle", out, "toy_supervised")
+    assert result.exit_code == 0, result.output
+    assert "no --train-on, so each trains on a seeded half of each defect type's test images" in result.output
+    full = read_mvtec_category(data / "mvtec", "bottle")
+    splits = []
+    for seed in (0, 1):
+        record = _record(out, "mvtec-bottle", "toy_supervised", seed)
+        assert record["identity"]["training"] == {"protocol": "supervised_split", "train_fraction": 0.5}
+        assert record["identity"]["dataset_fingerprint"] == full.fingerprint
+        seen = json.loads((out / "mvtec-bottle" / "smoke" / "toy_supervised" / f"seed{seed}" / "work" /
+                           "train.json").read_text())["ids"]
+        moved = sorted(i.removeprefix("test_") for i in seen if i.startswith("test_"))
+        assert len(moved) == 3 and record["dataset"]["num_test"] == len(full.test) - 3
+        evaluated = pd.read_csv(out / "mvtec-bottle" / "smoke" / "toy_supervised" / f"seed{seed}" / "per_image.csv")
+        assert set(evaluated["id"]).isdisjoint(moved)  # never evaluated on what it trained on
+        splits.append(moved)
+    assert splits[0] != splits[1]  # the seed draws the split
+    # the seeds differ in the seed only: the report pools them
+    assert _cli("report", out, "--no-figures").exit_code == 0
+
+
+def test_train_on_the_other_benchmark_is_recorded_and_never_pooled_with_other_training(data, tmp_path):
+    from scrapbench.datasets.protocols import cross_dataset_training
+
+    out = tmp_path / "runs"
+    train_on = f"mvtec:{data / 'mvtec'}#bottle,metal_nut"
+    result = _run(f"visa:{data / 'visa'}", out, "toy,toy_supervised", 1, "--train-on", train_on)
+    assert result.exit_code == 0, result.output
+    assert "--train-on does not apply to toy" in result.output
+    training = cross_dataset_training(train_on)
+    for category in ("candle", "pcb1"):
+        record = _record(out, f"visa-{category}", "toy_supervised", 0)
+        assert record["identity"]["training"] == {"protocol": "cross_dataset", "fingerprint": training.fingerprint}
+        assert record["dataset"]["training"]["train_on"] == train_on
+        work = out / f"visa-{category}" / "smoke" / "toy_supervised" / "seed0" / "work" / "train.json"
+        assert json.loads(work.read_text())["ids"] == training.split.ids  # every MVTec test image
+        assert record["dataset"]["num_test"] == VISA[category]["test_normal"] + VISA[category]["test_anomaly"]
+        toy = out / f"visa-{category}" / "smoke" / "toy" / "seed0" / "run.json"
+        assert "training" not in json.loads(toy.read_text())["identity"]  # few-shot: its own train split
+    # The same runs without --train-on are other runs: refused before anything runs, not reused
+    again = _run(f"visa:{data / 'visa'}", out, "toy_supervised", 1)
+    assert again.exit_code == 2 and "a finished run with another identity exists (training." in again.output
+    # training on the evaluated test images is refused
+    same = _run(f"visa:{data / 'visa'}", tmp_path / "other", "toy_supervised", 1, "--train-on", f"visa:{data / 'visa'}")
+    assert same.exit_code == 2 and "trains on the test images of visa-candle" in same.output
+    folder = _run(f"visa:{data / 'visa'}", tmp_path / "other", "toy", 1, "--train-on", data / "mvtec")
+    assert folder.exit_code == 2 and "takes mvtec:ROOT[#cat1,cat2] or visa:ROOT" in folder.output
+
+
+def test_published_numbers_beside_the_measured_means(data, tmp_path, monkeypatch):
+    """Toy methods under the baselines' names: WinCLIP (own train split) and AnomalyCLIP (trained on MVTec AD)."""
+    from scrapbench.published import published_for
+
+    monkeypatch.setitem(registry._REGISTRY, "winclip", registry.MethodSpec("winclip", ColourDistance, "toy",
+                                                                            ("table2",), {"noise": 20.0}))
+    monkeypatch.setitem(registry._REGISTRY, "anomalyclip", registry.MethodSpec(
+        "anomalyclip", SupervisedColourDistance, "toy", ("table2",), {"noise": 20.0}))
+    out = tmp_path / "runs"
+    result = _run(f"visa:{data / 'visa'}", out, "winclip,anomalyclip", 2, "--train-on",
+                  f"mvtec:{data / 'mvtec'}#bottle")
+    assert result.exit_code == 0, result.output
+    report = _cli("report", out, "--published", "--no-figures")
+    assert report.exit_code == 0, report.output
+    table = pd.read_csv(out / "report" / "published.csv").set_index("method")
+    for method in ("winclip", "anomalyclip"):
+        paper = published_for(method, "visa")
+        for key, metric in (("pixel_auroc", "auroc"), ("aupro", "aupro"), ("image_auroc", "image_auroc")):
+            measured = np.mean([np.mean([100 * _metrics(out, f"visa-{c}", method, s)[metric] for s in (0, 1)])
+                                for c in ("candle", "pcb1")])
+            assert table.loc[method, f"{key}_measured_pct"] == pytest.approx(measured, abs=1e-5)
+            assert table.loc[method, f"{key}_published_pct"] == paper.values[key]
+            assert table.loc[method, f"{key}_diff_pp"] == pytest.approx(measured - paper.values[key], abs=1e-5)
+    page = (out / "report" / "report.md").read_text()
+    assert "## Published numbers" in page and "over 2 of the 12 VisA categories" in page
+    assert "| WinCLIP | " in page and "arXiv 2310.18961, Table 1" in page
+
+    # AnomalyCLIP without --train-on (a supervised split) is not the published protocol: no difference
+    split_out = tmp_path / "split"
+    assert _run(f"visa:{data / 'visa'}#candle", split_out, "anomalyclip", 1).exit_code == 0
+    assert _cli("report", split_out, "--published", "--no-figures").exit_code == 0
+    table = pd.read_csv(split_out / "report" / "published.csv").set_index("method")
+    assert table.loc["anomalyclip", "aupro_published_pct"] == 87.0
+    assert math.isnan(table.loc["anomalyclip", "aupro_diff_pp"])
+    assert "the paper on the test images of MVTec AD; no difference shown" in \
+        (split_out / "report" / "report.md").read_text()
+
+
+def test_paper_methods_accept_the_benchmarks_unchanged(data, tmp_path):
+    """The `paper` methods (smoke sizes, random weights): WinCLIP's prompts name the category's object,
+    WinCLIP+ takes its shots from the category, AnomalyCLIP trains on the other benchmark."""
+    out = tmp_path / "runs"
+    result = _run(f"mvtec:{data / 'mvtec'}#metal_nut", out, "winclip,winclip_plus,anomalyclip", 1,
+                  "--set", "winclip_plus.k_shot=1", "--train-on", f"visa:{data / 'visa'}")
+    assert result.exit_code == 0, result.output
+    folder = out / "mvtec-metal_nut" / "smoke"
+    fit = json.loads((folder / "winclip" / "seed0" / "work" / "winclip_fit.json").read_text())
+    assert fit["object_name"] == "metal nut" and "a photo of the flawless metal nut." in fit["prompts"]["normal"]
+    plus = json.loads((folder / "winclip_plus" / "seed0" / "work" / "winclip_fit.json").read_text())
+    assert len(plus["reference_ids"]) == 1 and plus["reference_ids"][0].startswith("good_")
+    anomalyclip = _record(out, "mvtec-metal_nut", "anomalyclip", 0)
+    assert anomalyclip["identity"]["training"]["protocol"] == "cross_dataset"
+    assert anomalyclip["dataset"]["training"]["num_train"] == 4 + 5  # VisA's test images
+    assert _cli("report", out, "--published", "--no-figures").exit_code == 0
+    table = pd.read_csv(out / "report" / "published.csv").set_index("method")
+    assert table.loc["winclip_plus", "shots"] == 1 and table.loc["winclip_plus", "aupro_published_pct"] == 87.1
+    assert not math.isnan(table.loc["anomalyclip", "aupro_diff_pp"])  # trained as in the paper: compared
+
+
+def test_report_selects_one_benchmark_or_one_category(data, tmp_path):
+    out = tmp_path / "runs"
+    assert _run(f"mvtec:{data / 'mvtec'}#bottle,metal_nut", out, "toy", 1).exit_code == 0
+    assert _run(f"visa:{data / 'visa'}#candle", out, "toy", 1).exit_code == 0
+    both = _cli("report", out, "--no-figures")
+    assert both.exit_code == 2
+    assert "choose one: --dataset mvtec --preset smoke, --dataset visa --preset smoke" in both.output
+    assert _cli("report", out, "--dataset", "visa", "--no-figures", "--out", tmp_path / "v").exit_code == 0
+    assert pd.read_csv(tmp_path / "v" / "per_category_auroc.csv")["category"].tolist() == ["candle", "mean"]
+    one = _cli("report", out, "--dataset", "mvtec-bottle", "--no-figures", "--n-boot", 0, "--out", tmp_path / "b")
+    assert one.exit_code == 0 and (tmp_path / "b" / "table2.csv").is_file()  # one category: the usual report
+    refused = _cli("report", out, "--dataset", "mvtec-bottle", "--published", "--out", tmp_path / "p")
+    assert refused.exit_code == 2 and "--published sets the papers' MVTec AD / VisA numbers beside" in refused.output
+    # a method's categories run with other settings are not averaged
+    record_path = out / "mvtec-bottle" / "smoke" / "toy" / "seed0" / "run.json"
+    record = json.loads(record_path.read_text())
+    record["identity"]["config"]["noise"] = 1.0
+    record_path.write_text(json.dumps(record))
+    mixed = _cli("report", out, "--dataset", "mvtec", "--out", tmp_path / "m")
+    assert mixed.exit_code == 2
+    assert "toy: categories bottle vs metal_nut (config.noise: 1.0 → 20.0) were run with different settings" \
+        in mixed.output
+
+
+def test_one_progress_bar_over_the_whole_grid(data, tmp_path, monkeypatch):
+    from scrapbench import categories, runner
+
+    bars = []
+
+    class Recorder:
+        def __init__(self, *args, total=None, desc=None, **kwargs):
+            bars.append((desc, total))
+            self.n = 0
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def update(self, n=1):
+            self.n += n
+
+        def set_postfix_str(self, text):
+            pass
+
+    monkeypatch.setattr(categories, "tqdm", Recorder)
+    monkeypatch.setattr(runner, "tqdm", lambda iterable=None, *a, **k: iterable if iterable is not None
+                        else Recorder(*a, **k))
+    options = runner.RunOptions(preset="smoke", out=tmp_path / "runs", show_progress=False)
+    outcome = categories.run_categories(f"mvtec:{data / 'mvtec'}", ["toy", "toy_supervised"], [0, 1], options)
+    assert len(outcome.results) == 2 * 2 * 2 and [f.spec.rsplit("#")[1] for f in outcome.failures] == ["screw"]
+    assert bars == [("runs", 8)]  # one bar for 2 categories × 2 methods × 2 seeds, none per category
+
+
+def test_failed_runs_of_a_category_are_listed_and_its_mean_is_flagged(data, tmp_path):
+    out = tmp_path / "runs"
+    assert _run(f"mvtec:{data / 'mvtec'}#bottle,metal_nut", out, "toy,toy_supervised", 1).exit_code == 0
+    folder = out / "mvtec-metal_nut" / "smoke" / "toy" / "seed0"
+    (folder / "run.json").unlink()  # as a failed run leaves it: error.json, no run.json
+    (folder / "error.json").write_text(json.dumps({"method": "toy", "seed": 0, "message": "RuntimeError: boom"}))
+    report = _cli("report", out, "--no-figures")
+    assert report.exit_code == 0, report.output
+    assert "✗ toy seed 0: RuntimeError: boom (mvtec-metal_nut/smoke/toy/seed0)" in report.output
+    mean_row = (out / "report" / "per_category_auroc.md").read_text().splitlines()[4]
+    toy = 100 * _metrics(out, "mvtec-bottle", "toy", 0)["auroc"]
+    assert mean_row.startswith(f"| Mean | {toy:.2f} ‡ |")  # toy's mean covers bottle only
+    assert "toy ‡ (1/2 categories)" in (out / "report" / "categories_mean.md").read_text()
+    assert "## Failed runs" in (out / "report" / "report.md").read_text()
+
+
+def test_per_defect_type_classes_from_the_command_line(data, tmp_path):
+    out = tmp_path / "runs"
+    assert _run(f"mvtec:{data / 'mvtec'}#bottle", out, "toy", 1, "--per-defect-type").exit_code == 0
+    record = _record(out, "mvtec-bottle", "toy", 0)
+    assert record["dataset"]["class_names"] == ["broken_large", "contamination"]
+
+
+def test_train_on_with_a_dataset_folder_and_its_report_note(data, tmp_path, smoke_dataset):
+    """--train-on works for any evaluated data (here a dataset folder); the usual report names the training data."""
+    from scrapbench.datasets.folder import write_folder_dataset
+
+    folder = write_folder_dataset(tmp_path / "plant", smoke_dataset.class_names,
+                                  {"train": smoke_dataset.train[:4], "test": smoke_dataset.test[:6]})
+    out = tmp_path / "runs"
+    train_on = f"visa:{data / 'visa'}#candle"
+    result = _run(folder, out, "toy,toy_supervised", 1, "--train-on", train_on)
+    assert result.exit_code == 0, result.output
+    record = _record(out, "plant", "toy_supervised", 0)
+    assert record["identity"]["training"]["protocol"] == "cross_dataset"
+    assert record["dataset"]["num_train"] == VISA["candle"]["test_normal"] + VISA["candle"]["test_anomaly"]
+    assert _cli("report", out, "--no-figures", "--n-boot", 0).exit_code == 0
+    assert f"toy_supervised was trained on the test images of {train_on}." in (out / "report" / "report.md").read_text()

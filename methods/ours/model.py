@@ -89,7 +89,7 @@ class SteelScrapCLIP(nn.Module):
             raise ValueError(f"msm_map_weight must be in [0, 1], got {msm_map_weight}")
         text = self.prompts()
         grids = self.stage_features(pixels)
-        local, msm = self._probabilities(grids, text)
+        local, msm = self._probabilities(grids, text, with_msm=msm_map_weight > 0)
         per_class = self._combine(local, msm, msm_map_weight)[:, 1:]
         if binary_scoring == "class_mean":
             return per_class.mean(1), per_class

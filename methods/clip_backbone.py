@@ -162,13 +162,6 @@ def layer_tokens(
     return [taken[i] for i in layers], x
 
 
-def encode_text(loaded: LoadedClip, prompts: Sequence[str], device: str | torch.device) -> torch.Tensor:
-    """L2-normalised text embeddings of plain prompts (frozen text tower)."""
-    tokens = loaded.tokenizer(list(prompts)).to(device)
-    features = loaded.model.encode_text(tokens)
-    return F.normalize(features, dim=-1)
-
-
 def stage_layers(num_layers: int, stages: int = 4) -> tuple[int, ...]:
     """Evenly spaced block indices, e.g. 24 blocks → (6, 12, 18, 24) as in the paper."""
     if num_layers % stages:

@@ -74,6 +74,15 @@ class AnomalyMethod(ABC):
     def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Anomaly maps (float32, H×W of each input image, higher = more anomalous)."""
 
+    def predict_with_scores(self, images: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[float]]:
+        """Anomaly maps and one image-level anomaly score per image.
+
+        Default: each map's maximum. Methods whose reference implementation scores images another
+        way (AnomalyCLIP's and WinCLIP's class-token scores) override this.
+        """
+        maps = self.predict(images)
+        return maps, [float(np.max(amap)) for amap in maps]
+
     def predict_classes(self, images: Sequence[np.ndarray]) -> list[np.ndarray] | None:
         """Optional per-class maps (K×H×W) for methods that know classes; ``None`` otherwise."""
         return None
@@ -138,6 +147,17 @@ def config_from_dict(config_cls: type, values: dict[str, Any]) -> Any:
             value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
         kwargs[key] = value
     return config_cls(**kwargs)
+
+
+def check_scores(scores: Sequence[float], images: Sequence[np.ndarray], method: str) -> list[float]:
+    """Validate a method's image scores: one finite number per image."""
+    if len(scores) != len(images):
+        raise RuntimeError(f"{method}: returned {len(scores)} image scores for {len(images)} images")
+    out = [float(score) for score in scores]
+    bad = [i for i, score in enumerate(out) if not np.isfinite(score)]
+    if bad:
+        raise RuntimeError(f"{method}: image score {bad[0]} is NaN or inf")
+    return out
 
 
 def check_maps(maps: Sequence[np.ndarray], images: Sequence[np.ndarray], method: str) -> list[np.ndarray]:

@@ -39,7 +39,7 @@ from scrapbench.datasets.types import Dataset
 from scrapbench.environment import PeakMemory, device_description, git_commit, library_versions
 from scrapbench.identity import compute_settings, identity_differences, run_identity
 from scrapbench.lease import try_lease, wait_for_lease
-from scrapbench.method import AnomalyMethod, FitContext, check_maps, config_to_dict
+from scrapbench.method import AnomalyMethod, FitContext, check_maps, check_scores, config_to_dict
 from scrapbench.registry import build_config, create_method, get_spec
 from scrapbench.seeding import NondeterminismMonitor, seed_everything
 from scrapbench.store import (
@@ -357,13 +357,14 @@ def _execute(dataset: Dataset, plan: RunPlan, options: RunOptions, directory: Pa
             samples = dataset.test[begin:begin + options.batch_size]
             images = [s.image for s in samples]
             start = time.perf_counter()
-            maps = check_maps(method.predict(images), images, name)
+            maps, scores = method.predict_with_scores(images)
+            maps, scores = check_maps(maps, images, name), check_scores(scores, images, name)
             predict_s += time.perf_counter() - start
             ids = [s.id for s in samples]
             metrics.update(np.stack(maps), np.stack([s.mask for s in samples]), ids=ids)
-            for sample, amap in zip(samples, maps, strict=True):
+            for sample, amap, score in zip(samples, maps, scores, strict=True):
                 rows.append({"id": sample.id, "is_anomalous": int(sample.is_anomalous),
-                             "image_score": float(amap.max()), "anomalous_pixels": int((sample.mask > 0).sum())})
+                             "image_score": score, "anomalous_pixels": int((sample.mask > 0).sum())})
                 if save_maps:
                     kept_maps[sample.id] = amap.astype(np.float16)
     result = metrics.compute()

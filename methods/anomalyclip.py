@@ -6,7 +6,14 @@ encoder stays frozen. Patch tokens of the V-V path at four layers are compared w
 features (cosine / temperature, softmax) → one map per layer; training minimises focal + dice per
 layer (plus the release's image-level cross-entropy on the CLS embedding); the test map is the sum
 of the four *real* layer maps (the release returned one layer four times), upsampled to the input
-size and Gaussian-smoothed.
+size and Gaussian-smoothed. The image-level score is the release's: the abnormal probability of
+the class token (final ordinary-path CLS, projected *without* ``ln_post``) against the two text
+features.
+
+Pre- and post-processing follow the release (docs/fidelity.md lists every difference): the input is
+resized with PIL bicubic, position embeddings are interpolated bilinearly from the checkpoint's grid,
+training masks are resized bilinearly and kept above 0.5. Unlike the release, maps are scored at
+each image's own resolution, not at the model's 518 px.
 
 ``gaussian_sigma`` is in pixels of the model input (518 in the paper: σ = 4). The small presets
 scale it with the input size (64 px → 0.5, 128 px → 1.0) so that it smooths the same fraction of
@@ -29,10 +36,18 @@ from tqdm.auto import tqdm
 
 from scrapbench.datasets.types import Split
 from scrapbench.method import AnomalyMethod, FitContext, LearningType
-from scrapbench.methods.clip_backbone import load_clip, preprocess_images, project_tokens, upsample_maps
+from scrapbench.methods.clip_backbone import (
+    load_clip_resized,
+    preprocess_images,
+    project_tokens,
+    resize_masks,
+    upsample_maps,
+)
 from scrapbench.methods.prompt_learner import ANOMALY_PROMPT, NORMAL_PROMPT, PromptLearner
 from scrapbench.methods.vv_attention import vv_layer_tokens
 from scrapbench.seeding import seed_everything
+
+IMAGE_SCORES = ("class_token", "map_max")
 
 
 @dataclass(frozen=True)
@@ -58,6 +73,7 @@ class AnomalyCLIPConfig:
     pixel_loss_weight: float = 4.0  # the release's λ on focal + dice
     image_loss_weight: float = 1.0  # the release's CLS cross-entropy; 0 turns it off
     gaussian_sigma: float = 4.0
+    image_score: str = "class_token"  # the release's CLS softmax; "map_max": the anomaly map's maximum
     max_train_images: int | None = None  # keep anomalous images, subsample normals down to this
     feature_cache_mb: int = 2048  # frozen encoder: cache train features once when they fit
     predict_batch_size: int = 8
@@ -83,7 +99,9 @@ class AnomalyCLIP(AnomalyMethod):
     def __init__(self, config: AnomalyCLIPConfig, class_names: Sequence[str]) -> None:
         super().__init__(config, class_names)
         self.device = "cpu"
-        self._clip = load_clip(config.clip_model, config.clip_pretrained, config.image_size, self.device)
+        if config.image_score not in IMAGE_SCORES:
+            raise ValueError(f"image_score must be one of {IMAGE_SCORES}, got {config.image_score!r}")
+        self._clip = load_clip_resized(config.clip_model, config.clip_pretrained, config.image_size, self.device)
         self._clip.model.visual.requires_grad_(False)  # frozen image encoder
         num_layers = self._clip.num_layers
         if not config.feature_layers or not all(1 <= i <= num_layers for i in config.feature_layers):
@@ -101,12 +119,12 @@ class AnomalyCLIP(AnomalyMethod):
     @torch.no_grad()
     def _encode(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised V-V patch features [B, layers, N, D] and CLS image embeddings [B, D]."""
-        size = self.config.image_size
-        pixels = torch.cat([preprocess_images([image], size, self.device) for image in images])
+        pixels = preprocess_images(images, self.config.image_size, self.device, resize="pil")
         visual = self._clip.visual
         layer_tokens, final = vv_layer_tokens(visual, pixels, self.config.feature_layers, self.config.vv_from_layer)
         patches = torch.stack([project_tokens(visual, t[:, 1:]) for t in layer_tokens], dim=1)
-        cls = project_tokens(visual, final[:, 0])
+        # The release projects the class token without ln_post (patch tokens get it); so do we.
+        cls = final[:, 0] @ visual.proj if visual.proj is not None else final[:, 0]
         return F.normalize(patches, dim=-1), F.normalize(cls, dim=-1)
 
     def _layer_probabilities(self, patches: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
@@ -137,10 +155,8 @@ class AnomalyCLIP(AnomalyMethod):
         return sorted(anomalous + normals)
 
     def _masks(self, samples: Sequence[Any]) -> torch.Tensor:
-        """Binary ground truth [B, S, S] at the model input size (nearest: keeps masks binary)."""
-        size = (self.config.image_size, self.config.image_size)
-        masks = [torch.from_numpy(np.ascontiguousarray(s.mask > 0)).float()[None, None] for s in samples]
-        return torch.cat([F.interpolate(m, size=size, mode="nearest") for m in masks])[:, 0].to(self.device)
+        """Binary ground truth [B, S, S] at the model input size (bilinear, then > 0.5, as the release)."""
+        return resize_masks([s.mask > 0 for s in samples], self.config.image_size, self.device).float()
 
     def fit(self, train: Split, ctx: FitContext) -> None:
         c = self.config
@@ -214,24 +230,38 @@ class AnomalyCLIP(AnomalyMethod):
 
     # -- inference -------------------------------------------------------------------------------
     @torch.no_grad()
+    def _infer(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-layer abnormal probability [B, layers, S, S] at the model input size (before smoothing)
+        and the class token's abnormal probability [B]."""
+        patches, cls = self._encode(images)
+        text = self._text()
+        # With two groups (p_abnormal + 1 − p_normal) / 2, the release's formula, is p_abnormal.
+        layers = self._layer_probabilities(patches, text)[:, :, 1]
+        return layers, (cls @ text.T / self.config.temperature).softmax(dim=-1)[:, 1]
+
     def layer_anomaly_maps(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """Per-layer abnormal probability [B, layers, S, S] at the model input size (before smoothing)."""
-        patches, _ = self._encode(images)
-        # With two groups (p_abnormal + 1 − p_normal) / 2, the release's formula, is p_abnormal.
-        return self._layer_probabilities(patches, self._text())[:, :, 1]
+        return self._infer(images)[0]
 
     def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return self.predict_with_scores(images)[0]
+
+    def predict_with_scores(self, images: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[float]]:
+        """Maps at each image's resolution and image scores (``image_score``: CLS softmax or map maximum)."""
         maps: list[np.ndarray] = []
+        scores: list[float] = []
         for start in range(0, len(images), self.config.predict_batch_size):
             batch = images[start : start + self.config.predict_batch_size]
-            summed = self.layer_anomaly_maps(batch).sum(dim=1).cpu().numpy()
-            for image, amap in zip(batch, summed, strict=True):
+            layers, cls_scores = self._infer(batch)
+            summed = layers.sum(dim=1).cpu().numpy()
+            for image, amap, cls_score in zip(batch, summed, cls_scores.tolist(), strict=True):
                 if self.config.gaussian_sigma > 0:
                     amap = gaussian_filter(amap, sigma=self.config.gaussian_sigma)
                 resized = F.interpolate(torch.from_numpy(amap)[None, None], size=image.shape[:2], mode="bilinear",
                                         align_corners=False)
                 maps.append(resized[0, 0].numpy().astype(np.float32))
-        return maps
+                scores.append(cls_score if self.config.image_score == "class_token" else float(maps[-1].max()))
+        return maps, scores
 
     # -- state -----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -251,14 +281,16 @@ class AnomalyCLIP(AnomalyMethod):
         return {**self._clip.weights_info, "trained": "prompts only (frozen image and text encoders)"}
 
 
-def focal_loss(probs: torch.Tensor, target: torch.Tensor, gamma: float) -> torch.Tensor:
+def focal_loss(probs: torch.Tensor, target: torch.Tensor, gamma: float, smooth: float = 1e-5) -> torch.Tensor:
     """Per-layer focal loss [L] of normal/abnormal probabilities [B, L, 2, H, W] and binary targets [B, L, H, W].
 
     torchvision's ``sigmoid_focal_loss`` expects logits; AnomalyCLIP applies focal loss to the
-    two-way softmax probabilities, so it is written out here.
+    two-way softmax probabilities, so it is written out here, with the release's smoothing: the
+    one-hot target clipped to [smooth, 1 − smooth] and ``smooth`` added before the log.
     """
-    p_true = torch.where(target > 0.5, probs[:, :, 1], probs[:, :, 0]).clamp(1e-6, 1.0)
-    return (-((1 - p_true) ** gamma) * p_true.log()).mean(dim=(0, 2, 3))
+    p_true = torch.where(target > 0.5, probs[:, :, 1], probs[:, :, 0])
+    p_true = (1 - smooth) * p_true + smooth * (1 - p_true) + smooth
+    return (-((1 - p_true).clamp_min(0) ** gamma) * p_true.log()).mean(dim=(0, 2, 3))
 
 
 def dice_loss(probs: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:

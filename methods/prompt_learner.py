@@ -35,6 +35,9 @@ Notes for users of this module (the ``ours`` engineer):
   with respect to the prompt parameters. Call it once per training step (it re-encodes all N
   groups; N is small) and once after training for inference.
 - :func:`class_prompt_texts` builds the paper's multiclass groups from class names.
+- ``learner.encode_with_context(texts, context)`` encodes *other* sentences with given learnable
+  context vectors through the same deep prompts (``ours`` tests with one anomaly prompt whose
+  context is the mean of the trained anomaly contexts).
 """
 
 from __future__ import annotations
@@ -166,6 +169,7 @@ class PromptLearner(nn.Module):
             raise ValueError(f"deep_length {deep_length} must be in 1..context_length ({context_length})")
         text.freeze()
         self._text = text
+        self._tokenizer = tokenizer  # a plain callable, not state: kept for encode_with_context
         self.texts = texts
         self.context_length = context_length
         self.deep_length = deep_length
@@ -231,9 +235,35 @@ class PromptLearner(nn.Module):
 
     def forward(self) -> torch.Tensor:
         """L2-normalised text features [N, embed_dim] of all groups."""
+        return self._encode(self.prompt_embeddings(), self.pool_index, self._keep)
+
+    def encode_with_context(self, texts: Sequence[str], context: torch.Tensor) -> torch.Tensor:
+        """Normalised features [M, embed_dim] of ``texts`` with learnable context ``context`` [M, L, width].
+
+        The sentences are built as the groups' are ([SOT] context words . [EOT]) and pass the same
+        deep prompts; a text equal to a group's with that group's context gives that group's feature.
+        """
+        texts = tuple(texts)
+        if self.learn_words:
+            raise NotImplementedError("encode_with_context needs fixed words (learn_words=False)")
+        if context.shape != (len(texts), *self.context.shape[1:]):
+            raise ValueError(f"context of shape {tuple(context.shape)} for {len(texts)} texts; expected "
+                             f"{(len(texts), *self.context.shape[1:])}")
+        text = self._text
+        tokens, _ = self._tokenize(self._tokenizer, texts, self.context_length, False, text)
+        tokens = tokens.to(context.device)
+        with torch.no_grad():
+            embedded = text.tower.token_embedding(tokens).to(context.dtype)
+        embeddings = torch.cat([embedded[:, :1], context, embedded[:, 1 + self.context_length:]], dim=1)
+        pool_index = text.pool_index(tokens).to(context.device)
+        keep = int(pool_index.max()) + 1 if text.is_causal() and text.pool_type in ("argmax", "eos") \
+            else tokens.shape[1]
+        return self._encode(embeddings, pool_index, keep)
+
+    def _encode(self, embeddings: torch.Tensor, pool_index: torch.Tensor, keep: int) -> torch.Tensor:
+        """Prompt token embeddings [N, context, width] → normalised features, deep prompts swapped in."""
         tower = self._text.tower
-        keep = self._keep
-        x = (self.prompt_embeddings() + tower.positional_embedding.to(self.context.dtype))[:, :keep]
+        x = (embeddings + tower.positional_embedding.to(embeddings.dtype))[:, :keep]
         attn_mask = getattr(tower, "attn_mask", None)
         attn_mask = attn_mask[:keep, :keep] if attn_mask is not None else None
         batch_first = getattr(tower.transformer, "batch_first", True)
@@ -246,5 +276,5 @@ class PromptLearner(nn.Module):
             else:
                 x = block(x.transpose(0, 1), attn_mask=attn_mask).transpose(0, 1)
         x = tower.ln_final(x)
-        pooled = x[torch.arange(x.shape[0], device=x.device), self.pool_index]
+        pooled = x[torch.arange(x.shape[0], device=x.device), pool_index]
         return F.normalize(self._text.project(pooled), dim=-1)

@@ -7,9 +7,17 @@ memory from k normal train images chosen by the run's seed. The scoring is in
 
 Prompts are adapted to the domain as the steel paper did: the state phrases are "object which is
 made of steel" (normal) and "object which is not steel" (anomalous), each composed with WinCLIP's
-templates ("a photo of the {}." …); each ensemble's embeddings are averaged. On data that shows one
-named object (a MVTec AD / VisA category: ``FitContext.object_name``), the states are WinCLIP's own
-state words around that name instead, as in the paper ("flawless metal nut", "metal nut with defect").
+templates ("a photo of the {}." …); each ensemble's raw embeddings are averaged (anomalib). On data
+that shows one named object (a MVTec AD / VisA category: ``FitContext.object_name``), the states are
+WinCLIP's own state words around that name instead, as in the paper ("flawless metal nut", "metal nut
+with defect").
+
+Pre- and post-processing follow anomalib's WinCLIP (docs/fidelity.md lists every difference): the
+input is resized with torchvision's antialiased bicubic; the image-level score is the class token's
+zero-shot score, averaged with the few-shot map's maximum for WinCLIP+; the few-shot patch memory
+holds the last block's tokens after ``ln_post``. Unlike anomalib 2.7 with open_clip 3.x, each window
+runs through the ViT on its own (anomalib feeds a batch-first transformer sequence-first, so every
+window embedding comes out the same); and maps are scored at each image's own resolution.
 """
 
 from __future__ import annotations
@@ -26,18 +34,20 @@ import torch.nn.functional as F
 
 from scrapbench.datasets.types import Split
 from scrapbench.method import AnomalyMethod, FitContext, LearningType
-from scrapbench.methods.clip_backbone import encode_text, load_clip, preprocess_images
+from scrapbench.methods.clip_backbone import load_clip, preprocess_images
 from scrapbench.methods.winclip_scores import (
     WINCLIP_TEMPLATES,
     Encoding,
     encode,
     few_shot_map,
+    image_zero_shot_score,
     window_masks,
     zero_shot_map,
 )
 
 NORMAL_STATES: tuple[str, ...] = ("object which is made of steel",)
 ANOMALOUS_STATES: tuple[str, ...] = ("object which is not steel",)
+IMAGE_SCORES = ("class_token", "map_max")
 
 
 @dataclass(frozen=True)
@@ -46,8 +56,8 @@ class WinCLIPConfig:
     since the steel paper does not name WinCLIP's; k_shot 10 for WinCLIP+ is the steel paper's.
 
     ``memory_layers``: blocks whose patch tokens go into the few-shot memory; 1-based, negative
-    counts from the end (-2: the penultimate block; WinCLIP+ takes patch features from an
-    intermediate layer, not the language-aligned output).
+    counts from the end. anomalib uses the last block's tokens after ``ln_post`` (unprojected):
+    ``(-1,)`` with ``memory_ln_post``.
     """
 
     clip_model: str = "ViT-B-16-plus-240"
@@ -56,13 +66,15 @@ class WinCLIPConfig:
     window_scales: tuple[int, ...] = (2, 3)  # in patches: small and mid windows
     window_stride: int = 1
     k_shot: int = 0  # 0: WinCLIP; > 0: WinCLIP+ with k normal references from the train split
-    memory_layers: tuple[int, ...] = (-2,)
+    memory_layers: tuple[int, ...] = (-1,)
+    memory_ln_post: bool = True  # apply the vision tower's ln_post to the memory tokens (anomalib)
     temperature: float = 0.07  # CLIP's softmax temperature
     normal_states: tuple[str, ...] = NORMAL_STATES
     anomalous_states: tuple[str, ...] = ANOMALOUS_STATES
     templates: tuple[str, ...] = WINCLIP_TEMPLATES
     predict_batch_size: int = 8
     window_chunk: int = 2048  # window sequences per ViT forward (bounds memory at large grids)
+    image_score: str = "class_token"  # anomalib's zero-shot CLS score (+ few-shot max); "map_max"
 
 
 class WinCLIP(AnomalyMethod):
@@ -85,6 +97,8 @@ class WinCLIP(AnomalyMethod):
         self._clip = load_clip(config.clip_model, config.clip_pretrained, config.image_size, self.device)
         self._clip.model.requires_grad_(False)
         depth = self._clip.num_layers
+        if config.image_score not in IMAGE_SCORES:
+            raise ValueError(f"image_score must be one of {IMAGE_SCORES}, got {config.image_score!r}")
         if not all(-depth <= i <= depth and i != 0 for i in config.memory_layers):
             raise ValueError(f"memory_layers {config.memory_layers} outside 1..{depth} (or -{depth}..-1) "
                              f"of {config.clip_model}")
@@ -114,8 +128,10 @@ class WinCLIP(AnomalyMethod):
 
     @torch.inference_mode()
     def _text_embeddings(self) -> torch.Tensor:
-        """2×D: mean of the normalised embeddings of each ensemble, renormalised (normal, anomalous)."""
-        groups = [encode_text(self._clip, prompts, self.device).mean(dim=0) for prompts in self.prompts()]
+        """2×D: per ensemble the mean of the raw (unnormalised) prompt embeddings, as anomalib does,
+        then normalised (normal, anomalous)."""
+        model, tokenizer = self._clip.model, self._clip.tokenizer
+        groups = [model.encode_text(tokenizer(prompts).to(self.device)).mean(dim=0) for prompts in self.prompts()]
         return F.normalize(torch.stack(groups), dim=-1)
 
     def fit(self, train: Split, ctx: FitContext) -> None:
@@ -140,37 +156,48 @@ class WinCLIP(AnomalyMethod):
         layers = self._memory_layers if self.config.k_shot > 0 else ()
         for start in range(0, len(images), self.config.predict_batch_size):
             batch = images[start : start + self.config.predict_batch_size]
-            pixels = torch.cat([preprocess_images([image], size, self.device) for image in batch])
-            parts.append(encode(self._clip.visual, pixels, self._masks, layers, self.config.window_chunk))
+            pixels = preprocess_images(batch, size, self.device, resize="antialias")
+            parts.append(encode(self._clip.visual, pixels, self._masks, layers, self.config.window_chunk,
+                                self.config.memory_ln_post))
         return Encoding(torch.cat([p.image for p in parts]),
                         [torch.cat(w) for w in zip(*(p.windows for p in parts), strict=True)],
                         [torch.cat(f) for f in zip(*(p.patches for p in parts), strict=True)])
 
     @torch.inference_mode()
     def grid_maps(self, images: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
-        """Patch-grid maps B×g×g: ``zero_shot``, and for WinCLIP+ ``few_shot`` and ``combined``."""
+        """Patch-grid maps B×g×g: ``zero_shot``, and for WinCLIP+ ``few_shot`` and ``combined``; and
+        ``image_score`` [B]: the class token's zero-shot score, for WinCLIP+ averaged with the
+        few-shot map's maximum (anomalib)."""
         if self._text is None:  # zero-shot needs no data: build the prompts on first use
             self._text = self._text_embeddings()
         if self.config.k_shot > 0 and self._memory is None:
             raise RuntimeError("WinCLIP+ (k_shot > 0) has no reference memory: call fit() or load a saved state")
         encoding, grid = self._encode(images), self._clip.grid_size
-        maps = {"zero_shot": zero_shot_map(encoding, self._text, self._masks, grid, self.config.temperature)}
+        maps = {"zero_shot": zero_shot_map(encoding, self._text, self._masks, grid, self.config.temperature),
+                "image_score": image_zero_shot_score(encoding, self._text, self.config.temperature)}
         if self._memory is not None:
             maps["few_shot"] = few_shot_map(encoding, self._memory, self._masks, grid)
             maps["combined"] = (maps["zero_shot"] + maps["few_shot"]) / 2
+            maps["image_score"] = (maps["image_score"] + maps["few_shot"].amax(dim=(-2, -1))) / 2
         return maps
 
     def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return self.predict_with_scores(images)[0]
+
+    def predict_with_scores(self, images: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[float]]:
+        """Maps at each image's resolution and image scores (``image_score``: anomalib's or the map maximum)."""
         out: list[np.ndarray] = []
+        scores: list[float] = []
         for start in range(0, len(images), self.config.predict_batch_size):
             batch = images[start : start + self.config.predict_batch_size]
             maps = self.grid_maps(batch)
             grid = maps.get("combined", maps["zero_shot"])
-            for image, amap in zip(batch, grid, strict=True):
+            for image, amap, score in zip(batch, grid, maps["image_score"].tolist(), strict=True):
                 resized = F.interpolate(amap[None, None].float(), size=image.shape[:2], mode="bilinear",
                                         align_corners=False)
                 out.append(resized[0, 0].cpu().numpy().astype(np.float32))
-        return out
+                scores.append(score if self.config.image_score == "class_token" else float(out[-1].max()))
+        return out, scores
 
     # -- state --------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -7,6 +7,8 @@ full image), and the CLS output, projected into the joint space, is the window's
 - Zero-shot map (language-guided): each window gets ``P(anomalous | window)`` from the two prompt
   ensembles; per scale, every patch takes the harmonic mean of the windows covering it; the small,
   mid and whole-image maps are then combined by a harmonic mean.
+- Image score: the whole image's ``P(anomalous)``; WinCLIP+ averages it with the few-shot map's
+  maximum.
 - Few-shot map (WinCLIP+): each window / patch feature gets ``min over the memory of (1 − cos) / 2``
   against the k reference images (same scale, same layer); windows are aggregated per patch by
   harmonic mean as above, and the window and patch maps are averaged. WinCLIP+ reports
@@ -39,8 +41,9 @@ with warnings.catch_warnings():
         visual_association_score,
     )
 
-# anomalib's list repeats "a jpeg corrupted photo of the {}."; a duplicate would weigh that template twice.
-WINCLIP_TEMPLATES: tuple[str, ...] = tuple(dict.fromkeys(TEMPLATES))
+# anomalib's list as it is: it repeats "a jpeg corrupted photo of the {}.", so that template weighs twice in
+# the ensemble mean. Kept for identical text features; docs/fidelity.md gives the effect of dropping it.
+WINCLIP_TEMPLATES: tuple[str, ...] = tuple(TEMPLATES)
 
 
 @dataclass
@@ -48,7 +51,7 @@ class Encoding:
     """What WinCLIP reads from a batch of B images (all L2-normalised on the last dimension).
 
     ``image``: B×D whole-image embeddings; ``windows``: per scale B×M_s×D window embeddings;
-    ``patches``: per memory layer B×N×width raw patch tokens (the few-shot memory's features).
+    ``patches``: per memory layer B×N×width patch tokens (the few-shot memory's features).
     """
 
     image: torch.Tensor
@@ -94,16 +97,21 @@ def _window_embeddings(visual: torch.nn.Module, tokens: torch.Tensor, mask: torc
 
 def encode(
     visual: torch.nn.Module, pixels: torch.Tensor, masks: Sequence[torch.Tensor], memory_layers: Sequence[int],
-    window_chunk: int = 2048,
+    window_chunk: int = 2048, memory_ln_post: bool = True,
 ) -> Encoding:
-    """Whole-image, window and patch features of preprocessed ``pixels`` (B×3×S×S)."""
+    """Whole-image, window and patch features of preprocessed ``pixels`` (B×3×S×S).
+
+    Memory patch tokens pass the vision tower's ``ln_post`` when ``memory_ln_post`` (anomalib's
+    patch embeddings: the last block's tokens after ``ln_post``, not projected).
+    """
     layers = list(dict.fromkeys(memory_layers))
     taken, final = layer_tokens(visual, pixels, layers or [len(visual.transformer.resblocks)])
     by_layer = dict(zip(layers, taken, strict=False))
     image = F.normalize(project_tokens(visual, final[:, 0]), dim=-1)
     first = embed_patches(visual, pixels)
     windows = [_window_embeddings(visual, first, mask, window_chunk) for mask in masks]
-    patches = [F.normalize(by_layer[layer][:, 1:], dim=-1) for layer in memory_layers]
+    post = visual.ln_post if memory_ln_post else torch.nn.Identity()
+    patches = [F.normalize(post(by_layer[layer][:, 1:]), dim=-1) for layer in memory_layers]
     return Encoding(image, windows, patches)
 
 
@@ -126,6 +134,11 @@ def zero_shot_map(
         scores = class_scores(windows, text, temperature, target_class=1)
         maps.append(harmonic_aggregation(scores, grid, mask))
     return harmonic_mean(torch.stack(maps))
+
+
+def image_zero_shot_score(encoding: Encoding, text: torch.Tensor, temperature: float) -> torch.Tensor:
+    """P(anomalous) of each whole image's class-token embedding [B] (WinCLIP's zero-shot image score)."""
+    return class_scores(encoding.image, text, temperature, target_class=1)
 
 
 def _association(features: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ import torch
 
 from scrapbench.method import FitContext, WeightsError
 from scrapbench.methods.anomalyclip import dice_loss, focal_loss
-from scrapbench.methods.clip_backbone import layer_tokens, load_clip, preprocess_images
+from scrapbench.methods.clip_backbone import layer_tokens, load_clip, preprocess_images, project_tokens
 from scrapbench.methods.vv_attention import vv_layer_tokens
 from scrapbench.registry import create_method
 from scrapbench.seeding import seed_everything
@@ -120,3 +120,53 @@ def test_losses_reward_the_right_map():
     assert focal_loss(wrong.clamp(1e-6, 1 - 1e-6), target, 2.0).item() > 1.0
     assert dice_loss(perfect[:, :, 1], target).item() < 1e-6
     assert dice_loss(wrong[:, :, 1], target).item() > 0.4
+
+
+# -- the release's pre- and post-processing ----------------------------------------------------------------------
+def test_image_score_is_the_class_token_softmax_without_ln_post(fitted, smoke_dataset):
+    """The release scores an image by the abnormal softmax of the final CLS token projected without ln_post."""
+    method, _ = fitted
+    images = [s.image for s in smoke_dataset.test[:4]]
+    maps, scores = method.predict_with_scores(images)
+    visual = method._clip.visual
+    with torch.no_grad():
+        pixels = preprocess_images(images, 64, "cpu", resize="pil")
+        _, final = vv_layer_tokens(visual, pixels, (1, 2, 3, 4), vv_from_layer=1)
+        text = method.learner()
+        cls = torch.nn.functional.normalize(final[:, 0] @ visual.proj, dim=-1)
+        expected = (cls @ text.T / 0.07).softmax(dim=-1)[:, 1]
+        with_ln_post = torch.nn.functional.normalize(project_tokens(visual, final[:, 0]), dim=-1)
+        other = (with_ln_post @ text.T / 0.07).softmax(dim=-1)[:, 1]
+    np.testing.assert_allclose(scores, expected.numpy(), atol=1e-6)
+    assert np.abs(other.numpy() - expected.numpy()).max() > 1e-4  # ln_post would change the score
+    assert not np.allclose(scores, [m.max() for m in maps])
+    by_max = create_method("anomalyclip", CLASSES, preset="smoke", overrides={"image_score": "map_max"})
+    by_max.load_state_dict(method.state_dict())
+    max_maps, max_scores = by_max.predict_with_scores(images)
+    np.testing.assert_allclose(max_scores, [m.max() for m in max_maps])
+
+
+def test_positions_come_bilinearly_from_the_checkpoint_grid(clip_checkpoint):
+    path, saved = clip_checkpoint  # saved at the tiny CLIP's own 64 px
+    method = create_method("anomalyclip", CLASSES, preset="smoke",
+                           overrides={"clip_pretrained": str(path), "image_size": 96})
+    grid = saved["visual.positional_embedding"][1:].reshape(1, 8, 8, -1).permute(0, 3, 1, 2)
+    expected = torch.nn.functional.interpolate(grid, size=(12, 12), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(method._clip.visual.positional_embedding[1:].detach(),
+                               expected.permute(0, 2, 3, 1).reshape(144, -1))
+
+
+def test_training_masks_are_resized_bilinearly_and_thresholded():
+    from types import SimpleNamespace
+
+    import torchvision.transforms.functional as TVF
+    from PIL import Image
+
+    method = create_method("anomalyclip", CLASSES, preset="smoke")
+    mask = np.zeros((256, 200), np.uint8)
+    mask[100, :] = 2  # a one-pixel line of class 2, and a block of class 1
+    mask[30:90, 40:120] = 1
+    masks = method._masks([SimpleNamespace(mask=mask)])
+    reference = TVF.to_tensor(TVF.resize(Image.fromarray((mask > 0).astype(np.uint8) * 255, mode="L"), [64, 64]))
+    assert torch.equal(masks[0], (reference[0] > 0.5).float())
+    assert masks.dtype == torch.float32 and set(masks.unique().tolist()) == {0.0, 1.0}

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from scrapbench.method import FitContext, WeightsError
+from scrapbench.methods.clip_backbone import preprocess_images
 from scrapbench.methods.ours.losses import class_balanced_weights, dice_loss, focal_loss
 from scrapbench.methods.ours.method import random_dihedral
 from scrapbench.methods.ours.msm import MultiScaleMechanism, ScalePath, pool_tokens
@@ -104,6 +106,24 @@ def test_class_balanced_weights_favour_rare_classes():
     assert weights.sum().item() == pytest.approx(4.0)
 
 
+def test_class_balance_at_table_1_counts_balances():
+    """Table 1: 7,838 normal train images; 467 motor, 172 cable, 97 spray-can images. Counting images with
+    β = (N − 1)/N (Cui et al.) the weights differ materially; counting pixels they come out equal."""
+    images = class_balanced_weights(torch.tensor([7838.0, 467.0, 172.0, 97.0]))
+    assert images[0] < 0.1 and images[3] > 2.0 and images[3] / images[0] > 40
+    assert images[0] < images[1] < images[2] < images[3]
+    beta = (8574 - 1) / 8574
+    torch.testing.assert_close(images, class_balanced_weights(torch.tensor([7838.0, 467.0, 172.0, 97.0]), beta))
+    # The old choices: pixel counts at 518 px (a few % of each anomalous image per class) with β near 1.
+    pixels = torch.tensor([8574 * 518**2 * 0.99, 467 * 518**2 * 0.05, 172 * 518**2 * 0.02, 97 * 518**2 * 0.02])
+    flat = class_balanced_weights(pixels, 0.99999)
+    assert (flat.max() - flat.min()) < 0.01  # no balancing at all
+    saturated = class_balanced_weights(pixels, 0.999999)
+    assert saturated[0].item() == pytest.approx(saturated[1].item(), rel=0.01)  # normal weighs as much as motor
+    with pytest.raises(ValueError, match="β"):
+        class_balanced_weights(torch.tensor([5.0, 1.0]), beta=1.0)
+
+
 def test_losses_reward_the_right_answer():
     target = torch.zeros(1, 4, 4, dtype=torch.long)
     target[0, 1:3, 1:3] = 2
@@ -132,6 +152,9 @@ def test_one_fit_trains_encoder_prompts_and_msm_but_not_the_text_tower(smoke_dat
     assert len(log["epochs"]) == 1 and len(log["class_weights"]) == 4
     [classes] = method.predict_classes([smoke_dataset.test[0].image])
     assert classes.shape == (3, 64, 64)
+    [binary] = method.predict([smoke_dataset.test[0].image])
+    assert binary.shape == (64, 64) and not np.allclose(binary, classes.mean(0), atol=1e-4)
+    method.config = replace(method.config, binary_scoring="class_mean")
     [binary] = method.predict([smoke_dataset.test[0].image])
     np.testing.assert_allclose(binary, classes.mean(0), rtol=1e-4, atol=1e-5)
 
@@ -167,12 +190,64 @@ def test_weights_load_from_a_checkpoint_file(clip_checkpoint, tmp_path):
         missing._build()
 
 
-def test_class_weights_count_pixels_of_the_train_split():
-    method = create_method("ours", CLASSES, preset="smoke", overrides={"class_balance_beta": 0.999})
+def test_class_weights_count_images_of_the_train_split():
+    method = create_method("ours", CLASSES, preset="smoke")
+    one, two = np.zeros((64, 64), np.uint8), np.zeros((64, 64), np.uint8)
+    one[:10, :10] = 1
+    one[20:22, :5] = 3
+    two[5:9, 5:9] = 1
+    weights = method._class_weights({"a": one, "b": two}, num_normal_images=7)
+    torch.testing.assert_close(weights, class_balanced_weights(torch.tensor([7.0, 2.0, 0.0, 1.0])))
+    assert weights[0] < weights[1] < weights[3]
+
+
+def test_class_weights_can_count_pixels():
+    method = create_method("ours", CLASSES, preset="smoke",
+                           overrides={"class_balance_counts": "pixels", "class_balance_beta": 0.999})
     mask = np.zeros((64, 64), np.uint8)
     mask[:10, :10] = 1
     mask[20:22, :5] = 3
     weights = method._class_weights({"a": mask}, num_normal_images=3)
     expected = class_balanced_weights(torch.tensor([4 * 64 * 64 - 110, 100, 0, 10]), 0.999)
     torch.testing.assert_close(weights, expected)
-    assert weights[0] < weights[1] < weights[3]
+
+
+@pytest.fixture(scope="module")
+def fitted_ours(smoke_dataset, tmp_path_factory):
+    method = create_method("ours", CLASSES, preset="smoke", overrides={"epochs": 1})
+    method.fit(smoke_dataset.train, FitContext(0, "cpu", tmp_path_factory.mktemp("ours"), CLASSES, False))
+    return method
+
+
+def test_binary_test_is_a_two_way_softmax_against_the_averaged_anomaly_prompt(fitted_ours, smoke_dataset):
+    """Sec. 4.1: normal prompt vs one anomaly prompt, "object which is not steel", whose learned context is
+    the mean of the three anomaly prompts' contexts."""
+    model = fitted_ours.model
+    prompts = model.prompts
+    with torch.no_grad():
+        pair = model.binary_text("object which is not steel")
+        mean = prompts.context[1:].mean(0, keepdim=True)
+        expected = prompts.encode_with_context((prompts.texts[0], "object which is not steel"),
+                                               torch.cat([prompts.context[:1], mean]))
+        torch.testing.assert_close(pair, expected)
+        torch.testing.assert_close(pair[0], prompts()[0])
+        pixels = preprocess_images([smoke_dataset.test[0].image], 64, "cpu")
+        grids = model.stage_features(pixels)
+        local = sum((torch.einsum("bdhw,cd->bchw", g, pair) / 0.07).softmax(1)[:, 1] for g in grids) / len(grids)
+        binary, _ = model.anomaly_maps(pixels, "averaged_prompt", "object which is not steel", 0.0)
+    torch.testing.assert_close(binary, local)
+
+
+def test_msm_map_weight_mixes_local_and_msm_maps(fitted_ours, smoke_dataset):
+    model = fitted_ours.model
+    pixels = preprocess_images([smoke_dataset.test[0].image], 64, "cpu")
+    maps = {w: model.anomaly_maps(pixels, "class_mean", "object which is not steel", w) for w in (0.0, 0.25, 1.0)}
+    torch.testing.assert_close(maps[0.25][1], 0.75 * maps[0.0][1] + 0.25 * maps[1.0][1])
+    assert not torch.allclose(maps[0.0][1], maps[1.0][1])
+    binary = {w: model.anomaly_maps(pixels, "averaged_prompt", "object which is not steel", w)[0]
+              for w in (0.0, 0.25, 1.0)}
+    torch.testing.assert_close(binary[0.25], 0.75 * binary[0.0] + 0.25 * binary[1.0])
+    with pytest.raises(ValueError, match="msm_map_weight"):
+        create_method("ours", CLASSES, preset="smoke", overrides={"msm_map_weight": 1.5})
+    with pytest.raises(ValueError, match="binary_scoring"):
+        create_method("ours", CLASSES, preset="smoke", overrides={"binary_scoring": "max"})

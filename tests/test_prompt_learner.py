@@ -124,3 +124,20 @@ def test_bad_settings_are_rejected(clip):
         _learner(clip, texts=("object which is not steel but spray can",), context_length=3, learn_words=True)
     with pytest.raises(ValueError, match="does not fit"):
         _learner(clip, texts=(" ".join(["steel"] * 40),))
+
+
+def test_encode_with_context_reproduces_the_groups_and_takes_new_sentences(clip):
+    learner = _learner(clip, texts=class_prompt_texts(CLASSES), context_length=8, deep_length=4)
+    torch.testing.assert_close(learner.encode_with_context(learner.texts, learner.context), learner())
+    mean = learner.context[1:].mean(0, keepdim=True)
+    pair = learner.encode_with_context((NORMAL_PROMPT, ANOMALY_PROMPT), torch.cat([learner.context[:1], mean]))
+    torch.testing.assert_close(pair[0], learner()[0])
+    # the same as a learner built on the new sentence whose context is set to the mean
+    other = _learner(clip, texts=(ANOMALY_PROMPT,), context_length=8, deep_length=4)
+    with torch.no_grad():
+        other.context.copy_(mean)
+        for mine, theirs in zip(other.deep_prompts, learner.deep_prompts, strict=True):
+            mine.copy_(theirs)
+    torch.testing.assert_close(pair[1], other()[0])
+    with pytest.raises(ValueError, match="context of shape"):
+        learner.encode_with_context((ANOMALY_PROMPT,), learner.context)

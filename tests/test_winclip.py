@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from scrapbench.method import FitContext, LearningType, WeightsError
-from scrapbench.methods.clip_backbone import load_clip, preprocess_images
+from scrapbench.methods.clip_backbone import layer_tokens, load_clip, preprocess_images
 from scrapbench.methods.winclip_scores import (
     Encoding,
     encode,
@@ -66,7 +66,7 @@ def test_prompts_compose_domain_states_with_templates():
     method = create_method("winclip", CLASSES, preset="smoke")
     normal, anomalous = method.prompts()
     templates = method.config.templates
-    assert len(normal) == len(templates) == len(set(templates)) and len(anomalous) == len(templates)
+    assert len(normal) == len(templates) and len(anomalous) == len(templates)
     assert "a photo of the object which is made of steel." in normal
     assert "a photo of the object which is not steel." in anomalous
     text = method._text_embeddings()
@@ -142,7 +142,7 @@ def test_window_embedding_sees_only_its_window(clip_checkpoint):
     masks = window_masks(8, (2,))
     with torch.inference_mode():
         pixels = preprocess_images([image, changed], 64, "cpu")
-        enc = encode(loaded.visual, pixels, masks, memory_layers=(3,))
+        enc = encode(loaded.visual, pixels, masks, memory_layers=(3,), memory_ln_post=False)
     top_windows = (masks[0] // 8).max(0).values <= 3  # windows entirely in patch rows 0..3
     torch.testing.assert_close(enc.windows[0][0, top_windows], enc.windows[0][1, top_windows])
     assert not torch.allclose(enc.windows[0][0, ~top_windows], enc.windows[0][1, ~top_windows])
@@ -205,3 +205,67 @@ def test_plus_without_memory_fails_clearly():
     method = create_method("winclip_plus", CLASSES, preset="smoke")
     with pytest.raises(RuntimeError, match="call fit"):
         method.predict([np.zeros((64, 64, 3), dtype=np.uint8)])
+
+
+# -- anomalib's pre- and post-processing ---------------------------------------------------------------------------
+def test_text_features_average_the_raw_prompt_embeddings(clip_checkpoint):
+    method = create_method("winclip", CLASSES, preset="smoke", overrides={"clip_pretrained": str(clip_checkpoint[0])})
+    model, tokenizer = method._clip.model, method._clip.tokenizer
+    with torch.no_grad():
+        raw = [model.encode_text(tokenizer(group)).mean(0) for group in method.prompts()]
+        normalised_first = [torch.nn.functional.normalize(model.encode_text(tokenizer(group)), dim=-1).mean(0)
+                            for group in method.prompts()]
+    expected = torch.nn.functional.normalize(torch.stack(raw), dim=-1)
+    torch.testing.assert_close(method._text_embeddings(), expected)
+    assert (torch.nn.functional.normalize(torch.stack(normalised_first), dim=-1) - expected).abs().max() > 1e-5
+    # anomalib's template list, duplicate included: 21 templates per state phrase.
+    assert len(method.prompts()[0]) == 21
+
+
+def test_image_scores_are_the_class_token_score_and_the_few_shot_maximum(plus, smoke_dataset):
+    images = [s.image for s in smoke_dataset.test[:3]]
+    maps = plus.grid_maps(images)
+    encoding = plus._encode(images)
+    zero_shot = torch.softmax(encoding.image @ plus._text.T / 0.07, dim=-1)[:, 1]
+    expected = (zero_shot + maps["few_shot"].amax(dim=(-2, -1))) / 2
+    _, scores = plus.predict_with_scores(images)
+    np.testing.assert_allclose(scores, expected.numpy(), atol=1e-6)
+    zero = create_method("winclip", CLASSES, preset="smoke")
+    zero.load_state_dict({"text_embeddings": plus._text})
+    zero._clip = plus._clip
+    _, zero_scores = zero.predict_with_scores(images)
+    np.testing.assert_allclose(zero_scores, zero_shot.numpy(), atol=1e-6)
+
+
+def test_every_window_runs_through_the_vit_alone(clip_checkpoint):
+    """Pins the window embedding to a ViT forward on the CLS token plus the window's own tokens. anomalib 2.7
+    feeds open_clip 3.x's batch-first transformer sequence-first: attention then mixes the windows and every
+    window embedding comes out the same."""
+    loaded = load_clip("scrapbench-vit-tiny", str(clip_checkpoint[0]), 64)
+    visual = loaded.visual
+    image = np.random.default_rng(3).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    masks = window_masks(8, (2, 3))
+    with torch.inference_mode():
+        pixels = preprocess_images([image], 64, "cpu", resize="antialias")
+        enc = encode(visual, pixels, masks, memory_layers=())
+        tokens = visual.ln_pre(torch.cat([visual.class_embedding.expand(1, 1, -1),
+                                          visual.conv1(pixels).flatten(2).transpose(1, 2)], dim=1)
+                               + visual.positional_embedding)
+        for scale, mask in zip((0, 1), masks, strict=True):
+            for window in (0, 7, mask.shape[1] - 1):
+                alone = tokens[:, torch.cat([torch.tensor([0]), mask[:, window] + 1])]  # 1×(1+s²)×width
+                expected = visual.ln_post(visual.transformer(alone)[:, 0]) @ visual.proj
+                torch.testing.assert_close(enc.windows[scale][0, window],
+                                           torch.nn.functional.normalize(expected, dim=-1)[0], atol=1e-5, rtol=0)
+    for windows in enc.windows:
+        assert windows[0].std(dim=0).max() > 1e-2  # windows differ (anomalib 2.7: all equal, std 0)
+
+
+def test_few_shot_memory_is_the_last_block_after_ln_post(plus, smoke_dataset):
+    images = [s.image for s in smoke_dataset.test[:2]]
+    visual = plus._clip.visual
+    with torch.inference_mode():
+        pixels = preprocess_images(images, 64, "cpu", resize="antialias")
+        _, final = layer_tokens(visual, pixels, (4,))
+        expected = torch.nn.functional.normalize(visual.ln_post(final[:, 1:]), dim=-1)
+    torch.testing.assert_close(plus._encode(images).patches[0], expected)

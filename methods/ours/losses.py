@@ -6,14 +6,20 @@ import torch
 import torch.nn.functional as F
 
 
-def class_balanced_weights(pixel_counts: torch.Tensor, beta: float) -> torch.Tensor:
+def class_balanced_weights(counts: torch.Tensor, beta: float | None = None) -> torch.Tensor:
     """Weights ∝ 1 / effective number (1 − β^n) / (1 − β), normalised to sum to the class count.
 
-    A class with no pixel in the train split gets the largest weight seen (it cannot contribute
-    to the loss anyway, but must not produce inf).
+    ``beta`` None: (N − 1) / N with N = the total count, Cui et al.'s β for a data volume of N
+    samples. A class with no sample gets the weight of a class with one (it cannot contribute to
+    the loss anyway, but must not produce inf).
     """
-    counts = pixel_counts.double().clamp(min=1.0)
-    effective = (1.0 - torch.pow(torch.tensor(beta, dtype=torch.double), counts)) / (1.0 - beta)
+    counts = counts.double()
+    if beta is None:
+        total = float(counts.sum())
+        beta = (total - 1.0) / total if total > 1 else 0.0
+    if not 0.0 <= beta < 1.0:
+        raise ValueError(f"class-balance β must be in [0, 1), got {beta}")
+    effective = (1.0 - torch.pow(torch.tensor(beta, dtype=torch.double), counts.clamp(min=1.0))) / (1.0 - beta)
     weights = 1.0 / effective
     return (weights / weights.sum() * len(weights)).float()
 

@@ -3,7 +3,10 @@
 Training (Sec. 4.1): every step encodes the prompts, runs the fine-tuned encoder and the MSM blocks,
 and minimises L_local + L_MSM, where L_local sums focal + dice over the four stages' local maps and
 L_MSM weights the stages' MSM maps by ``msm_stage_weights`` (0.1/0.1/0.1/0.7). Maps are up-sampled
-from the patch grid to the input resolution to meet the class-index masks (resized nearest).
+from the patch grid to the input resolution to meet the class-index masks. The paper's settings are
+AnomalyCLIP's (input 518, layers 6/12/18/24, its prompt-learner parameter names), so the input
+pipeline is AnomalyCLIP's too: PIL bicubic resize, position embeddings interpolated bilinearly,
+masks resized bilinearly and kept above 0.5 (per class).
 Schedule-free AdamW keeps two parameter sequences: ``optimizer.train()`` before the steps and
 ``optimizer.eval()`` after them put the averaged weights in place, which is what is predicted with
 and saved.
@@ -24,10 +27,10 @@ from tqdm.auto import tqdm
 
 from scrapbench.datasets.types import Split
 from scrapbench.method import AnomalyMethod, FitContext, LearningType
-from scrapbench.methods.clip_backbone import LoadedClip, load_clip, preprocess_images
+from scrapbench.methods.clip_backbone import LoadedClip, load_clip_resized, preprocess_images, resize_masks
 from scrapbench.methods.ours.config import PRESETS, OursConfig
 from scrapbench.methods.ours.losses import class_balanced_weights, segmentation_loss
-from scrapbench.methods.ours.model import SteelScrapCLIP
+from scrapbench.methods.ours.model import BINARY_SCORINGS, SteelScrapCLIP
 from scrapbench.seeding import seed_everything
 
 
@@ -44,6 +47,12 @@ class FineTunedCLIP(AnomalyMethod):
         if len(config.feature_layers) != len(config.msm_stage_weights):
             raise ValueError(f"{len(config.feature_layers)} feature layers but "
                              f"{len(config.msm_stage_weights)} MSM stage weights")
+        if config.binary_scoring not in BINARY_SCORINGS:
+            raise ValueError(f"binary_scoring must be one of {BINARY_SCORINGS}, got {config.binary_scoring!r}")
+        if config.class_balance_counts not in ("images", "pixels"):
+            raise ValueError(f"class_balance_counts must be 'images' or 'pixels', got {config.class_balance_counts!r}")
+        if not 0.0 <= config.msm_map_weight <= 1.0:
+            raise ValueError(f"msm_map_weight must be in [0, 1], got {config.msm_map_weight}")
         self.device = "cpu"
         self.model: SteelScrapCLIP | None = None
         self._clip: LoadedClip | None = None
@@ -52,7 +61,8 @@ class FineTunedCLIP(AnomalyMethod):
     # -- building -------------------------------------------------------------------------------
     def _build(self) -> SteelScrapCLIP:
         cfg = self.config
-        clip = load_clip(cfg.clip_model, cfg.clip_pretrained, cfg.image_size, self.device, init_seed=cfg.init_seed)
+        clip = load_clip_resized(cfg.clip_model, cfg.clip_pretrained, cfg.image_size, self.device,
+                                 init_seed=cfg.init_seed)
         self._clip = clip  # its frozen text tower is used by the prompts but is not a submodule
         self._weights_info = dict(clip.weights_info)
         self.model = SteelScrapCLIP(clip, self.class_names, cfg).to(self.device)
@@ -91,7 +101,7 @@ class FineTunedCLIP(AnomalyMethod):
             for batch in tqdm(batches, desc=f"ours epoch {epoch + 1}/{cfg.epochs}", leave=False,
                               disable=not ctx.show_progress):
                 samples = [train[int(i)] for i in batch]
-                pixels = preprocess_images([s.image for s in samples], cfg.image_size, self.device)
+                pixels = preprocess_images([s.image for s in samples], cfg.image_size, self.device, resize="pil")
                 target = torch.from_numpy(np.stack([masks.get(s.id, empty) for s in samples])).long()
                 if cfg.augment:
                     pixels, target = random_dihedral(pixels, target.to(self.device), rng)
@@ -129,21 +139,30 @@ class FineTunedCLIP(AnomalyMethod):
         return rng.permutation(np.array(train.anomalous_indices() + normals, dtype=np.int64))
 
     def _anomalous_masks(self, train: Split) -> dict[str, np.ndarray]:
-        """Class-index masks at the input resolution (nearest) of the anomalous train images only."""
-        size = self.config.image_size
+        """Class-index masks at the input resolution of the anomalous train images only (bilinear per
+        class, kept above 0.5: AnomalyCLIP's mask resize)."""
         out = {}
         for index in train.anomalous_indices():
             sample = train[index]
-            mask = torch.from_numpy(sample.mask)[None, None].float()
-            out[sample.id] = F.interpolate(mask, size=(size, size), mode="nearest")[0, 0].byte().numpy()
+            out[sample.id] = resize_masks([sample.mask], self.config.image_size)[0].to(torch.uint8).numpy()
         return out
 
     def _class_weights(self, masks: dict[str, np.ndarray], num_normal_images: int) -> torch.Tensor:
-        """Class-balanced weights from the train split's pixel counts at the input resolution."""
-        counts = torch.zeros(len(self.class_names) + 1, dtype=torch.float64)
-        for mask in masks.values():
-            counts += torch.bincount(torch.from_numpy(mask.ravel()).long(), minlength=len(counts)).double()
-        counts[0] += float(num_normal_images) * self.config.image_size ** 2
+        """Class-balanced weights from the train split at the input resolution (docs/fidelity.md).
+
+        ``class_balance_counts`` "images": the normal class counts the images without anomalies, an
+        anomaly class the images showing it; "pixels": pixel counts per class.
+        """
+        num_classes = len(self.class_names) + 1
+        counts = torch.zeros(num_classes, dtype=torch.float64)
+        if self.config.class_balance_counts == "images":
+            for mask in masks.values():
+                counts += (torch.bincount(torch.from_numpy(mask.ravel()).long(), minlength=num_classes) > 0).double()
+            counts[0] = float(num_normal_images)
+        else:
+            for mask in masks.values():
+                counts += torch.bincount(torch.from_numpy(mask.ravel()).long(), minlength=num_classes).double()
+            counts[0] += float(num_normal_images) * self.config.image_size ** 2
         return class_balanced_weights(counts, self.config.class_balance_beta)
 
     # -- prediction -----------------------------------------------------------------------------
@@ -155,8 +174,9 @@ class FineTunedCLIP(AnomalyMethod):
         step = self.config.predict_batch_size
         for begin in range(0, len(images), step):
             chunk = images[begin:begin + step]
-            pixels = torch.cat([preprocess_images([img], self.config.image_size, self.device) for img in chunk])
-            binary, per_class = self.model.anomaly_maps(pixels)
+            pixels = preprocess_images(chunk, self.config.image_size, self.device, resize="pil")
+            binary, per_class = self.model.anomaly_maps(pixels, self.config.binary_scoring,
+                                                        self.config.binary_anomaly_prompt, self.config.msm_map_weight)
             for img, b, c in zip(chunk, binary, per_class, strict=True):
                 height, width = img.shape[:2]
                 up = F.interpolate(torch.cat([b[None], c])[None], size=(height, width), mode="bilinear",

@@ -19,6 +19,8 @@ from scrapbench.methods.ours.config import OursConfig
 from scrapbench.methods.ours.msm import MultiScaleMechanism
 from scrapbench.methods.prompt_learner import PromptLearner, class_prompt_texts
 
+BINARY_SCORINGS = ("averaged_prompt", "class_mean")
+
 
 class SteelScrapCLIP(nn.Module):
     """Outputs, per stage, logits over (normal, class 1..K) on the patch grid: local and MSM."""
@@ -57,20 +59,67 @@ class SteelScrapCLIP(nn.Module):
         msm = [block(grid, text, self.config.temperature) for block, grid in zip(self.msm, grids, strict=True)]
         return local, msm
 
+    def binary_text(self, anomaly_prompt: str) -> torch.Tensor:
+        """Normalised [2, D] features for the paper's binary test: the normal prompt as trained, and
+        ``anomaly_prompt`` whose learnable context is the mean of the anomaly prompts' contexts."""
+        context = self.prompts.context
+        binary = torch.cat([context[:1], context[1:].mean(dim=0, keepdim=True)])
+        return self.prompts.encode_with_context((self.prompts.texts[0], anomaly_prompt), binary)
+
     @torch.no_grad()
-    def anomaly_maps(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def anomaly_maps(
+        self, pixels: torch.Tensor, binary_scoring: str = "averaged_prompt",
+        anomaly_prompt: str = "object which is not steel", msm_map_weight: float = 0.0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Binary anomaly map B×g×g and per-class maps B×K×g×g (probabilities).
 
-        Per class: each stage's softmax over (normal, classes) on the local similarities, averaged
-        over stages, plus the MSM maps combined over stages with the L_MSM stage weights. Binary,
-        as the paper tests: the anomaly classes' outputs averaged, i.e. (1 − p(normal)) / K.
-        (Averaging the three anomaly prompts' text features into one prompt instead scored worse
-        here: it mixes directions trained to be told apart.)
+        Local maps: per stage a softmax over the prompts of the patch-text similarities, averaged
+        over stages. MSM maps: per stage the softmax of the MSM logits, combined over stages with
+        the L_MSM stage weights. Each output is ``(1 − msm_map_weight)·local + msm_map_weight·MSM``.
+
+        Per class: the multiclass softmax's class probabilities. Binary (``binary_scoring``):
+        ``"averaged_prompt"``, the paper's test, the anomaly probability of a two-way softmax of the
+        normal prompt against :meth:`binary_text`; in the MSM, whose head was trained on K + 1
+        prompt channels, the averaged anomaly prompt fills all K anomaly channels and P(anomaly) is
+        1 − P(normal). ``"class_mean"``: the mean of the per-class maps.
         """
-        local, msm = self(pixels)
-        per_class = sum(logits.softmax(1)[:, 1:] for logits in local) / len(local)
-        if msm is not None:
-            weights = torch.tensor(self.config.msm_stage_weights, device=pixels.device)
+        if binary_scoring not in BINARY_SCORINGS:
+            raise ValueError(f"binary_scoring must be one of {BINARY_SCORINGS}, got {binary_scoring!r}")
+        if not 0.0 <= msm_map_weight <= 1.0:
+            raise ValueError(f"msm_map_weight must be in [0, 1], got {msm_map_weight}")
+        text = self.prompts()
+        grids = self.stage_features(pixels)
+        local, msm = self._probabilities(grids, text, with_msm=msm_map_weight > 0)
+        per_class = self._combine(local, msm, msm_map_weight)[:, 1:]
+        if binary_scoring == "class_mean":
+            return per_class.mean(1), per_class
+        pair = self.binary_text(anomaly_prompt)
+        local, _ = self._probabilities(grids, pair, with_msm=False)
+        msm_binary = None
+        if self.msm is not None and msm_map_weight > 0:
+            replicated = torch.cat([pair[:1], pair[1:].expand(text.shape[0] - 1, -1)])
+            _, msm_binary = self._probabilities(grids, replicated, with_local=False)
+        normal = self._combine(local[:, 0], msm_binary[:, 0] if msm_binary is not None else None, msm_map_weight)
+        return 1.0 - normal, per_class
+
+    def _probabilities(
+        self, grids: list[torch.Tensor], text: torch.Tensor, with_local: bool = True, with_msm: bool = True,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Stage-combined softmax maps B×C×g×g over the prompts ``text``: local and MSM (or None)."""
+        temperature = self.config.temperature
+        local = msm = None
+        if with_local:
+            local = sum((torch.einsum("bdhw,cd->bchw", grid, text) / temperature).softmax(1) for grid in grids)
+            local = local / len(grids)
+        if with_msm and self.msm is not None:
+            weights = torch.tensor(self.config.msm_stage_weights, device=text.device)
             weights = weights / weights.sum()
-            per_class = per_class + sum(w * logits.softmax(1)[:, 1:] for w, logits in zip(weights, msm, strict=True))
-        return per_class.mean(1), per_class
+            msm = sum(w * block(grid, text, temperature).softmax(1)
+                      for w, block, grid in zip(weights, self.msm, grids, strict=True))
+        return local, msm
+
+    @staticmethod
+    def _combine(local: torch.Tensor, msm: torch.Tensor | None, msm_map_weight: float) -> torch.Tensor:
+        if msm is None or msm_map_weight == 0:
+            return local
+        return (1.0 - msm_map_weight) * local + msm_map_weight * msm

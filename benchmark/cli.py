@@ -28,6 +28,22 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
+def _with_weights(names: list[str], overrides: dict, weights: str | None) -> dict:
+    """The preset's overrides plus ``--weights``, which sets the one chosen method's weights field."""
+    from scrapbench.registry import get_spec
+
+    overrides = dict(overrides)
+    if weights is None:
+        return overrides
+    if len(names) != 1:
+        _fail("--weights needs exactly one method (use --set METHOD.FIELD=PATH for several)")
+    field_name = getattr(get_spec(names[0]).load_class(), "weights_field", None)
+    if field_name is None:
+        _fail(f"method {names[0]!r} takes no pretrained weights")
+    overrides.setdefault(names[0], {})[field_name] = weights
+    return overrides
+
+
 def _error_text(exc: BaseException) -> str:
     """One line for an expected error: KeyError's bare message, OSError's file and reason."""
     if isinstance(exc, KeyError) and exc.args:
@@ -78,21 +94,14 @@ def run(
     from scrapbench.datasets import DatasetError, load_dataset
     from scrapbench.datasets.resolve import parse_benchmark_spec
     from scrapbench.presets import resolve_preset
-    from scrapbench.registry import get_spec, resolve_method_names
+    from scrapbench.registry import resolve_method_names
     from scrapbench.runner import RunIdentityError, RunOptions, run_benchmark
     from scrapbench.store import RunFolderError
 
     try:
         names = resolve_method_names(methods)
         resolved = resolve_preset(preset, set_)
-        overrides = dict(resolved.overrides)
-        if weights is not None:
-            if len(names) != 1:
-                _fail("--weights needs exactly one method (use --set METHOD.FIELD=PATH for several)")
-            field_name = getattr(get_spec(names[0]).load_class(), "weights_field", None)
-            if field_name is None:
-                _fail(f"method {names[0]!r} takes no pretrained weights")
-            overrides.setdefault(names[0], {})[field_name] = weights
+        overrides = _with_weights(names, resolved.overrides, weights)
         unknown = sorted(set(overrides) - set(names))
         if unknown:
             _fail(f"settings for methods not being run: {unknown}")
@@ -196,20 +205,13 @@ def weights_check(
 ) -> None:
     """Every configured weight: found, where to put it, format and architecture, checksum. Loads no model."""
     from scrapbench.presets import resolve_preset
-    from scrapbench.registry import get_spec, resolve_method_names
+    from scrapbench.registry import resolve_method_names
     from scrapbench.weights import check_weights, problems
 
     try:
         names = resolve_method_names(methods)
         resolved = resolve_preset(preset, set_)
-        overrides = dict(resolved.overrides)
-        if weights is not None:
-            if len(names) != 1:
-                _fail("--weights needs exactly one method (use --set METHOD.FIELD=PATH for several)")
-            field_name = getattr(get_spec(names[0]).load_class(), "weights_field", None)
-            if field_name is None:
-                _fail(f"method {names[0]!r} takes no pretrained weights")
-            overrides.setdefault(names[0], {})[field_name] = weights
+        overrides = _with_weights(names, resolved.overrides, weights)
         reports = check_weights(names, resolved.name, overrides)
     except (KeyError, ValueError) as exc:
         _fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))

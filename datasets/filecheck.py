@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,3 +204,22 @@ def check_files(
             message += f" (and {more} more bad file{'s' if more > 1 else ''})"
         raise DatasetError(message) from errors[first]
     return facts
+
+
+def check_one_size(images: Sequence[Path], facts: Mapping[Path, FileFacts], where: str, fix: str) -> None:
+    """Refuse a split whose images differ in size (the runner and evaluator take batches of one size).
+
+    ``where`` names the split in the message (a folder, a category's split); ``fix`` says what to do.
+    """
+    sizes: dict[tuple[int, int], list[Path]] = {}
+    for path in images:
+        sizes.setdefault((facts[path].width, facts[path].height), []).append(path)
+    if len(sizes) > 1:
+        common = max(sizes, key=lambda s: len(sizes[s]))
+        other = next(s for s in sizes if s != common)
+        raise DatasetError(
+            f"{sizes[other][0]}: image is {other[0]}x{other[1]} but {len(sizes[common])} of {len(images)} images of "
+            f"{where} are {common[0]}x{common[1]} (e.g. {sizes[common][0].name}); the images of a split must share "
+            f"one size{fix}"
+        )
+

@@ -22,7 +22,7 @@ import yaml
 from PIL import Image
 
 from scrapbench.datasets.cache import default_cache_dir
-from scrapbench.datasets.filecheck import FileFacts, check_files
+from scrapbench.datasets.filecheck import FileFacts, check_files, check_one_size
 from scrapbench.datasets.imageio import read_image, read_mask
 from scrapbench.datasets.types import Dataset, DatasetError, Sample, Split
 
@@ -105,21 +105,6 @@ def _index_split(root: Path, split: str) -> tuple[dict[str, Path], dict[str, Pat
     return images, masks
 
 
-def _check_one_size(image_dir: Path, images: dict[str, Path], facts: dict[Path, FileFacts]) -> None:
-    """Methods and the evaluator take batches of one size: refuse a split whose images differ."""
-    sizes: dict[tuple[int, int], list[str]] = {}
-    for path in images.values():
-        sizes.setdefault((facts[path].width, facts[path].height), []).append(path.name)
-    if len(sizes) > 1:
-        common = max(sizes, key=lambda s: len(sizes[s]))
-        other = next(s for s in sizes if s != common)
-        raise DatasetError(
-            f"{image_dir}: images differ in size: {sizes[other][0]} is {other[0]}x{other[1]} but "
-            f"{len(sizes[common])} of {len(images)} are {common[0]}x{common[1]} (e.g. {sizes[common][0]}); the "
-            f"images of a split must share one size: cut them into patches with `scrapbench prepare`"
-        )
-
-
 def manifest_fingerprint(class_names: Sequence[str], files: dict[str, FileFacts]) -> str:
     """``sha256:<hex>`` over the class names and each file's relative name, size and content hash."""
     digest = hashlib.sha256()
@@ -152,7 +137,8 @@ def _split(root: Path, name: str, images: dict[str, Path], masks: dict[str, Path
         ids.append(stem)
         has_anomaly.append(bool(classes))
         presence.append(classes)
-    _check_one_size(root / name / "images", images, facts)
+    check_one_size(list(images.values()), facts, str(root / name / "images"),
+                   ": cut them into patches with `scrapbench prepare`")
 
     def load(i: int) -> Sample:
         stem = ids[i]

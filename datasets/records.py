@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scrapbench.datasets.filecheck import FileFacts, check_files
+from scrapbench.datasets.filecheck import FileFacts, check_files, check_one_size
 from scrapbench.datasets.imageio import decode_mask, read_image
 from scrapbench.datasets.types import DatasetError, Sample, Split
 
@@ -96,20 +96,6 @@ def _check_record(record: ImageRecord, facts: Mapping[Path, FileFacts]) -> None:
         raise DatasetError(f"{record.mask}: mask of the normal image {record.image.name} has anomalous pixels")
 
 
-def _check_one_size(description: str, records: Sequence[ImageRecord], facts: Mapping[Path, FileFacts]) -> None:
-    """The runner and the evaluator take a split's images in batches of one size (as for folders)."""
-    sizes: dict[tuple[int, int], list[Path]] = {}
-    for record in records:
-        sizes.setdefault((facts[record.image].width, facts[record.image].height), []).append(record.image)
-    if len(sizes) > 1:
-        common = max(sizes, key=lambda s: len(sizes[s]))
-        other = next(s for s in sizes if s != common)
-        raise DatasetError(
-            f"{sizes[other][0]}: image is {other[0]}x{other[1]} but {len(sizes[common])} of {len(records)} images of "
-            f"{description} are {common[0]}x{common[1]} (e.g. {sizes[common][0]}); the images of one category's "
-            f"split must share one size")
-
-
 def records_split(name: str, records: Sequence[ImageRecord], facts: Mapping[Path, FileFacts],
                   description: str = "", one_size: bool = True) -> Split:
     """A lazily loading :class:`Split` of checked records (``facts`` from :func:`check_records`).
@@ -129,7 +115,7 @@ def records_split(name: str, records: Sequence[ImageRecord], facts: Mapping[Path
         seen[record.id] = record.image
         _check_record(record, facts)
     if one_size:
-        _check_one_size(description, records, facts)
+        check_one_size([r.image for r in records], facts, description, "")
 
     def load(i: int) -> Sample:
         record = records[i]

@@ -164,7 +164,7 @@ def test_bad_files_are_all_found_and_counted(root):
 def test_mixed_image_sizes_in_a_split_are_refused(root):
     Image.fromarray(np.zeros((20, 16, 3), np.uint8)).save(root / "train" / "images" / "a.png")
     message = _error(root)
-    assert "a.png is 16x20" in message and "2 of 3 are 16x16" in message
+    assert "a.png: image is 16x20" in message and "2 of 3 images of" in message and "are 16x16" in message
 
 
 def test_16_bit_images_keep_their_contrast(root):

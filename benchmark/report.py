@@ -30,12 +30,11 @@ from scrapbench.store import atomic_write_text, iter_failed_runs, read_json_reco
 from scrapbench.tables import (
     METRIC_LABELS,
     PIXEL_METRICS,
-    RANDOM_INIT_MARK,
-    RANDOM_INIT_NOTE,
     ReportError,
     SummaryTable,
     collect_runs,
     is_benchmark,
+    marked_labels,
     method_order,
     select_group,
     suite_methods,
@@ -169,9 +168,7 @@ def _records(tidy: pd.DataFrame) -> dict[tuple[str, int], dict[str, Any]]:
 
 
 def _table_section(title: str, table: SummaryTable, stem: str) -> str:
-    text = f"## {title}\n\n" + to_markdown(table.formatted())
-    if table.has_random_init():
-        text += f"\n{RANDOM_INIT_NOTE}\n"
+    text = f"## {title}\n\n" + to_markdown(table.formatted()) + "".join(f"\n{note}\n" for note in table.notes())
     text += (f"\nBest mean per column in bold; ± is the sample standard deviation over seeds. "
              f"Files: [{stem}.csv]({stem}.csv) · [{stem}.md]({stem}.md) · [{stem}.tex]({stem}.tex)\n")
     return text
@@ -219,8 +216,7 @@ def _bootstrap_section(tidy: pd.DataFrame, table2: SummaryTable, records: dict, 
     frame = pd.DataFrame(rows, columns=["best", "method", "seed", "metric", "diff_pct", "low_pct", "high_pct",
                                         "p_value"])
     atomic_write_text(out_dir / "bootstrap.csv", frame.to_csv(index=False, float_format="%.4f"))
-    label = {m: row["label"] + (f" {RANDOM_INIT_MARK}" if row["random_init"] else "")
-             for m, row in table2.numbers.iterrows()}
+    label = dict(zip(table2.numbers.index, table2.labels(), strict=True))
     display = []
     for other in [m for m in table2.numbers.index if m != best]:
         part = frame[frame["method"] == other]
@@ -282,9 +278,7 @@ def _breakdown_section(tidy: pd.DataFrame, methods: Sequence[str], records: dict
     stats = frame.groupby(["method", "group", "metric"])["value"].agg(["mean", "std", "count"]).reset_index()
     atomic_write_text(out_dir / f"{key}.csv", stats.to_csv(index=False, float_format="%.6f"))
     groups = list(dict.fromkeys(frame["group"]))  # the evaluator's order (classes 1..K, small → large)
-    random_init = tidy.groupby("method")["random_init"].any()
-    label = {m: lab + (f" {RANDOM_INIT_MARK}" if random_init[m] else "")
-             for m, lab in tidy.drop_duplicates("method").set_index("method")["label"].items()}
+    label = marked_labels(tidy)
     parts = []
     counts = frame[frame["metric"].isin(_BREAKDOWN_COUNTS)]
     if not counts.empty:  # ground-truth sizes: the same for every run on this test set

@@ -34,9 +34,10 @@ from scrapbench.published import (
 )
 from scrapbench.store import atomic_write_text
 from scrapbench.tables import (
-    RANDOM_INIT_MARK,
-    RANDOM_INIT_NOTE,
+    MARK_COLUMNS,
     SummaryTable,
+    mark_notes,
+    marked_labels,
     method_order,
     to_latex,
     to_markdown,
@@ -92,10 +93,9 @@ def _cell(mean: float, std: float, seeds: int) -> str:
     return f"{mean:.2f}" + (f" ± {std:.2f}" if seeds > 1 and not pd.isna(std) else "")
 
 
-def _labels(tidy: pd.DataFrame, methods: Sequence[str], mark: str = RANDOM_INIT_MARK) -> dict[str, str]:
-    runs = tidy.drop_duplicates("method").set_index("method")
-    random_init = tidy.groupby("method")["random_init"].any()
-    return {m: runs.loc[m, "label"] + (f" {mark}" if random_init[m] else "") for m in methods}
+def _labels(tidy: pd.DataFrame, methods: Sequence[str]) -> dict[str, str]:
+    labels = marked_labels(tidy)
+    return {m: labels[m] for m in methods}
 
 
 def per_category_frames(tidy: pd.DataFrame, methods: Sequence[str], categories: Sequence[str], metric: str,
@@ -141,7 +141,7 @@ def mean_table(tidy: pd.DataFrame, methods: Sequence[str]) -> SummaryTable:
     for method in methods:
         runs = tidy[tidy["method"] == method]
         row: dict[str, object] = {"method": method, "label": runs["label"].iloc[0],
-                                  "random_init": bool(runs["random_init"].any())}
+                                  **{c: bool(runs[c].any()) for c in MARK_COLUMNS}}
         seeds = []
         for metric in metrics:
             means = category_means(runs, metric)
@@ -257,8 +257,7 @@ def write_benchmark_tables(tidy: pd.DataFrame, out_dir: Path, published: bool) -
     methods = method_order(list(tidy["method"].unique()))
     categories = sorted(set(tidy["category"]))
     sections, notes = [], []
-    random_init = bool(tidy["random_init"].any())
-    footnotes = [RANDOM_INIT_NOTE] if random_init else []
+    footnotes = mark_notes(tidy)
     counts = tidy.groupby("method")["category"].nunique()
     if (counts < len(categories)).any():
         footnotes.append(INCOMPLETE_NOTE)
@@ -306,7 +305,7 @@ def write_benchmark_tables(tidy: pd.DataFrame, out_dir: Path, published: bool) -
 def protocol_notes(tidy: pd.DataFrame, methods: Sequence[str]) -> list[str]:
     """One line per method that did not train on its dataset's own train split (what it trained on)."""
     notes = []
-    labels = _labels(tidy, methods, mark="")
+    labels = tidy.drop_duplicates("method").set_index("method")["label"]  # plain labels in prose
     for method in methods:
         trained = set(tidy.loc[tidy["method"] == method, "training"])
         if trained == {""}:

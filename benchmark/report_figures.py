@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from scrapbench.figures import curves_figure, metric_bars, qualitative_grid, robust_range
-from scrapbench.tables import METRIC_LABELS, PIXEL_METRICS, RANDOM_INIT_MARK, SummaryTable, method_order
+from scrapbench.tables import METRIC_LABELS, PIXEL_METRICS, SummaryTable, marked_labels, method_order
 
 # Colour limits come from at most this many maps per method (the paper preset has ~2,400 test maps).
 _MAX_MAPS_FOR_LIMITS = 64
@@ -41,9 +41,7 @@ def make_figures(tidy: pd.DataFrame, table2: SummaryTable, table3: SummaryTable 
         lines.append("![MSM ablation](figures/ablation.png)\n")
 
     shown = _figure_methods(tidy, table2, table3)
-    random_init = tidy.groupby("method")["random_init"].any()
-    labels = {m: label + (f" {RANDOM_INIT_MARK}" if random_init[m] else "")
-              for m, label in tidy.drop_duplicates("method").set_index("method")["label"].items()}
+    labels = marked_labels(tidy)
     try:
         curves = _curves(shown, labels, records)
     except (ImportError, AttributeError, FileNotFoundError, KeyError, ValueError) as exc:
@@ -65,8 +63,7 @@ def make_figures(tidy: pd.DataFrame, table2: SummaryTable, table3: SummaryTable 
 
 def _bar_data(table: SummaryTable) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
     means, stds = {}, {}
-    for _, row in table.numbers.iterrows():
-        name = row["label"] + (f" {RANDOM_INIT_MARK}" if row["random_init"] else "")
+    for name, (_, row) in zip(table.labels(), table.numbers.iterrows(), strict=True):
         means[name] = {m: row[f"{m}_mean"] for m in table.metrics}
         stds[name] = {m: row[f"{m}_std"] for m in table.metrics}
     return means, stds

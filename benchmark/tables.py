@@ -2,16 +2,16 @@
 
 ``collect_runs`` reads every run folder into one row per (run, metric). ``summary_table`` averages
 over seeds (mean ± sample std, in %) and marks the best mean per metric; the same table is written
-as CSV (numbers), Markdown and LaTeX (formatted, best in bold, † on rows run with random-initialised
-weights). LaTeX is written by hand (booktabs) because pandas' ``to_latex`` needs jinja2, which is
-not one of our dependencies.
+as CSV (numbers), Markdown and LaTeX (formatted, best in bold, rows flagged by ``ROW_MARKS``:
+† random-initialised weights, § non-deterministic kernels, ° one run reused for every seed). LaTeX
+is written by hand (booktabs) because pandas' ``to_latex`` needs jinja2, not one of our dependencies.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,9 +27,51 @@ METRIC_LABELS = {"auroc": "AUROC", "aupro": "AUPRO", "ap": "AP", "f1max": "F1-ma
                  "image_auroc": "image AUROC", "image_ap": "image AP", "pixel_auroc": "pixel AUROC",
                  "pixel_recall": "pixel recall at the F1-max threshold",
                  "region_recall": "region recall at the F1-max threshold"}
-RANDOM_INIT_MARK = "†"
-RANDOM_INIT_NOTE = (f"{RANDOM_INIT_MARK} run with random-initialised pretrained weights (none were available "
-                    "offline): the numbers show that the pipeline runs, not what the method can do.")
+
+
+@dataclass(frozen=True)
+class RowMark:
+    """A flag a method's row can carry: its boolean column in the tidy frame, its symbol, its footnote."""
+
+    column: str
+    symbol: str
+    note: str
+
+
+ROW_MARKS = (
+    RowMark("random_init", "†", "† run with random-initialised pretrained weights (none were available offline): "
+                                "the numbers show that the pipeline runs, not what the method can do."),
+    RowMark("nondeterministic", "§", "§ ran kernels that have no deterministic implementation (run.json: "
+                                     "determinism.nondeterministic_ops): the same seed need not give the same "
+                                     "numbers."),
+    RowMark("seed_reused", "°", "° zero-shot with fixed weights: its maps do not depend on the seed, so one run was "
+                                "computed and its record reused for the other seeds (± 0 over one distinct run)."),
+)
+MARK_COLUMNS = tuple(mark.column for mark in ROW_MARKS)
+RANDOM_INIT_MARK, RANDOM_INIT_NOTE = ROW_MARKS[0].symbol, ROW_MARKS[0].note
+
+
+def marked(label: str, flags: Mapping[str, bool]) -> str:
+    """``label`` followed by the symbol of every mark whose flag is set (e.g. ``Ours †``)."""
+    symbols = "".join(mark.symbol for mark in ROW_MARKS if flags.get(mark.column))
+    return f"{label} {symbols}" if symbols else label
+
+
+def method_flags(tidy: pd.DataFrame) -> pd.DataFrame:
+    """Per method: a mark's flag is set when any of its runs has it (index: method)."""
+    return tidy.groupby("method")[list(MARK_COLUMNS)].any()
+
+
+def marked_labels(tidy: pd.DataFrame, label_column: str = "label") -> dict[str, str]:
+    """Every method's label with its marks."""
+    flags = method_flags(tidy)
+    labels = tidy.drop_duplicates("method").set_index("method")[label_column]
+    return {method: marked(label, flags.loc[method]) for method, label in labels.items()}
+
+
+def mark_notes(flags: pd.DataFrame) -> list[str]:
+    """The footnotes of the marks set in any row of ``flags`` (a frame with the mark columns)."""
+    return [mark.note for mark in ROW_MARKS if mark.column in flags and bool(flags[mark.column].any())]
 DISPLAY_NAMES = {"winclip": "WinCLIP", "winclip_plus": "WinCLIP+", "anomalyclip": "AnomalyCLIP",
                  "yolov8_sam": "YOLOv8-seg + SAM", "yolo11_sam": "YOLO11-seg + SAM", "mask_rcnn": "Mask R-CNN",
                  "ours": "Ours", "ours_no_msm": "Ours w/o MSM", "ours_msm_5_11": "Ours, MSM 5×5 & 11×11",
@@ -87,6 +129,8 @@ def collect_runs(runs_dir: str | Path) -> pd.DataFrame:
             "suites": ",".join(record.get("suites", [])),
             "learning_type": record.get("learning_type"),
             "random_init": bool(record.get("weights", {}).get("random_init", False)),
+            "nondeterministic": (record.get("determinism") or {}).get("deterministic") is False,
+            "seed_reused": bool(record.get("reused_from")),
             "fit_s": timings.get("fit_s"),
             "predict_images_per_s": timings.get("predict_images_per_s"),
             "peak_rss_mb": timings.get("peak_rss_mb"),
@@ -105,7 +149,7 @@ def collect_runs(runs_dir: str | Path) -> pd.DataFrame:
             if isinstance(value, (int, float)) and value is not None:
                 rows.append({**base, "metric": metric, "value": float(value)})
     columns = ["dataset", "preset", "method", "seed", "label", "ablation_label", "suites", "learning_type",
-               "random_init", "fit_s", "predict_images_per_s", "peak_rss_mb", "folder", "dataset_fingerprint",
+               *MARK_COLUMNS, "fit_s", "predict_images_per_s", "peak_rss_mb", "folder", "dataset_fingerprint",
                "evaluator_version", "identity", "benchmark", "category", "training", "shots", "metric", "value"]
     return pd.DataFrame(rows, columns=columns)
 
@@ -226,7 +270,7 @@ def method_order(methods: Sequence[str]) -> list[str]:
 class SummaryTable:
     """Mean/std (in %) per method and metric, plus what the formatted tables need."""
 
-    numbers: pd.DataFrame  # index: method; columns: label, random_init, n_seeds, <m>_mean, <m>_std, images_per_s
+    numbers: pd.DataFrame  # index: method; columns: label, the MARK_COLUMNS, n_seeds, <m>_mean, <m>_std, images_per_s
     metrics: tuple[str, ...]
     row_title: str
 
@@ -235,12 +279,10 @@ class SummaryTable:
         means = self.numbers[f"{metric}_mean"].round(2)
         return set(means.index[means == means.max()]) if means.notna().any() else set()
 
-    def formatted(self, bold: tuple[str, str] = ("**", "**"), mark: str = RANDOM_INIT_MARK,
-                  pm: str = "±") -> pd.DataFrame:
-        """Strings: ``85.40 ± 1.23`` with the best per column wrapped in ``bold``."""
+    def formatted(self, bold: tuple[str, str] = ("**", "**"), pm: str = "±") -> pd.DataFrame:
+        """Strings: ``85.40 ± 1.23`` with the best per column wrapped in ``bold``, labels with their marks."""
         out = pd.DataFrame(index=self.numbers.index)
-        out[self.row_title] = [label + (f" {mark}" if rnd else "")
-                               for label, rnd in zip(self.numbers["label"], self.numbers["random_init"], strict=True)]
+        out[self.row_title] = self.labels()
         for metric in self.metrics:
             best = self.best(metric)
             cells = []
@@ -256,8 +298,13 @@ class SummaryTable:
         out["seeds"] = self.numbers["n_seeds"].astype(int).astype(str)
         return out.reset_index(drop=True)
 
-    def has_random_init(self) -> bool:
-        return bool(self.numbers["random_init"].any())
+    def labels(self) -> list[str]:
+        """Each row's label with its marks (``ROW_MARKS``)."""
+        return [marked(row["label"], row) for _, row in self.numbers.iterrows()]
+
+    def notes(self) -> list[str]:
+        """Footnotes of the marks some row carries."""
+        return mark_notes(self.numbers) if not self.numbers.empty else []
 
 
 def summary_table(tidy: pd.DataFrame, methods: Sequence[str], label_column: str = "label",
@@ -269,7 +316,8 @@ def summary_table(tidy: pd.DataFrame, methods: Sequence[str], label_column: str 
         if runs.empty:
             continue
         row: dict[str, Any] = {"method": method, "label": runs[label_column].iloc[0],
-                               "random_init": bool(runs["random_init"].any()), "n_seeds": runs["seed"].nunique()}
+                               **{c: c in runs and bool(runs[c].any()) for c in MARK_COLUMNS},
+                               "n_seeds": runs["seed"].nunique()}
         for metric in metrics:
             values = runs.loc[runs["metric"] == metric, "value"] * 100.0
             row[f"{metric}_mean"] = values.mean() if len(values) else math.nan
@@ -312,7 +360,8 @@ def _numeric_column(values: pd.Series) -> bool:
 
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                  "×": r"$\times$", "±": r"$\pm$", "†": r"$^\dagger$", "–": "--", "Δ": r"$\Delta$"}
+                  "×": r"$\times$", "±": r"$\pm$", "†": r"$^\dagger$", "–": "--", "Δ": r"$\Delta$",
+                  "§": r"\S{}", "°": r"$^\circ$", "‡": r"$^\ddagger$"}
 
 
 def latex_escape(text: str) -> str:
@@ -345,7 +394,7 @@ def write_summary(table: SummaryTable, out_dir: Path, stem: str, caption: str) -
     numbers = table.numbers.reset_index()
     numbers = numbers.rename(columns={c: c.replace("_mean", "_mean_pct").replace("_std", "_std_pct")
                                       for c in numbers.columns})
-    notes = [RANDOM_INIT_NOTE] if table.has_random_init() else []
+    notes = table.notes()
     paths = {"csv": out_dir / f"{stem}.csv", "md": out_dir / f"{stem}.md", "tex": out_dir / f"{stem}.tex"}
     atomic_write_text(paths["csv"], numbers.to_csv(index=False, float_format="%.6f"))
     markdown = to_markdown(table.formatted()) + "".join(f"\n{note}\n" for note in notes)

@@ -326,3 +326,18 @@ def test_qualitative_figure_needs_the_data_the_runs_saw(tmp_path, smoke_dataset,
     page = build_report(tmp_path / "runs", tmp_path / "out", n_boot=0).read_text()
     assert "qualitative figure skipped: ValueError: the dataset 'synthetic' has changed since the runs" in page
     assert not (tmp_path / "out" / "figures" / "qualitative.png").exists()
+
+
+def test_rows_carry_a_mark_for_every_flag_their_runs_have(small_runs, tmp_path):
+    """† random init (winclip), § a kernel without a deterministic implementation ran (mask_rcnn seed 1)."""
+    [seed1] = small_runs.glob("*/smoke/mask_rcnn/seed1")
+    _edit_record(seed1, lambda r: r.update(determinism={"deterministic": False,
+                                                        "nondeterministic_ops": ["aten::index_add_"]}))
+    build_report(small_runs, tmp_path / "out", n_boot=0, figures=False)
+    table = (tmp_path / "out" / "table2.md").read_text()
+    assert "| WinCLIP † |" in table and "| Mask R-CNN § |" in table and "| Ours |" in table
+    assert "† run with random-initialised" in table and "§ ran kernels that have no deterministic" in table
+    assert "°" not in table  # no run reused another seed's record
+    assert "Mask R-CNN \\S{}" in (tmp_path / "out" / "table2.tex").read_text()
+    numbers = pd.read_csv(tmp_path / "out" / "table2.csv").set_index("method")
+    assert bool(numbers.loc["mask_rcnn", "nondeterministic"]) and not bool(numbers.loc["ours", "nondeterministic"])

@@ -202,7 +202,7 @@ def _executor_settings(name: str, address: str | None, gpus_per_run: float | Non
     if name != "ray":
         given = [flag for flag, value in ray_options.items() if value is not None]
         if given:
-            _fail(f"{', '.join(given)} only apply with --executor ray")
+            _fail(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --executor ray")
         return {}
     settings = {"address": address, "gpus_per_run": gpus_per_run, "storage": storage, "verbose": verbose}
     if cpus_per_run is not None:

@@ -31,16 +31,21 @@ import dataclasses
 import functools
 import io
 import logging
+import os
 import secrets
+import shutil
 import socket
 import tarfile
 import tempfile
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from scrapbench.datasets.fingerprint import dataset_fingerprint
 from scrapbench.datasets.types import Dataset, Split
@@ -517,12 +522,23 @@ def _worker_run_one(source: DataSource, specs: Sequence[MethodSpec], method: str
     return run_one(dataset, method, seed, options, wait=wait_for_holder, retry=retry)
 
 
+@contextmanager
+def _worker_folder() -> Iterator[Path]:
+    """A temporary folder on the worker's disk, named by its process: folders of killed workers are removed here."""
+    for stale in Path(tempfile.gettempdir()).glob("scrapbench-ray-*-*"):
+        pid = stale.name.split("-")[2]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)) and stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=f"scrapbench-ray-{os.getpid()}-") as tmp:
+        yield Path(tmp)
+
+
 def _worker_execute(source: DataSource, specs: Sequence[MethodSpec], plan: RunPlan, options: RunOptions,
                     attempt: str) -> bytes:
     """No shared storage: compute the run into a local temporary folder and return it as a tar archive."""
     dataset = _enter(source, specs, options, plan.seed)
-    with tempfile.TemporaryDirectory(prefix="scrapbench-run-") as tmp:
-        folder = Path(tmp) / "run"
+    with _worker_folder() as tmp:
+        folder = tmp / "run"
         folder.mkdir()
         execute_run(dataset, plan, options, folder, attempt)
         return _pack(folder)
@@ -532,16 +548,16 @@ def _worker_fit(source: DataSource, specs: Sequence[MethodSpec], plan: RunPlan,
                 options: RunOptions) -> tuple[FitRecord, bytes]:
     """The first step of a sharded run: fit, save; the fit record and the model and work folders as a tar."""
     dataset = _enter(source, specs, options, plan.seed)
-    with tempfile.TemporaryDirectory(prefix="scrapbench-fit-") as tmp:
-        _, record = fit_run(dataset, plan, options, Path(tmp))
-        return record, _pack(Path(tmp))
+    with _worker_folder() as tmp:
+        _, record = fit_run(dataset, plan, options, tmp)
+        return record, _pack(tmp)
 
 
 def _worker_predict(source: DataSource, specs: Sequence[MethodSpec], plan: RunPlan, options: RunOptions,
                     model: bytes, bounds: tuple[int, int], label: str) -> Predictions:
     """One part of a sharded run: load the fitted model, predict and evaluate ``test[lo:hi]``."""
     dataset = _enter(source, specs, options, plan.seed)
-    with tempfile.TemporaryDirectory(prefix="scrapbench-predict-") as tmp:
-        _unpack(model, Path(tmp) / "model")
-        return predict_shard(Path(tmp) / "model", dataset.test, bounds, options, plan, label)
+    with _worker_folder() as tmp:
+        _unpack(model, tmp / "model")
+        return predict_shard(tmp / "model", dataset.test, bounds, options, plan, label)
 

@@ -176,6 +176,8 @@ def run_categories(
         say(f"{', '.join(m for m in methods if m in learners)}: no --train-on, so each trains on a seeded half of "
             f"each defect type's test images and is evaluated on the rest (supervised split): not the published "
             f"test set")
+    if executor is not None:  # the identities below are those of the processes that will compute the runs
+        options = dataclasses.replace(options, compute_settings=executor.compute_settings(options))
     per_group = [dataclasses.replace(options, dataset_spec=g.spec) for g in groups]
     # Every finished run of the whole grid is checked before any runs: a grid half-resumed is worse than none.
     _refuse_identity_mismatches([plan_run(g.dataset, m, s, o) for g, o in zip(groups, per_group, strict=True)

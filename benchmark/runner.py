@@ -186,6 +186,9 @@ def run_benchmark(
 class Executor(Protocol):
     """Computes the runs of a grid (``scrapbench.executors``): this process, or workers of a cluster."""
 
+    def compute_settings(self, options: RunOptions) -> Mapping[str, Any] | None:
+        """The numerics the runs will be computed with (``identity.compute_settings``); None: this process's."""
+
     def prepare(self, dataset: Dataset, options: RunOptions) -> RunOptions:
         """The options the runs will be computed with (e.g. the workers' compute settings), before planning."""
 

@@ -13,7 +13,13 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'scrapbench[ray]'): Ray executor untested")
 
-from toy_method import ColourDistance, DiesOnceWhileFitting, RecordingColourDistance  # noqa: E402
+from public_layouts import write_mvtec  # noqa: E402
+from toy_method import (  # noqa: E402
+    ColourDistance,
+    DiesOnceWhileFitting,
+    RecordingColourDistance,
+    SupervisedColourDistance,
+)
 
 from scrapbench import registry  # noqa: E402
 from scrapbench.executors.local import LocalExecutor  # noqa: E402
@@ -41,7 +47,8 @@ def toy_methods(monkeypatch):
              registry.MethodSpec("toy_noisy", ColourDistance, "noisy toy", (), {"noise": 5.0}),
              registry.MethodSpec("toy_broken", ColourDistance, "fails", (), {"fail_on_predict": True}),
              registry.MethodSpec("recorder", RecordingColourDistance, "records fits"),
-             registry.MethodSpec("dies_once", DiesOnceWhileFitting, "loses its worker once")]
+             registry.MethodSpec("dies_once", DiesOnceWhileFitting, "loses its worker once"),
+             registry.MethodSpec("toy_supervised", SupervisedColourDistance, "supervised toy", (), {"noise": 20.0})]
     for spec in specs:
         monkeypatch.setitem(registry._REGISTRY, spec.name, spec)
 
@@ -192,3 +199,20 @@ def test_a_worker_with_other_data_or_numerics_refuses_the_run(smoke_dataset, tmp
                                      executor=PlannedElsewhere())
     assert other_numerics.status == "failed"
     assert "other numerics" in other_numerics.error and "hardware: 'another CPU'" in other_numerics.error
+
+
+def test_benchmark_categories_on_ray_equal_local_and_ship_what_the_driver_split(tmp_path, one_thread):
+    from scrapbench.categories import run_categories
+
+    write_mvtec(tmp_path / "mvtec", {"bottle": {"train": 3, "good": 2, "broken_large": 2, "contamination": 3},
+                                     "metal_nut": {"train": 2, "good": 1, "bent": 2}})
+    spec, methods = f"mvtec:{tmp_path / 'mvtec'}", ["toy", "toy_supervised"]
+    local = run_categories(spec, methods, [0, 1], _options(tmp_path / "local"))
+    remote = run_categories(spec, methods, [0, 1], _options(tmp_path / "ray"), executor=RayExecutor())
+    assert not local.failures and not remote.failures
+    assert [r.status for r in remote.results] == ["done"] * 8
+    for mine, theirs in zip(local.results, remote.results, strict=True):
+        _same_run(mine.directory, theirs.directory)
+        data = json.loads((theirs.directory / "run.json").read_text())["execution"]["data"]
+        # The supervised method trains on a split of the test images the driver drew: no file holds it.
+        assert data == ("shipped" if theirs.method == "toy_supervised" else "read"), theirs.directory

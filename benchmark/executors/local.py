@@ -18,6 +18,9 @@ class LocalExecutor:
     def __exit__(self, *exc: object) -> None:
         pass
 
+    def compute_settings(self, options: RunOptions) -> None:
+        return None  # this process's, measured when each run is planned
+
     def prepare(self, dataset: Dataset, options: RunOptions) -> RunOptions:
         return options
 

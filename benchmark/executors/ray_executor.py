@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import io
+import json
 import logging
 import os
 import secrets
@@ -85,6 +87,7 @@ class DataSource:
     preset: str
     seed: int
     fingerprint: str
+    layout: str  # digest of the splits' ids: a worker's dataset must have the driver's splits too
     shipped: Any = None  # ObjectRef of the in-memory dataset when shipped
 
 
@@ -122,6 +125,7 @@ class RayExecutor:
         self._source: DataSource | None = None
         self._specs: tuple[MethodSpec, ...] = ()
         self._gpus = 0.0
+        self._measured: dict[tuple[str, int], dict[str, Any]] = {}
         self._storage = "shared"
         self._probe_file: tuple[str, str] | None = None  # (path, token) under --out while a grid runs
         self._in_flight: set[Any] = set()
@@ -158,10 +162,37 @@ class RayExecutor:
         self._started_ray = True
 
     # -- before planning --------------------------------------------------------------------------
+    def compute_settings(self, options: RunOptions) -> dict[str, Any]:
+        """The numerics of a worker with a run's resources (measured once per device and batch size)."""
+        import ray
+
+        self._check_device(options)
+        self._connect()
+        key = (options.device, options.batch_size)
+        if key not in self._measured:
+            self._measured[key] = ray.get(self._task(_worker_compute_settings).remote(
+                options.device, options.batch_size, self.cpus_per_run))
+        return self._measured[key]
+
     def prepare(self, dataset: Dataset, options: RunOptions) -> RunOptions:
         """Connect, probe the nodes (storage, data), measure a worker's numerics; the options runs use."""
         import ray
 
+        measured = self.compute_settings(options)
+        options = dataclasses.replace(options, out=Path(options.out).resolve())  # the same path on every node
+        nodes = self._run_nodes()
+        storage, data_mode = self._probe(nodes, options)
+        if data_mode != "regenerated" and _rearranged(dataset):
+            data_mode = "shipped"  # a split made by the driver (--train-on, supervised split): no file holds it
+        shipped = ray.put(_in_memory(dataset)) if data_mode == "shipped" else None
+        self._source = DataSource(data_mode, _absolute_spec(options.dataset_spec), options.preset, options.data_seed,
+                                  dataset_fingerprint(dataset), _layout(dataset), shipped)
+        self._storage = storage
+        execution = {"executor": "ray", "storage": storage, "data": data_mode, "cpus_per_run": self.cpus_per_run,
+                     "gpus_per_run": self._gpus, "ray": ray.__version__}
+        return dataclasses.replace(options, compute_settings=measured, execution=execution)
+
+    def _check_device(self, options: RunOptions) -> None:
         if options.device.startswith("cuda:"):
             raise ExecutorError(f"--device {options.device}: with --executor ray use --device cuda; Ray gives each "
                                 "run its own GPU (--gpus-per-run)")
@@ -169,20 +200,6 @@ class RayExecutor:
             else float(self.gpus_per_run)
         if options.device.startswith("cuda") and self._gpus == 0:
             raise ExecutorError("--device cuda with --gpus-per-run 0: Ray hides the GPUs from tasks that ask for none")
-        self._connect()
-        options = dataclasses.replace(options, out=Path(options.out).resolve())  # the same path on every node
-        nodes = self._run_nodes()
-        storage, data_mode = self._probe(nodes, options)
-        fingerprint = dataset_fingerprint(dataset)
-        shipped = ray.put(_in_memory(dataset)) if data_mode == "shipped" else None
-        self._source = DataSource(data_mode, _absolute_spec(options.dataset_spec), options.preset, options.data_seed,
-                                  fingerprint, shipped)
-        self._storage = storage
-        measured = ray.get(self._task(_worker_compute_settings).remote(options.device, options.batch_size,
-                                                                          self.cpus_per_run))
-        execution = {"executor": "ray", "storage": storage, "data": data_mode, "cpus_per_run": self.cpus_per_run,
-                     "gpus_per_run": self._gpus, "ray": ray.__version__}
-        return dataclasses.replace(options, compute_settings=measured, execution=execution)
 
     def _run_nodes(self) -> list[dict[str, Any]]:
         """Alive nodes with room for one run; an error naming the request when there is none."""
@@ -199,25 +216,19 @@ class RayExecutor:
         return fitting
 
     def _probe(self, nodes: list[dict[str, Any]], options: RunOptions) -> tuple[str, str]:
-        """(storage, data mode): whether every node that may take a run sees ``--out`` and the dataset folder.
-
-        The token stays under ``--out`` while the grid runs: a worker of shared storage checks it before
-        writing (a node that joined later and does not share the folder fails its run instead of writing
-        results to its own disk).
-        """
+        """(storage, data mode): whether every node that may take a run sees ``--out`` and the dataset folder."""
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        self._remove_probe()
-        token = secrets.token_hex(16)
-        probe = Path(options.out) / f".scrapbench-probe-{token}"
-        probe.write_text(token)
-        self._probe_file = (str(probe), token)
+        probe, token = self._write_token(options.out)
         data_path = None if options.dataset_spec == "synthetic" else str(_spec_path(options.dataset_spec))
-        refs = [self._task(_worker_probe, cpus=0, gpus=0,
-                           scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(
-                               str(probe), token, data_path) for node in nodes]
-        seen = ray.get(refs)
+        try:
+            refs = [self._task(_worker_probe, cpus=0, gpus=0,
+                               scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(
+                                   probe, token, data_path) for node in nodes]
+            seen = ray.get(refs)
+        finally:
+            Path(probe).unlink(missing_ok=True)
         blind = [host for host, sees_out, _ in seen if not sees_out]
         storage = self.storage if self.storage != "auto" else ("ship" if blind else "shared")
         if storage == "shared" and blind:
@@ -228,6 +239,13 @@ class RayExecutor:
         if self.storage == "ship" or not all(sees_data for _, _, sees_data in seen):
             return storage, "shipped"
         return storage, "read"
+
+    @staticmethod
+    def _write_token(out: Path) -> tuple[str, str]:
+        token = secrets.token_hex(16)
+        path = Path(out) / f".scrapbench-probe-{token}"
+        path.write_text(token)
+        return str(path), token
 
     def _remove_probe(self) -> None:
         if self._probe_file is not None:
@@ -240,6 +258,10 @@ class RayExecutor:
                  progress: Any) -> dict[tuple[str, int], RunResult]:
         """All pairs at once (Ray queues what does not fit); busy runs are waited for once the rest are done."""
         self._specs = tuple(get_spec(name) for name in dict.fromkeys(method for method, _ in pairs))
+        if self._storage == "shared":
+            # Under --out while the grid runs: a worker checks it sees it before writing there (a node that
+            # joined after the probe and does not share the folder fails its runs, not writes them elsewhere).
+            self._probe_file = self._write_token(options.out)
         results: dict[tuple[str, int], RunResult] = {}
         pool = ThreadPoolExecutor(max_workers=max(1, min(len(pairs), _MAX_DRIVER_THREADS)),
                                   thread_name_prefix="scrapbench-ray")
@@ -395,6 +417,19 @@ def _spec_path(spec: str) -> Path:
     return Path(parsed.root if parsed is not None else spec).resolve()
 
 
+def _rearranged(dataset: Dataset) -> bool:
+    """Whether the driver rearranged the splits (``scrapbench.datasets.protocols``): no spec reopens them."""
+    return any(isinstance(dataset.notes.get(key), dict) for key in ("training", "supervised_split"))
+
+
+def _layout(dataset: Dataset) -> str:
+    """Digest of the splits as the runs see them: names, image ids, which are anomalous."""
+    digest = hashlib.sha256()
+    for split in (dataset.train, dataset.test):
+        digest.update(json.dumps([split.name, list(split.ids), list(split.has_anomaly)]).encode())
+    return digest.hexdigest()
+
+
 def _in_memory(dataset: Dataset) -> Dataset:
     """A copy with every sample decoded, to ship through the object store (a lazy split reads local files)."""
 
@@ -496,17 +531,18 @@ def _worker_dataset(source: DataSource) -> Dataset:
 
     from scrapbench.datasets import load_dataset
 
-    key = (source.mode, source.spec, source.preset, source.seed, source.fingerprint)
+    key = (source.mode, source.spec, source.preset, source.seed, source.fingerprint, source.layout)
     if key not in _WORKER_DATASETS:
         if source.mode == "shipped":
             dataset = ray.get(source.shipped)
         else:
             dataset = load_dataset(source.spec, preset=source.preset, seed=source.seed)
         found = dataset_fingerprint(dataset)
-        if found != source.fingerprint:
+        if found != source.fingerprint or _layout(dataset) != source.layout:
             raise ExecutorError(f"the dataset {source.spec!r} on worker {socket.gethostname()} is not the driver's "
-                                f"(fingerprint {found[:19]}… here, {source.fingerprint[:19]}… there); give every "
-                                "node the same files, or let the driver ship them (--ray-storage ship)")
+                                f"(fingerprint {found[:19]}… here, {source.fingerprint[:19]}… there, or other "
+                                "splits); give every node the same files, or let the driver ship them "
+                                "(--ray-storage ship)")
         _WORKER_DATASETS.clear()  # one dataset per worker process
         _WORKER_DATASETS[key] = dataset
     return _WORKER_DATASETS[key]
@@ -515,7 +551,7 @@ def _worker_dataset(source: DataSource) -> Dataset:
 def _worker_run_one(source: DataSource, specs: Sequence[MethodSpec], method: str, seed: int, options: RunOptions,
                     wait_for_holder: bool, retry: str | None, probe: tuple[str, str] | None) -> RunResult:
     """Shared storage: the run's whole life on the worker, lease included."""
-    if probe is None or _worker_probe(*probe, None)[1] is False:
+    if probe is None or not _worker_probe(*probe, None)[1]:
         raise ExecutorError(f"worker {socket.gethostname()} does not see the results folder {options.out} (not "
                             "shared with the driver); use --ray-storage ship")
     dataset = _enter(source, specs, options, seed)

@@ -43,7 +43,14 @@ from scrapbench.datasets.resolve import parse_benchmark_spec
 from scrapbench.datasets.types import Dataset
 from scrapbench.method import LearningType
 from scrapbench.registry import build_config, get_spec
-from scrapbench.runner import RunOptions, RunResult, _refuse_identity_mismatches, plan_run, run_benchmark
+from scrapbench.runner import (
+    Executor,
+    RunOptions,
+    RunResult,
+    _refuse_identity_mismatches,
+    plan_run,
+    run_benchmark,
+)
 
 
 @dataclass(frozen=True)
@@ -118,6 +125,7 @@ def run_categories(
     on_dataset: Callable[[str, Dataset], None] | None = None,
     on_failure: Callable[[CategoryFailure], None] | None = None,
     say: Callable[[str], None] = lambda text: None,
+    executor: Executor | None = None,
 ) -> CategoryRuns:
     """Every (dataset of ``spec``, method, seed) with the protocol of the module docstring.
 
@@ -168,6 +176,8 @@ def run_categories(
         say(f"{', '.join(m for m in methods if m in learners)}: no --train-on, so each trains on a seeded half of "
             f"each defect type's test images and is evaluated on the rest (supervised split): not the published "
             f"test set")
+    if executor is not None:  # the identities below are those of the processes that will compute the runs
+        options = dataclasses.replace(options, compute_settings=executor.compute_settings(options))
     per_group = [dataclasses.replace(options, dataset_spec=g.spec) for g in groups]
     # Every finished run of the whole grid is checked before any runs: a grid half-resumed is worse than none.
     _refuse_identity_mismatches([plan_run(g.dataset, m, s, o) for g, o in zip(groups, per_group, strict=True)
@@ -176,5 +186,5 @@ def run_categories(
     with tqdm(total=total, desc="runs", unit="run", disable=not options.show_progress) as progress:
         for group, group_options in zip(groups, per_group, strict=True):
             outcome.results += run_benchmark(group.dataset, group.methods, group.seeds, group_options,
-                                             on_result=on_result, progress=progress)
+                                             on_result=on_result, progress=progress, executor=executor)
     return outcome

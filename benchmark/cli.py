@@ -89,10 +89,20 @@ def run(
                                                "threads, ...) or whose records are unreadable."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     verbose: bool = typer.Option(False, "--verbose", help="Show third-party libraries' own output."),
+    shards: int = typer.Option(1, min=1, help="Predict each run's test set in this many parts (on as many Ray "
+                                              "workers), merged exactly: same numbers as 1."),
+    executor: str = typer.Option("local", help="local (this process) or ray (a Ray cluster: README, 'Running on "
+                                               "several GPUs or machines')."),
+    ray_address: str = typer.Option(None, help="Ray cluster: auto | ray://HOST:PORT (default: start a local Ray)."),
+    gpus_per_run: float = typer.Option(None, min=0, help="Ray: GPUs per run (default 1 with --device cuda, else 0)."),
+    cpus_per_run: int = typer.Option(None, min=1, help="Ray: CPUs per run = its torch threads (default 1)."),
+    ray_storage: str = typer.Option("auto", help="Ray: shared (workers write --out) | ship (results come back "
+                                                 "through Ray) | auto (probe)."),
 ) -> None:
     """Fit, predict and evaluate methods over several seeds; resumes where it stopped."""
     from scrapbench.datasets import DatasetError, load_dataset
     from scrapbench.datasets.resolve import parse_benchmark_spec
+    from scrapbench.executors import ExecutorError, create_executor
     from scrapbench.presets import resolve_preset
     from scrapbench.registry import resolve_method_names
     from scrapbench.runner import RunIdentityError, RunOptions, run_benchmark
@@ -106,14 +116,16 @@ def run(
         if unknown:
             _fail(f"settings for methods not being run: {unknown}")
         _require_weights(names, resolved.name, overrides, preset)
+        settings = _executor_settings(executor, ray_address, gpus_per_run, cpus_per_run, ray_storage, verbose)
+        runner = create_executor(executor, **settings)  # before the data: a missing Ray is told at once
         per_category = train_on is not None or parse_benchmark_spec(dataset) is not None
         if not per_category:
             data = load_dataset(dataset, preset=resolved.name, seed=data_seed, show_progress=progress)
-    except (KeyError, ValueError, OSError, DatasetError) as exc:
+    except (KeyError, ValueError, OSError, DatasetError, ExecutorError) as exc:
         _fail(_error_text(exc))
     options = RunOptions(preset=resolved.name, device=device, out=out, dataset_spec=dataset, data_seed=data_seed,
                          save_maps=save_maps, overrides=overrides, overwrite=overwrite, show_progress=progress,
-                         verbose=verbose)
+                         verbose=verbose, shards=shards)
     if not per_category:
         console.print(Text.assemble(
             "dataset ", (data.name, "bold"), f": {len(data.train)} train / {len(data.test)} test images, classes "
@@ -139,13 +151,15 @@ def run(
 
     left_out = []  # datasets of a benchmark that could not be run
     try:
-        if per_category:
-            grid = _run_per_category(dataset, names, range(first_seed, first_seed + seeds), options, train_on,
-                                     per_defect_type, show)
-            results, left_out = grid.results, grid.failures
-        else:
-            results = run_benchmark(data, names, range(first_seed, first_seed + seeds), options, on_result=show)
-    except (RunIdentityError, RunFolderError, OSError, DatasetError) as exc:
+        with runner:
+            if per_category:
+                grid = _run_per_category(dataset, names, range(first_seed, first_seed + seeds), options, train_on,
+                                         per_defect_type, show, runner)
+                results, left_out = grid.results, grid.failures
+            else:
+                results = run_benchmark(data, names, range(first_seed, first_seed + seeds), options, on_result=show,
+                                        executor=runner)
+    except (RunIdentityError, RunFolderError, OSError, DatasetError, ExecutorError) as exc:
         _fail(_error_text(exc))
     failed = [r for r in results if r.status == "failed"]
     if failed:
@@ -160,7 +174,7 @@ def run(
 
 
 def _run_per_category(spec: str, names: list[str], seeds: range, options, train_on: str | None,
-                      per_defect_type: bool, show):
+                      per_defect_type: bool, show, executor):
     """``run`` on a public benchmark (or with --train-on): one line per category, then its runs."""
     from scrapbench.categories import run_categories
 
@@ -177,7 +191,23 @@ def _run_per_category(spec: str, names: list[str], seeds: range, options, train_
                                 f"; {len(names)} methods × {len(seeds)} seeds per category → {options.out}"))
     return run_categories(spec, names, list(seeds), options, train_on=train_on, per_defect_type=per_defect_type,
                           on_result=show, on_dataset=opened, on_failure=left_out,
-                          say=lambda text: console.print(f"note: {text}"))
+                          say=lambda text: console.print(f"note: {text}"), executor=executor)
+
+
+def _executor_settings(name: str, address: str | None, gpus_per_run: float | None, cpus_per_run: int | None,
+                       storage: str, verbose: bool) -> dict:
+    """The executor's keyword arguments; Ray's options with another executor are an error, not ignored."""
+    ray_options = {"--ray-address": address, "--gpus-per-run": gpus_per_run, "--cpus-per-run": cpus_per_run,
+                   "--ray-storage": None if storage == "auto" else storage}
+    if name != "ray":
+        given = [flag for flag, value in ray_options.items() if value is not None]
+        if given:
+            _fail(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --executor ray")
+        return {}
+    settings = {"address": address, "gpus_per_run": gpus_per_run, "storage": storage, "verbose": verbose}
+    if cpus_per_run is not None:
+        settings["cpus_per_run"] = cpus_per_run
+    return settings
 
 
 def _require_weights(names: list[str], preset_name: str, overrides: dict, preset_arg: str) -> None:

@@ -23,11 +23,11 @@ import io
 import shutil
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from scrapbench import __version__
 from scrapbench.datasets.fingerprint import dataset_fingerprint
 from scrapbench.datasets.protocols import benchmark_record, training_identity
-from scrapbench.datasets.types import Dataset
+from scrapbench.datasets.types import Dataset, Sample
 from scrapbench.environment import PeakMemory, device_description, git_commit, library_versions
 from scrapbench.identity import compute_settings, identity_differences, run_identity
 from scrapbench.lease import try_lease, wait_for_lease
@@ -78,6 +78,11 @@ class RunOptions:
     overwrite: bool = False  # replace finished runs whose identity differs (and unreadable ones)
     show_progress: bool = True
     verbose: bool = False  # third-party libraries' own output to the console
+    shards: int = 1  # predict the test set in this many parts, merged exactly (scrapbench.shards)
+    # The numerics (identity.compute_settings) of the processes that compute the runs, when they are not this one:
+    # the Ray executor measures them on a worker. None: this process's.
+    compute_settings: Mapping[str, Any] | None = None
+    execution: Mapping[str, Any] | None = None  # how the runs are computed, for run.json (not part of the identity)
 
 
 @dataclass
@@ -124,8 +129,11 @@ def plan_run(dataset: Dataset, method_name: str, seed: int, options: RunOptions)
     """The run's folder and identity (seeds the process: the identity records the flags that sets)."""
     config = build_config(method_name, options.preset, options.overrides.get(method_name))
     seed_everything(seed)
+    compute = options.compute_settings
+    if compute is None:
+        compute = compute_settings(options.device, options.batch_size)
     identity = run_identity(method_name, seed, options.preset, config_to_dict(config), dataset_fingerprint(dataset),
-                            compute_settings(options.device, options.batch_size), training_identity(dataset))
+                            compute, training_identity(dataset))
     directory = run_dir(options.out, dataset_slug(dataset, options), options.preset, method_name, seed)
     return RunPlan(method_name, seed, directory, identity)
 
@@ -137,44 +145,57 @@ def run_benchmark(
     options: RunOptions,
     on_result: Callable[[RunResult], None] | None = None,
     progress: tqdm | None = None,
+    executor: Executor | None = None,
 ) -> list[RunResult]:
     """Run every (method, seed): finished runs are reused, failures recorded, busy runs waited for.
 
     Nothing runs when a finished run's identity differs from the one asked for (RunIdentityError,
     listing them), unless ``options.overwrite``. Runs leased by another process are skipped in a first
-    pass; then this process waits for each lease and reports the run as done elsewhere, or computes
-    it if its holder died. Failures found at the start are retried; a failure another process records
-    meanwhile is reported, not computed again. ``on_result`` sees every result (``busy`` ones too).
-    ``progress``: a bar to advance instead of one of its own (one bar over several datasets).
+    pass; then each is waited for and reported as done elsewhere, or computed if its holder died.
+    Failures found at the start are retried; a failure another process records meanwhile is reported,
+    not computed again. ``on_result`` sees every result (``busy`` ones too). ``progress``: a bar to
+    advance instead of one of its own (one bar over several datasets). ``executor`` computes the runs
+    (``scrapbench.executors``; default: one after another in this process).
     """
     ensure_writable_dir(Path(options.out))
     if dataset.fingerprint is None:  # computed once here, not once per run
         dataset = dataclasses.replace(dataset, fingerprint=dataset_fingerprint(dataset))
+    if executor is None:
+        from scrapbench.executors.local import LocalExecutor
+
+        executor = LocalExecutor()
+    options = executor.prepare(dataset, options)
     pairs = [(m, s) for m in methods for s in seeds]
     plans = {pair: plan_run(dataset, *pair, options) for pair in pairs}
     _refuse_identity_mismatches(list(plans.values()), options)
     retry = {pair: failed_attempt(plan.directory) for pair, plan in plans.items()}
-    results: dict[tuple[str, int], RunResult] = {}
-    busy: list[tuple[str, int]] = []
     bar = tqdm(total=len(pairs), desc="runs", unit="run", disable=not options.show_progress) if progress is None \
         else contextlib.nullcontext(progress)
     with bar as progress:
-        for pair in pairs:
-            result = run_one(dataset, *pair, options, retry=retry[pair])
+
+        def report(result: RunResult) -> None:
             if on_result is not None:
                 on_result(result)
-            if result.status == "busy":
-                busy.append(pair)
-                continue
-            results[pair] = result
-            progress.update()
-        for pair in busy:
-            progress.set_postfix_str(f"waiting for {pair[0]} seed {pair[1]}")
-            results[pair] = run_one(dataset, *pair, options, wait=True, retry=retry[pair])
-            if on_result is not None:
-                on_result(results[pair])
-            progress.update()
+            if result.status != "busy":
+                progress.update()
+
+        results = executor.run_grid(dataset, pairs, options, retry, report, progress)
     return [results[pair] for pair in pairs]
+
+
+class Executor(Protocol):
+    """Computes the runs of a grid (``scrapbench.executors``): this process, or workers of a cluster."""
+
+    def compute_settings(self, options: RunOptions) -> Mapping[str, Any] | None:
+        """The numerics the runs will be computed with (``identity.compute_settings``); None: this process's."""
+
+    def prepare(self, dataset: Dataset, options: RunOptions) -> RunOptions:
+        """The options the runs will be computed with (e.g. the workers' compute settings), before planning."""
+
+    def run_grid(self, dataset: Dataset, pairs: Sequence[tuple[str, int]], options: RunOptions,
+                 retry: Mapping[tuple[str, int], str | None], report: Callable[[RunResult], None],
+                 progress: Any) -> dict[tuple[str, int], RunResult]:
+        """Every pair's final result; ``report`` each result as it comes (busy ones too), ``progress`` is the bar."""
 
 
 def _refuse_identity_mismatches(plans: Sequence[RunPlan], options: RunOptions) -> None:
@@ -223,9 +244,13 @@ def reusable_result(plan: RunPlan, options: RunOptions) -> RunResult | None:
 RETRY_ANY = "*"
 
 
+#: ``compute_run``'s signature: fill an empty folder with a run (``run.json`` or ``error.json`` last).
+ComputeRun = Callable[[Dataset, RunPlan, RunOptions, Path], RunResult]
+
+
 def run_one(
     dataset: Dataset, method_name: str, seed: int, options: RunOptions, *, wait: bool = False,
-    retry: str | None = RETRY_ANY,
+    retry: str | None = RETRY_ANY, compute: ComputeRun | None = None,
 ) -> RunResult:
     """The whole life of one run (see the module docstring); never computes a run another process holds.
 
@@ -234,7 +259,8 @@ def run_one(
     computes the run if the holder died without finishing it. ``retry`` says which failed attempt
     found in the run's folder is recomputed: any (``RETRY_ANY``), or only the one with this attempt
     token (``None``: none) — a benchmark passes the failure it found at its start, so a failure that
-    another process records meanwhile is reported rather than computed a second time.
+    another process records meanwhile is reported rather than computed a second time. ``compute``
+    fills the staging folder (default :func:`compute_run`, here; the Ray executor computes elsewhere).
     """
     plan = plan_run(dataset, method_name, seed, options)
     try:
@@ -253,7 +279,7 @@ def run_one(
                 record = read_json_record(plan.directory / "error.json")
                 return RunResult(method_name, seed, plan.directory, "failed", error=record.get("message"),
                                  elsewhere=True, attempt=failed)
-            return _compute_and_place(dataset, plan, options)
+            return _compute_and_place(dataset, plan, options, compute or compute_run)
     except RunFolderError as exc:
         return RunResult(method_name, seed, plan.directory, "failed", error=str(exc))
 
@@ -268,14 +294,14 @@ def failed_attempt(directory: Path) -> str | None:
         return None
 
 
-def _compute_and_place(dataset: Dataset, plan: RunPlan, options: RunOptions) -> RunResult:
+def _compute_and_place(dataset: Dataset, plan: RunPlan, options: RunOptions, compute: ComputeRun) -> RunResult:
     """Under the lease: clear dead attempts, compute in a staging folder, move it into place."""
     remove_stale_attempts(plan.directory)
     if plan.directory.exists() or plan.directory.is_symlink():
         check_run_folder(plan.directory)  # it will be replaced: it must be one of ours
     staging = new_staging_dir(plan.directory)
     try:
-        result = compute_run(dataset, plan, options, staging)
+        result = compute(dataset, plan, options, staging)
         place_run_folder(staging, plan.directory)
     finally:
         if staging.exists():  # interrupted, or the move failed: the attempt leaves nothing behind
@@ -283,7 +309,13 @@ def _compute_and_place(dataset: Dataset, plan: RunPlan, options: RunOptions) -> 
     return dataclasses.replace(result, directory=plan.directory)
 
 
-def compute_run(dataset: Dataset, plan: RunPlan, options: RunOptions, folder: Path) -> RunResult:
+#: What computes a run's files into a folder and returns its metrics: :func:`execute_run` here, or a
+#: cluster's version of it (the Ray executor's sharded runs). Arguments: dataset, plan, options, folder, attempt.
+ExecuteRun = Callable[[Dataset, RunPlan, RunOptions, Path, str], dict[str, Any]]
+
+
+def compute_run(dataset: Dataset, plan: RunPlan, options: RunOptions, folder: Path, *,
+                execute: ExecuteRun | None = None) -> RunResult:
     """Fit, predict and evaluate into ``folder`` (empty, anywhere); ``run.json`` or ``error.json`` last.
 
     A failure of the method (building it included: e.g. a bad weights file) is recorded in
@@ -292,7 +324,7 @@ def compute_run(dataset: Dataset, plan: RunPlan, options: RunOptions, folder: Pa
     """
     attempt = attempt_token()
     try:
-        metrics = _execute(dataset, plan, options, folder, attempt)
+        metrics = (execute or execute_run)(dataset, plan, options, folder, attempt)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # one broken method must not stop the others; the record says why
@@ -329,62 +361,126 @@ def _build_method(name: str, dataset: Dataset, options: RunOptions) -> AnomalyMe
         raise MethodBuildError(f"{name} could not be built{source} ({one_line_error(exc)})") from exc
 
 
-def _execute(dataset: Dataset, plan: RunPlan, options: RunOptions, directory: Path, attempt: str) -> dict[str, Any]:
-    from scrapbench.metrics import PixelMetrics
+def execute_run(dataset: Dataset, plan: RunPlan, options: RunOptions, directory: Path, attempt: str) -> dict[str, Any]:
+    """Fit, predict the test set (whole, or in ``options.shards`` parts), write the run's files; the metrics."""
+    method, fitted = fit_run(dataset, plan, options, directory)
+    if options.shards > 1:
+        from scrapbench.shards import predict_in_shards
 
-    name, seed = plan.method, plan.seed
-    method = _build_method(name, dataset, options)
+        parts = predict_in_shards(directory / "model", dataset.test, options, plan)
+    else:
+        parts = [predict_part(method, dataset.test, options, plan)]
+    return finish_run(directory, dataset, plan, options, fitted, parts, attempt)
+
+
+@dataclass
+class FitRecord:
+    """What fitting a run recorded, wherever it ran: the method's facts, the cost, the environment."""
+
+    learning_type: str
+    config: dict[str, Any]
+    weights: dict[str, Any]
+    fit_s: float
+    peak_rss_mb: float
+    nondeterministic_ops: list[str]
+    environment: dict[str, Any]  # device, versions, git commit, CPU model of the fitting process
+
+
+def fit_run(dataset: Dataset, plan: RunPlan, options: RunOptions, directory: Path) -> tuple[AnomalyMethod, FitRecord]:
+    """Build and fit the method (scratch space ``directory/work``) and save it to ``directory/model``."""
+    method = _build_method(plan.method, dataset, options)
     workdir = directory / "work"
     workdir.mkdir()
-    seed_everything(seed)
-    ctx = FitContext(seed=seed, device=options.device, workdir=workdir, class_names=dataset.class_names,
+    seed_everything(plan.seed)
+    ctx = FitContext(seed=plan.seed, device=options.device, workdir=workdir, class_names=dataset.class_names,
                      show_progress=options.show_progress, verbose=options.verbose, object_name=dataset.object_name)
     with PeakMemory() as memory, NondeterminismMonitor() as nondeterminism:
         start = time.perf_counter()
         method.fit(dataset.train, ctx)
         fit_s = time.perf_counter() - start
+    method.save(directory / "model")
+    record = FitRecord(
+        learning_type=getattr(method.learning_type, "value", str(method.learning_type)),
+        config=config_to_dict(method.config), weights=method.weights_info(), fit_s=fit_s,
+        peak_rss_mb=memory.peak_mb, nondeterministic_ops=sorted(nondeterminism.ops),
+        environment={"device": device_description(options.device), "versions": library_versions(),
+                     "git": git_commit(), "cpu_model": nondeterminism.record()["cpu_model"]})
+    return method, record
 
-        metrics = PixelMetrics(class_names=dataset.class_names)
-        save_maps = options.save_maps
-        if save_maps is None:
-            save_maps = len(dataset.test) <= MAX_MAPS_SAVED_BY_DEFAULT
-        kept_maps: dict[str, np.ndarray] = {}
-        rows = []
-        predict_s = 0.0
-        batches = range(0, len(dataset.test), options.batch_size)
-        for begin in tqdm(batches, desc=f"{name} seed {seed}: predict", unit="batch", leave=False,
+
+@dataclass
+class Predictions:
+    """A fitted method's output on (part of) the test set, in test order: evaluator statistics, rows, maps."""
+
+    metrics: Any  # scrapbench.metrics.PixelMetrics
+    rows: list[dict[str, Any]]
+    maps: dict[str, np.ndarray]  # float16 maps by image id, when kept
+    predict_s: float
+    peak_rss_mb: float
+    nondeterministic_ops: list[str]
+
+
+def keep_maps(options: RunOptions, num_test: int) -> bool:
+    return options.save_maps if options.save_maps is not None else num_test <= MAX_MAPS_SAVED_BY_DEFAULT
+
+
+def predict_part(method: AnomalyMethod, samples: Sequence[Sample], options: RunOptions, plan: RunPlan, *,
+                 num_test: int | None = None, label: str = "") -> Predictions:
+    """Predict ``samples`` in batches of ``options.batch_size`` and evaluate them (``num_test``: the whole test
+    set's size, which decides whether maps are kept; default ``len(samples)``)."""
+    from scrapbench.metrics import PixelMetrics
+
+    save_maps = keep_maps(options, len(samples) if num_test is None else num_test)
+    metrics = PixelMetrics(class_names=method.class_names)
+    kept_maps: dict[str, np.ndarray] = {}
+    rows = []
+    predict_s = 0.0
+    batches = range(0, len(samples), options.batch_size)
+    with PeakMemory() as memory, NondeterminismMonitor() as nondeterminism:
+        for begin in tqdm(batches, desc=f"{plan.method} seed {plan.seed}: predict{label}", unit="batch", leave=False,
                           disable=not options.show_progress):
-            samples = dataset.test[begin:begin + options.batch_size]
-            images = [s.image for s in samples]
+            batch = samples[begin:begin + options.batch_size]
+            images = [s.image for s in batch]
             start = time.perf_counter()
             maps, scores = method.predict_with_scores(images)
-            maps, scores = check_maps(maps, images, name), check_scores(scores, images, name)
+            maps, scores = check_maps(maps, images, plan.method), check_scores(scores, images, plan.method)
             predict_s += time.perf_counter() - start
-            ids = [s.id for s in samples]
-            metrics.update(np.stack(maps), np.stack([s.mask for s in samples]), ids=ids)
-            for sample, amap, score in zip(samples, maps, scores, strict=True):
+            metrics.update(np.stack(maps), np.stack([s.mask for s in batch]), ids=[s.id for s in batch])
+            for sample, amap, score in zip(batch, maps, scores, strict=True):
                 rows.append({"id": sample.id, "is_anomalous": int(sample.is_anomalous),
                              "image_score": score, "anomalous_pixels": int((sample.mask > 0).sum())})
                 if save_maps:
                     kept_maps[sample.id] = amap.astype(np.float16)
-    result = metrics.compute()
+    return Predictions(metrics, rows, kept_maps, predict_s, memory.peak_mb, sorted(nondeterminism.ops))
 
+
+def finish_run(directory: Path, dataset: Dataset, plan: RunPlan, options: RunOptions, fitted: FitRecord,
+               parts: Sequence[Predictions], attempt: str) -> dict[str, Any]:
+    """Merge the parts' statistics (exactly: ``metrics.merge``), write the run's files, ``run.json`` last."""
+    from scrapbench.metrics.merge import merge
+
+    metrics = parts[0].metrics if len(parts) == 1 else merge([part.metrics for part in parts])
+    result = metrics.compute()
+    rows = [row for part in parts for row in part.rows]
+    kept_maps = {key: value for part in parts for key, value in part.maps.items()}
     atomic_write_json(directory / "metrics.json", result)
     metrics.save(directory / "metrics_state.npz")
     atomic_write_text(directory / "per_image.csv", _csv(rows))
-    if save_maps:
+    if keep_maps(options, len(dataset.test)):
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **kept_maps)
         atomic_write_bytes(directory / "maps.npz", buffer.getvalue())
-    method.save(directory / "model")
-    spec = get_spec(name)
+    predict_s = sum(part.predict_s for part in parts)
+    ops = sorted(set(fitted.nondeterministic_ops).union(*(part.nondeterministic_ops for part in parts)))
+    spec = get_spec(plan.method)
+    environment = fitted.environment
     record = {
         "scrapbench_version": __version__,
-        "method": name,
+        "method": plan.method,
         "description": spec.description,
         "suites": list(spec.suites),
-        "learning_type": getattr(method.learning_type, "value", str(method.learning_type)),
-        "seed": seed,
+        "learning_type": fitted.learning_type,
+        "seed": plan.seed,
         "preset": options.preset,
         "identity": plan.identity,
         "attempt": attempt,
@@ -392,15 +488,17 @@ def _execute(dataset: Dataset, plan: RunPlan, options: RunOptions, directory: Pa
                     "fingerprint": plan.identity["dataset_fingerprint"],
                     "class_names": list(dataset.class_names), "num_train": len(dataset.train),
                     "num_test": len(dataset.test), **benchmark_record(dataset)},
-        "config": config_to_dict(method.config),
-        "weights": method.weights_info(),
-        "device": device_description(options.device),
-        "determinism": nondeterminism.record(),  # kernels without a deterministic variant that ran, CPU model
-        "timings": {"fit_s": round(fit_s, 3), "predict_s": round(predict_s, 3),
+        "config": fitted.config,
+        "weights": fitted.weights,
+        "device": environment["device"],
+        # kernels without a deterministic variant that ran, CPU model
+        "determinism": {"deterministic": not ops, "nondeterministic_ops": ops, "cpu_model": environment["cpu_model"]},
+        "timings": {"fit_s": round(fitted.fit_s, 3), "predict_s": round(predict_s, 3),
                     "predict_images_per_s": round(len(dataset.test) / predict_s, 3) if predict_s else None,
-                    "peak_rss_mb": round(memory.peak_mb, 1)},
-        "versions": library_versions(),
-        "git": git_commit(),
+                    "peak_rss_mb": round(max([fitted.peak_rss_mb, *(part.peak_rss_mb for part in parts)]), 1)},
+        "execution": {**(options.execution or {"executor": "local"}), "shards": len(parts)},
+        "versions": environment["versions"],
+        "git": environment["git"],
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     atomic_write_json(directory / "run.json", record)  # last: marks the run finished

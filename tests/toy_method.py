@@ -101,3 +101,21 @@ class SupervisedColourDistance(ColourDistance):
         (ctx.workdir / "train.json").write_text(json.dumps({"ids": list(train.ids),
                                                            "object_name": ctx.object_name}))
         super().fit(train, ctx)
+
+
+@dataclass(frozen=True)
+class DyingConfig(ToyConfig):
+    die_marker: str = ""  # absent: the first fit writes its work folder here and kills its own process
+
+
+class DiesOnceWhileFitting(ColourDistance):
+    """The toy method, whose first fit kills its process (a worker lost mid-run); later fits succeed."""
+
+    Config = DyingConfig
+
+    def fit(self, train, ctx: FitContext) -> None:
+        marker = Path(self.config.die_marker)
+        if not marker.exists():
+            marker.write_text(str(ctx.workdir))
+            os.kill(os.getpid(), 9)  # SIGKILL: no clean-up, no exception, as when a machine is lost
+        super().fit(train, ctx)

@@ -26,7 +26,7 @@ import numpy as np
 from . import state, summary
 from .histogram import Grid, covering_grid, minimum_exponent, rebin, remap
 from .inputs import MetricsError, as_class_mask, as_scores, check_finite, check_ids, to_numpy
-from .regions import SIZE_NAMES, find_regions, size_class
+from .regions import SIZE_NAMES, find_regions, pro_weights, size_class
 
 DEFAULT_BINS = 1 << 18
 DEFAULT_BOOTSTRAP_BINS = 1024
@@ -214,7 +214,7 @@ class PixelMetrics:
             region_size = size_class(found.area, pixels, self.size_cutoffs)
             region_slot = np.searchsorted(self.class_values, found.class_value)
             bins.append(index[i].ravel()[found.pixel_flat] & (n_bins - 1))  # drop the class slot offset
-            weights.append(1.0 / found.area[found.pixel_region])
+            weights.append(pro_weights(found, maps[i]))  # ≈ 1/area, exact in any summation order
             sizes.append(region_size[found.pixel_region])
             slots.append(region_slot[found.pixel_region])
             owner.append(np.full(found.pixel_flat.size, row, np.int64))

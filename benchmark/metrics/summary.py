@@ -21,7 +21,7 @@ import numpy as np
 
 from . import curves
 from .inputs import MetricsError
-from .regions import SIZE_NAMES
+from .regions import PRO_WEIGHT_BITS, SIZE_NAMES
 from .state import Statistics, gather
 
 ANOMALYCLIP_STEPS = 200  # AnomalyCLIP's AUPRO recipe: linear thresholds between the smallest and largest score
@@ -84,8 +84,12 @@ def _error_bounds(m: Statistics, pos: np.ndarray, neg: np.ndarray, pro: np.ndarr
     assert m.grid is not None
     if m.integer_scores and m.grid.width <= 1:
         # Integer scores on bins at most 1 wide: each bin holds one distinct score, so the grid is lossless.
-        return dict.fromkeys(("auroc", "ap", "f1max", "aupro"), 0.0)
-    return curves.error_bounds(pos, neg, pro, n_regions, m.fpr_limit)
+        bounds = dict.fromkeys(("auroc", "ap", "f1max", "aupro"), 0.0)
+    else:
+        bounds = curves.error_bounds(pos, neg, pro, n_regions, m.fpr_limit)
+    # Region weights are whole 2**-32 units (regions.pro_weights): PRO is within that of pixels / area.
+    bounds["aupro"] += 2.0 ** -PRO_WEIGHT_BITS
+    return bounds
 
 
 def _aupro_anomalyclip(m: Statistics, pro: np.ndarray, neg: np.ndarray, n_regions: int) -> float:

@@ -40,6 +40,7 @@ from scrapbench.environment import PeakMemory, device_description, git_commit, l
 from scrapbench.identity import compute_settings, identity_differences, run_identity
 from scrapbench.lease import try_lease, wait_for_lease
 from scrapbench.method import AnomalyMethod, FitContext, check_maps, check_scores, config_to_dict
+from scrapbench.precision import resolve_precision
 from scrapbench.registry import build_config, create_method, get_spec
 from scrapbench.seeding import NondeterminismMonitor, seed_everything
 from scrapbench.store import (
@@ -78,6 +79,7 @@ class RunOptions:
     overwrite: bool = False  # replace finished runs whose identity differs (and unreadable ones)
     show_progress: bool = True
     verbose: bool = False  # third-party libraries' own output to the console
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (scrapbench.precision); auto is fp32 on CPU
 
 
 @dataclass
@@ -125,7 +127,9 @@ def plan_run(dataset: Dataset, method_name: str, seed: int, options: RunOptions)
     config = build_config(method_name, options.preset, options.overrides.get(method_name))
     seed_everything(seed)
     identity = run_identity(method_name, seed, options.preset, config_to_dict(config), dataset_fingerprint(dataset),
-                            compute_settings(options.device, options.batch_size), training_identity(dataset))
+                            compute_settings(options.device, options.batch_size,
+                                             resolve_precision(options.precision, options.device)),
+                            training_identity(dataset))
     directory = run_dir(options.out, dataset_slug(dataset, options), options.preset, method_name, seed)
     return RunPlan(method_name, seed, directory, identity)
 
@@ -338,7 +342,8 @@ def _execute(dataset: Dataset, plan: RunPlan, options: RunOptions, directory: Pa
     workdir.mkdir()
     seed_everything(seed)
     ctx = FitContext(seed=seed, device=options.device, workdir=workdir, class_names=dataset.class_names,
-                     show_progress=options.show_progress, verbose=options.verbose, object_name=dataset.object_name)
+                     show_progress=options.show_progress, verbose=options.verbose, object_name=dataset.object_name,
+                     precision=plan.identity["compute"]["precision"])
     with PeakMemory() as memory, NondeterminismMonitor() as nondeterminism:
         start = time.perf_counter()
         method.fit(dataset.train, ctx)
@@ -395,6 +400,7 @@ def _execute(dataset: Dataset, plan: RunPlan, options: RunOptions, directory: Pa
         "config": config_to_dict(method.config),
         "weights": method.weights_info(),
         "device": device_description(options.device),
+        "precision": plan.identity["compute"]["precision"],  # the resolved --precision
         "determinism": nondeterminism.record(),  # kernels without a deterministic variant that ran, CPU model
         "timings": {"fit_s": round(fit_s, 3), "predict_s": round(predict_s, 3),
                     "predict_images_per_s": round(len(dataset.test) / predict_s, 3) if predict_s else None,

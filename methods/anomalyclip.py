@@ -46,7 +46,7 @@ from scrapbench.methods.clip_loader import ChosenBatches, ResizedSamples, batch_
 from scrapbench.methods.prompt_learner import ANOMALY_PROMPT, NORMAL_PROMPT, PromptLearner
 from scrapbench.methods.smoothing import gaussian_filter, resize_each
 from scrapbench.methods.vv_attention import vv_layer_tokens
-from scrapbench.precision import autocast, check_precision, grad_scaler
+from scrapbench.precision import autocast, check_precision, full_precision
 from scrapbench.seeding import seed_everything
 
 IMAGE_SCORES = ("class_token", "map_max")
@@ -146,8 +146,10 @@ class AnomalyCLIP(AnomalyMethod):
         return F.normalize(patches.float(), dim=-1), F.normalize(cls.float(), dim=-1)
 
     def _prompt_features(self) -> torch.Tensor:
-        """The learner's text features [2, D]: the text encoder in ``self.precision``, float32 out."""
-        with autocast(self.precision, self.device):
+        """The learner's text features [2, D], always in float32: the text encoder sees two prompts
+        (nothing to gain from 16 bits), and the prompts it trains get float32 gradients, so no loss
+        scaling is needed in fp16 (measured: fp16 gradients overflowed at every scale above ~16)."""
+        with full_precision(self.device):
             return self.learner().float()
 
     def _layer_probabilities(self, patches: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
@@ -194,7 +196,6 @@ class AnomalyCLIP(AnomalyMethod):
         cached = self._cache_features(loader, batches, indices) if self._cache_fits(len(indices)) else None
         encode_s = time.perf_counter() - started
         optimiser = torch.optim.Adam(self.learner.parameters(), lr=c.lr, betas=(0.5, 0.999))
-        scaler = grad_scaler(self.precision, self.device)  # active for fp16 only
         generator = torch.Generator().manual_seed(ctx.seed)
         log: list[dict[str, float]] = []
         self.learner.train()
@@ -211,9 +212,8 @@ class AnomalyCLIP(AnomalyMethod):
                 pixel_loss, image_loss = self._losses(patches, cls, masks)
                 loss = c.pixel_loss_weight * pixel_loss + c.image_loss_weight * image_loss
                 optimiser.zero_grad()
-                scaler.scale(loss).backward()
-                scaler.step(optimiser)
-                scaler.update()
+                loss.backward()
+                optimiser.step()
                 totals["pixel_loss"] += pixel_loss.item() * len(positions)
                 totals["image_loss"] += image_loss.item() * len(positions)
             log.append({"epoch": epoch + 1, **{k: v / len(order) for k, v in totals.items()}})
@@ -244,8 +244,8 @@ class AnomalyCLIP(AnomalyMethod):
         return (*self._encode_pixels(pixels), masks.float())
 
     def _losses(self, patches: torch.Tensor, cls: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Focal + dice (both channels) summed over layers, and the CLS cross-entropy (float32; only the
-        text encoder runs in ``self.precision``)."""
+        """Focal + dice (both channels) summed over layers, and the CLS cross-entropy (float32: in
+        training only the frozen image encoder runs in ``self.precision``)."""
         text = self._prompt_features()
         probs = self._layer_probabilities(patches, text)  # [B, L, 2, S, S]
         target = masks.unsqueeze(1).expand(-1, probs.shape[1], -1, -1)  # [B, L, S, S]

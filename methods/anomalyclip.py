@@ -138,8 +138,10 @@ class AnomalyCLIP(AnomalyMethod):
         come out float32 (similarities and losses are computed in float32)."""
         visual = self._clip.visual
         with autocast(self.precision, self.device):
+            # Only the class token of the final ordinary tokens is read (the image score).
+            last_has_vv = self.config.vv_from_layer <= self._clip.num_layers
             layer_tokens, final = vv_layer_tokens(visual, pixels, self.config.feature_layers,
-                                                  self.config.vv_from_layer)
+                                                  self.config.vv_from_layer, final_class_token_only=last_has_vv)
             patches = torch.stack([project_tokens(visual, t[:, 1:]) for t in layer_tokens], dim=1)
             # The release projects the class token without ln_post (patch tokens get it); so do we.
             cls = final[:, 0] @ visual.proj if visual.proj is not None else final[:, 0]
@@ -152,14 +154,17 @@ class AnomalyCLIP(AnomalyMethod):
         with full_precision(self.device):
             return self.learner().float()
 
-    def _layer_probabilities(self, patches: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """[B, layers, N, D] × [2, D] → normal/abnormal probabilities [B, layers, 2, S, S] at input size."""
+    def _layer_probabilities(self, patches: torch.Tensor, text: torch.Tensor,
+                             channels: slice = slice(None)) -> torch.Tensor:
+        """[B, layers, N, D] × [2, D] → normal/abnormal probabilities [B, layers, 2, S, S] at input size
+        (``channels``: only those, e.g. ``slice(1, 2)`` for the abnormal one: half the upsampling)."""
         batch, layers, tokens, _ = patches.shape
         side = round(tokens**0.5)
-        probs = (patches @ text.T / self.config.temperature).softmax(dim=-1)  # [B, L, N, 2]
-        probs = probs.permute(0, 1, 3, 2).reshape(batch * layers, 2, side, side)
+        probs = (patches @ text.T / self.config.temperature).softmax(dim=-1)[..., channels]  # [B, L, N, C]
+        count = probs.shape[-1]
+        probs = probs.permute(0, 1, 3, 2).reshape(batch * layers, count, side, side)
         size = self.config.image_size
-        return upsample_maps(probs, (size, size)).view(batch, layers, 2, size, size)
+        return upsample_maps(probs, (size, size)).view(batch, layers, count, size, size)
 
     def _text(self) -> torch.Tensor:
         if self._text_features is None:
@@ -264,7 +269,7 @@ class AnomalyCLIP(AnomalyMethod):
         patches, cls = self._encode(images)
         text = self._text()
         # With two groups (p_abnormal + 1 − p_normal) / 2, the release's formula, is p_abnormal.
-        layers = self._layer_probabilities(patches, text)[:, :, 1]
+        layers = self._layer_probabilities(patches, text, slice(1, 2))[:, :, 0]
         return layers, (cls @ text.T / self.config.temperature).softmax(dim=-1)[:, 1]
 
     def layer_anomaly_maps(self, images: Sequence[np.ndarray]) -> torch.Tensor:

@@ -232,14 +232,24 @@ def sdpa_ready(block: nn.Module) -> bool:
             and all(hasattr(block, name) for name in ("ln_1", "ln_2", "mlp", "ls_1", "ls_2")))
 
 
-def attention_heads(block: nn.Module, normed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """q, k, v (each B×heads×N×head_dim) of ``block``'s attention on ``ln_1``-normalised tokens B×N×width."""
+def attention_heads(block: nn.Module, normed: torch.Tensor, queries: int | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q, k, v (each B×heads×N×head_dim) of ``block``'s attention on ``ln_1``-normalised tokens B×N×width.
+
+    ``queries``: project queries for the first ``queries`` tokens only (keys and values for all).
+    """
     attn = block.attn
     batch, length, width = normed.shape
     heads = attn.num_heads
-    qkv = F.linear(normed, attn.in_proj_weight, attn.in_proj_bias)
-    q, k, v = qkv.view(batch, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)
-    return q, k, v
+    if queries is None:
+        qkv = F.linear(normed, attn.in_proj_weight, attn.in_proj_bias)
+        q, k, v = qkv.view(batch, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)
+        return q, k, v
+    bias = attn.in_proj_bias
+    q = F.linear(normed[:, :queries], attn.in_proj_weight[:width], bias[:width] if bias is not None else None)
+    kv = F.linear(normed, attn.in_proj_weight[width:], bias[width:] if bias is not None else None)
+    k, v = kv.view(batch, length, 2, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)
+    return q.view(batch, queries, heads, width // heads).transpose(1, 2), k, v
 
 
 def merge_heads(mixed: torch.Tensor) -> torch.Tensor:
@@ -273,17 +283,8 @@ def run_block_first_token(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     every token's key and value, and the rest of the block for that one token."""
     if not sdpa_ready(block):
         return block(x)[:, :1]
-    attn = block.attn
-    batch, length, width = x.shape
-    heads = attn.num_heads
-    normed = block.ln_1(x)
-    bias = attn.in_proj_bias
-    query = F.linear(normed[:, :1], attn.in_proj_weight[:width], bias[:width] if bias is not None else None)
-    key_value = F.linear(normed, attn.in_proj_weight[width:], bias[width:] if bias is not None else None)
-    key, value = key_value.view(batch, length, 2, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)
-    query = query.view(batch, 1, heads, width // heads).transpose(1, 2)
-    mixed = F.scaled_dot_product_attention(query, key, value)
-    return finish_block(block, x[:, :1], merge_heads(mixed))
+    query, key, value = attention_heads(block, block.ln_1(x), queries=1)
+    return finish_block(block, x[:, :1], merge_heads(F.scaled_dot_product_attention(query, key, value)))
 
 
 def layer_tokens(

@@ -89,6 +89,9 @@ def test_fused_vv_block_is_the_two_paths_apart(vision):
             fused, update = block_with_vv(block, tokens)
             torch.testing.assert_close(fused, block(tokens), atol=1e-5, rtol=0)
             torch.testing.assert_close(update, block.ls_1(vv_attention(block, block.ln_1(tokens))), atol=1e-5, rtol=0)
+            first, first_update = block_with_vv(block, tokens, class_token_only=True)  # AnomalyCLIP's last block
+            torch.testing.assert_close(first, fused[:, :1], atol=1e-5, rtol=0)
+            torch.testing.assert_close(first_update, update, atol=1e-5, rtol=0)
             tokens = fused
 
 

@@ -22,6 +22,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 # soft_wrap: a long path stays one line that can be copied.
 console = Console(markup=False, emoji=False, soft_wrap=True)
 
+PRECISION_HELP = ("Network precision: auto (bf16 on CUDA GPUs that compute it natively, fp16 on older ones, fp32 on "
+                  "CPU) | fp32 | bf16 | fp16. Part of a run's identity.")
+
 
 def _fail(message: str) -> None:
     console.print(Text.assemble(("error: ", "bold red"), str(message)))
@@ -98,17 +101,20 @@ def run(
     cpus_per_run: int = typer.Option(None, min=1, help="Ray: CPUs per run = its torch threads (default 1)."),
     ray_storage: str = typer.Option("auto", help="Ray: shared (workers write --out) | ship (results come back "
                                                  "through Ray) | auto (probe)."),
+    precision: str = typer.Option("auto", help=PRECISION_HELP),
 ) -> None:
     """Fit, predict and evaluate methods over several seeds; resumes where it stopped."""
     from scrapbench.datasets import DatasetError, load_dataset
     from scrapbench.datasets.resolve import parse_benchmark_spec
     from scrapbench.executors import ExecutorError, create_executor
+    from scrapbench.precision import resolve_precision
     from scrapbench.presets import resolve_preset
     from scrapbench.registry import resolve_method_names
     from scrapbench.runner import RunIdentityError, RunOptions, run_benchmark
     from scrapbench.store import RunFolderError
 
     try:
+        resolve_precision(precision, device)  # an unknown value or a GPU without bf16 stops here
         names = resolve_method_names(methods)
         resolved = resolve_preset(preset, set_)
         overrides = _with_weights(names, resolved.overrides, weights)
@@ -125,7 +131,7 @@ def run(
         _fail(_error_text(exc))
     options = RunOptions(preset=resolved.name, device=device, out=out, dataset_spec=dataset, data_seed=data_seed,
                          save_maps=save_maps, overrides=overrides, overwrite=overwrite, show_progress=progress,
-                         verbose=verbose, shards=shards)
+                         verbose=verbose, shards=shards, precision=precision)
     if not per_category:
         console.print(Text.assemble(
             "dataset ", (data.name, "bold"), f": {len(data.train)} train / {len(data.test)} test images, classes "
@@ -377,6 +383,7 @@ def predict(
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:1 ..."),
     save_maps: bool = typer.Option(True, "--maps/--no-maps", help="Write the raw maps (.npy)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    precision: str = typer.Option("auto", help=PRECISION_HELP),
 ) -> None:
     """Apply a fitted method to new images: tiled, stitched, with overlays and detected regions."""
     from scrapbench.datasets import DatasetError
@@ -386,7 +393,7 @@ def predict(
     try:
         summary = predict_folder(model, images, out, threshold=threshold, patch_size=patch_size, overlap=overlap,
                                  batch_size=batch_size, min_area=min_area, device=device, save_maps=save_maps,
-                                 show_progress=progress)
+                                 show_progress=progress, precision=precision)
     except (FileNotFoundError, ValueError, DatasetError, WeightsError) as exc:
         _fail(str(exc))
     flagged = sum(1 for entry in summary["images"] if entry["anomalous"])

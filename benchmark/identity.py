@@ -17,8 +17,9 @@ from typing import Any
 from scrapbench.metrics import EVALUATOR_VERSION
 
 
-def compute_settings(device: str, predict_batch_size: int) -> dict[str, Any]:
-    """The numerics the process runs with now: device and hardware, torch threads, determinism flags.
+def compute_settings(device: str, predict_batch_size: int, precision: str = "fp32") -> dict[str, Any]:
+    """The numerics the process runs with now: device and hardware, torch threads, determinism flags,
+    and the networks' precision (resolved: fp32 / bf16 / fp16, see ``scrapbench.precision``).
 
     Read after ``seed_everything`` (which sets the determinism flags). The thread count matters on
     CPU: reductions are split per thread, so 1 and 2 threads round differently (measured: Mask R-CNN
@@ -44,6 +45,7 @@ def compute_settings(device: str, predict_batch_size: int) -> dict[str, Any]:
         "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
         "float32_matmul_precision": torch.get_float32_matmul_precision(),
         "predict_batch_size": predict_batch_size,
+        "precision": precision,
     }
 
 

@@ -46,6 +46,8 @@ class FitContext:
     #: The object the images show, in words ("metal nut"), for prompts that name it (WinCLIP); ``None``
     #: when the data has no single object (the steel scrap). Filled from ``Dataset.object_name``.
     object_name: str | None = None
+    #: Resolved numeric precision of the networks, "fp32" / "bf16" / "fp16" (``scrapbench.precision``).
+    precision: str = "fp32"
 
 
 class AnomalyMethod(ABC):
@@ -60,6 +62,9 @@ class AnomalyMethod(ABC):
     learning_type: ClassVar[LearningType]
     #: The config field that ``--weights`` sets (e.g. ``"clip_pretrained"``); ``None``: no weights.
     weights_field: ClassVar[str | None] = None
+    #: Precision the networks run in ("fp32" / "bf16" / "fp16", see ``scrapbench.precision``): ``fit``
+    #: takes it from ``FitContext.precision``; ``scrapbench predict`` sets it on a loaded method.
+    precision: str = "fp32"
 
     def __init__(self, config: Any, class_names: Sequence[str]) -> None:
         self.config = config
@@ -86,6 +91,11 @@ class AnomalyMethod(ABC):
     def predict_classes(self, images: Sequence[np.ndarray]) -> list[np.ndarray] | None:
         """Optional per-class maps (K×H×W) for methods that know classes; ``None`` otherwise."""
         return None
+
+    def predict_with_classes(self, images: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+        """:meth:`predict` and :meth:`predict_classes` together. The default calls both; methods that
+        get both from one forward pass override it, so ``scrapbench predict`` runs the network once."""
+        return self.predict(images), self.predict_classes(images)
 
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:

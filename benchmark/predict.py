@@ -71,8 +71,8 @@ def predict_tiled(
     for begin in range(0, len(boxes), batch_size):
         batch = boxes[begin:begin + batch_size]
         tiles = [np.ascontiguousarray(image[y0:y1, x0:x1]) for x0, y0, x1, y1 in batch]
-        maps = check_maps(method.predict(tiles), tiles, name)
-        class_maps = method.predict_classes(tiles) if with_classes else None
+        maps, class_maps = method.predict_with_classes(tiles) if with_classes else (method.predict(tiles), None)
+        maps = check_maps(maps, tiles, name)
         if class_maps is None:
             with_classes = False
         for i, (x0, y0, x1, y1) in enumerate(batch):
@@ -216,6 +216,7 @@ def predict_folder(
     device: str = "cpu",
     save_maps: bool = True,
     show_progress: bool = True,
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """Predict every image under ``images_dir`` with the method saved in ``model_dir``; returns the summary.
 
@@ -223,14 +224,18 @@ def predict_folder(
     its range), ``regions.json`` (summary + regions per image) and ``regions.csv`` (one row per region).
     ``out_dir`` follows :mod:`scrapbench.outdir`: never the model's or the images' folder, replaced
     only if scrapbench wrote it, and only once every image is done. Every image is decoded once
-    before the first prediction, so a bad file fails before any work is done.
+    before the first prediction, so a bad file fails before any work is done. ``precision``: the
+    networks' precision (``scrapbench.precision``; ``auto`` is fp32 on CPU), recorded in the summary.
     """
     from scrapbench.outdir import guard_output, staged_output
+    from scrapbench.precision import resolve_precision
 
     model_dir, out_dir, images_dir = Path(model_dir), Path(out_dir), Path(images_dir)
     inputs = [model_dir, images_dir]
+    resolved = resolve_precision(precision, device)
     guard_output(out_dir, inputs)
     method = AnomalyMethod.load(model_dir, device=device)
+    method.precision = resolved
     threshold_source = "given"
     if threshold is None:
         threshold, threshold_source = default_threshold(model_dir), "f1max_threshold of the run's test set"
@@ -274,6 +279,7 @@ def predict_folder(
             "patch_size": patch_size,
             "overlap": overlap,
             "min_area": min_area,
+            "precision": resolved,
             "images": per_image,
         }
         atomic_write_json(staging / "regions.json", summary)

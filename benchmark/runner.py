@@ -40,6 +40,7 @@ from scrapbench.environment import PeakMemory, device_description, git_commit, l
 from scrapbench.identity import compute_settings, identity_differences, run_identity
 from scrapbench.lease import try_lease, wait_for_lease
 from scrapbench.method import AnomalyMethod, FitContext, check_maps, check_scores, config_to_dict
+from scrapbench.precision import resolve_precision
 from scrapbench.registry import build_config, create_method, get_spec
 from scrapbench.seeding import NondeterminismMonitor, seed_everything
 from scrapbench.store import (
@@ -83,6 +84,7 @@ class RunOptions:
     # the Ray executor measures them on a worker. None: this process's.
     compute_settings: Mapping[str, Any] | None = None
     execution: Mapping[str, Any] | None = None  # how the runs are computed, for run.json (not part of the identity)
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (scrapbench.precision); auto is fp32 on CPU
 
 
 @dataclass
@@ -131,7 +133,8 @@ def plan_run(dataset: Dataset, method_name: str, seed: int, options: RunOptions)
     seed_everything(seed)
     compute = options.compute_settings
     if compute is None:
-        compute = compute_settings(options.device, options.batch_size)
+        compute = compute_settings(options.device, options.batch_size,
+                                   resolve_precision(options.precision, options.device))
     identity = run_identity(method_name, seed, options.preset, config_to_dict(config), dataset_fingerprint(dataset),
                             compute, training_identity(dataset))
     directory = run_dir(options.out, dataset_slug(dataset, options), options.preset, method_name, seed)
@@ -393,7 +396,8 @@ def fit_run(dataset: Dataset, plan: RunPlan, options: RunOptions, directory: Pat
     workdir.mkdir()
     seed_everything(plan.seed)
     ctx = FitContext(seed=plan.seed, device=options.device, workdir=workdir, class_names=dataset.class_names,
-                     show_progress=options.show_progress, verbose=options.verbose, object_name=dataset.object_name)
+                     show_progress=options.show_progress, verbose=options.verbose, object_name=dataset.object_name,
+                     precision=plan.identity["compute"]["precision"])
     with PeakMemory() as memory, NondeterminismMonitor() as nondeterminism:
         start = time.perf_counter()
         method.fit(dataset.train, ctx)
@@ -491,6 +495,7 @@ def finish_run(directory: Path, dataset: Dataset, plan: RunPlan, options: RunOpt
         "config": fitted.config,
         "weights": fitted.weights,
         "device": environment["device"],
+        "precision": plan.identity["compute"]["precision"],  # the resolved --precision
         # kernels without a deterministic variant that ran, CPU model
         "determinism": {"deterministic": not ops, "nondeterministic_ops": ops, "cpu_model": environment["cpu_model"]},
         "timings": {"fit_s": round(fitted.fit_s, 3), "predict_s": round(predict_s, 3),

@@ -39,6 +39,7 @@ def predict_shard(model_dir: Path, test: Split, bounds: tuple[int, int], options
                   label: str = "") -> Predictions:
     """Load the fitted method from ``model_dir`` and predict ``test[lo:hi]`` (read lazily, batch by batch)."""
     method = AnomalyMethod.load(model_dir, device=options.device)
+    method.precision = plan.identity["compute"]["precision"]  # the run's resolved --precision, as fit had it
     lo, hi = bounds
     return predict_part(method, test.subset(range(lo, hi)), options, plan, num_test=len(test), label=label)
 

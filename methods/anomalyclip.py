@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.ndimage import gaussian_filter
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from scrapbench.datasets.types import Split
@@ -40,11 +40,13 @@ from scrapbench.methods.clip_backbone import (
     load_clip_resized,
     preprocess_images,
     project_tokens,
-    resize_masks,
     upsample_maps,
 )
+from scrapbench.methods.clip_loader import ChosenBatches, ResizedSamples, batch_loader, device_batch
 from scrapbench.methods.prompt_learner import ANOMALY_PROMPT, NORMAL_PROMPT, PromptLearner
+from scrapbench.methods.smoothing import gaussian_filter, resize_each
 from scrapbench.methods.vv_attention import vv_layer_tokens
+from scrapbench.precision import autocast, check_precision, full_precision
 from scrapbench.seeding import seed_everything
 
 IMAGE_SCORES = ("class_token", "map_max")
@@ -76,7 +78,11 @@ class AnomalyCLIPConfig:
     image_score: str = "class_token"  # the release's CLS softmax; "map_max": the anomaly map's maximum
     max_train_images: int | None = None  # keep anomalous images, subsample normals down to this
     feature_cache_mb: int = 2048  # frozen encoder: cache train features once when they fit
-    predict_batch_size: int = 8
+    predict_batch_size: int = 8  # images per encoder forward at test time (and when caching features)
+    # "pil": the release's PIL bicubic resize (CPU); "pil_like": torchvision's antialiased bicubic of the
+    # uint8 image on the device, within 2 grey levels of PIL, not the release's (docs/fidelity.md).
+    input_resize: str = "pil"
+    loader_workers: int = 4  # DataLoader processes decoding and resizing train images (0: this process)
 
 
 class AnomalyCLIP(AnomalyMethod):
@@ -90,10 +96,11 @@ class AnomalyCLIP(AnomalyMethod):
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": {"clip_model": "scrapbench-vit-tiny", "clip_pretrained": None, "image_size": 64,
                   "feature_layers": (1, 2, 3, 4), "vv_from_layer": 1, "deep_prompt_depth": 2,
-                  "epochs": 1, "batch_size": 8, "max_train_images": 16, "gaussian_sigma": 0.5},
+                  "epochs": 1, "batch_size": 8, "max_train_images": 16, "gaussian_sigma": 0.5, "loader_workers": 0},
         "cpu": {"clip_model": "scrapbench-vit-small", "clip_pretrained": None, "image_size": 128,
                 "feature_layers": (2, 4, 6, 8), "vv_from_layer": 2, "deep_prompt_depth": 3,
-                "epochs": 8, "batch_size": 8, "max_train_images": 300, "gaussian_sigma": 1.0},
+                "epochs": 8, "batch_size": 8, "max_train_images": 300, "gaussian_sigma": 1.0,
+                "loader_workers": 0},
     }
 
     def __init__(self, config: AnomalyCLIPConfig, class_names: Sequence[str]) -> None:
@@ -101,6 +108,10 @@ class AnomalyCLIP(AnomalyMethod):
         self.device = "cpu"
         if config.image_score not in IMAGE_SCORES:
             raise ValueError(f"image_score must be one of {IMAGE_SCORES}, got {config.image_score!r}")
+        if config.input_resize not in ("pil", "pil_like"):
+            raise ValueError(f"input_resize must be 'pil' or 'pil_like', got {config.input_resize!r}")
+        if config.loader_workers < 0:
+            raise ValueError(f"loader_workers must be ≥ 0, got {config.loader_workers}")
         self._clip = load_clip_resized(config.clip_model, config.clip_pretrained, config.image_size, self.device)
         self._clip.model.visual.requires_grad_(False)  # frozen image encoder
         num_layers = self._clip.num_layers
@@ -116,30 +127,49 @@ class AnomalyCLIP(AnomalyMethod):
                              deep_length=c.deep_prompt_length, learn_words=c.learn_prompt_words).to(self.device)
 
     # -- features --------------------------------------------------------------------------------
-    @torch.no_grad()
     def _encode(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised V-V patch features [B, layers, N, D] and CLS image embeddings [B, D]."""
-        pixels = preprocess_images(images, self.config.image_size, self.device, resize="pil")
-        visual = self._clip.visual
-        layer_tokens, final = vv_layer_tokens(visual, pixels, self.config.feature_layers, self.config.vv_from_layer)
-        patches = torch.stack([project_tokens(visual, t[:, 1:]) for t in layer_tokens], dim=1)
-        # The release projects the class token without ln_post (patch tokens get it); so do we.
-        cls = final[:, 0] @ visual.proj if visual.proj is not None else final[:, 0]
-        return F.normalize(patches, dim=-1), F.normalize(cls, dim=-1)
+        """Normalised V-V patch features [B, layers, N, D] and CLS image embeddings [B, D] (float32)."""
+        return self._encode_pixels(preprocess_images(images, self.config.image_size, self.device,
+                                                     resize=self.config.input_resize))
 
-    def _layer_probabilities(self, patches: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """[B, layers, N, D] × [2, D] → normal/abnormal probabilities [B, layers, 2, S, S] at input size."""
+    @torch.no_grad()
+    def _encode_pixels(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`_encode` of normalised pixels; the encoder runs in ``self.precision``, the features
+        come out float32 (similarities and losses are computed in float32)."""
+        visual = self._clip.visual
+        with autocast(self.precision, self.device):
+            # Only the class token of the final ordinary tokens is read (the image score).
+            last_has_vv = self.config.vv_from_layer <= self._clip.num_layers
+            layer_tokens, final = vv_layer_tokens(visual, pixels, self.config.feature_layers,
+                                                  self.config.vv_from_layer, final_class_token_only=last_has_vv)
+            patches = torch.stack([project_tokens(visual, t[:, 1:]) for t in layer_tokens], dim=1)
+            # The release projects the class token without ln_post (patch tokens get it); so do we.
+            cls = final[:, 0] @ visual.proj if visual.proj is not None else final[:, 0]
+        return F.normalize(patches.float(), dim=-1), F.normalize(cls.float(), dim=-1)
+
+    def _prompt_features(self) -> torch.Tensor:
+        """The learner's text features [2, D], always in float32: the text encoder sees two prompts
+        (nothing to gain from 16 bits), and the prompts it trains get float32 gradients, so no loss
+        scaling is needed in fp16 (measured: fp16 gradients overflowed at every scale above ~16)."""
+        with full_precision(self.device):
+            return self.learner().float()
+
+    def _layer_probabilities(self, patches: torch.Tensor, text: torch.Tensor,
+                             channels: slice = slice(None)) -> torch.Tensor:
+        """[B, layers, N, D] × [2, D] → normal/abnormal probabilities [B, layers, 2, S, S] at input size
+        (``channels``: only those, e.g. ``slice(1, 2)`` for the abnormal one: half the upsampling)."""
         batch, layers, tokens, _ = patches.shape
         side = round(tokens**0.5)
-        probs = (patches @ text.T / self.config.temperature).softmax(dim=-1)  # [B, L, N, 2]
-        probs = probs.permute(0, 1, 3, 2).reshape(batch * layers, 2, side, side)
+        probs = (patches @ text.T / self.config.temperature).softmax(dim=-1)[..., channels]  # [B, L, N, C]
+        count = probs.shape[-1]
+        probs = probs.permute(0, 1, 3, 2).reshape(batch * layers, count, side, side)
         size = self.config.image_size
-        return upsample_maps(probs, (size, size)).view(batch, layers, 2, size, size)
+        return upsample_maps(probs, (size, size)).view(batch, layers, count, size, size)
 
     def _text(self) -> torch.Tensor:
         if self._text_features is None:
             with torch.no_grad():
-                self._text_features = self.learner().detach()
+                self._text_features = self._prompt_features().detach()
         return self._text_features
 
     # -- training --------------------------------------------------------------------------------
@@ -154,13 +184,10 @@ class AnomalyCLIP(AnomalyMethod):
         normals = rng.choice(train.normal_indices(), size=limit - len(anomalous), replace=False).tolist()
         return sorted(anomalous + normals)
 
-    def _masks(self, samples: Sequence[Any]) -> torch.Tensor:
-        """Binary ground truth [B, S, S] at the model input size (bilinear, then > 0.5, as the release)."""
-        return resize_masks([s.mask > 0 for s in samples], self.config.image_size, self.device).float()
-
     def fit(self, train: Split, ctx: FitContext) -> None:
         c = self.config
         seed_everything(ctx.seed)
+        self.precision = check_precision(ctx.precision)
         self.to_device(ctx.device)
         self.learner = self._new_learner()  # prompt initialisation follows the run's seed
         self._text_features = None
@@ -168,7 +195,10 @@ class AnomalyCLIP(AnomalyMethod):
         if not indices:
             raise ValueError(f"{train.name}: AnomalyCLIP needs training images, the split is empty")
         started = time.perf_counter()
-        cached = self._cache_features(train, indices) if self._cache_fits(len(indices)) else None
+        samples = ResizedSamples(train, c.image_size, binary=True, resize=c.input_resize)
+        batches = ChosenBatches()
+        loader = batch_loader(samples, batches, c.loader_workers, self.device)
+        cached = self._cache_features(loader, batches, indices) if self._cache_fits(len(indices)) else None
         encode_s = time.perf_counter() - started
         optimiser = torch.optim.Adam(self.learner.parameters(), lr=c.lr, betas=(0.5, 0.999))
         generator = torch.Generator().manual_seed(ctx.seed)
@@ -176,15 +206,14 @@ class AnomalyCLIP(AnomalyMethod):
         self.learner.train()
         for epoch in tqdm(range(c.epochs), desc="anomalyclip", disable=not ctx.show_progress):
             order = torch.randperm(len(indices), generator=generator).tolist()
+            steps = [order[start : start + c.batch_size] for start in range(0, len(order), c.batch_size)]
+            if cached is None:  # encode each batch as it comes: the loader reads and resizes ahead
+                batches.set([[indices[p] for p in positions] for positions in steps])
+                encoded = (self._encode_batch(batch) for batch in loader)
+            else:
+                encoded = ((t[positions] for t in cached) for positions in steps)
             totals = {"pixel_loss": 0.0, "image_loss": 0.0}
-            for start in range(0, len(order), c.batch_size):
-                positions = order[start : start + c.batch_size]
-                if cached is not None:
-                    patches, cls, masks = (t[positions] for t in cached)
-                else:
-                    samples = [train[indices[p]] for p in positions]
-                    patches, cls = self._encode([s.image for s in samples])
-                    masks = self._masks(samples)
+            for positions, (patches, cls, masks) in zip(steps, encoded, strict=True):
                 pixel_loss, image_loss = self._losses(patches, cls, masks)
                 loss = c.pixel_loss_weight * pixel_loss + c.image_loss_weight * image_loss
                 optimiser.zero_grad()
@@ -193,8 +222,9 @@ class AnomalyCLIP(AnomalyMethod):
                 totals["pixel_loss"] += pixel_loss.item() * len(positions)
                 totals["image_loss"] += image_loss.item() * len(positions)
             log.append({"epoch": epoch + 1, **{k: v / len(order) for k, v in totals.items()}})
+        del loader  # ends its worker processes
         self.learner.eval()
-        summary = {"train_images": len(indices), "cached_features": cached is not None,
+        summary = {"train_images": len(indices), "cached_features": cached is not None, "precision": self.precision,
                    "encode_s": round(encode_s, 2), "fit_s": round(time.perf_counter() - started, 2), "epochs": log}
         ctx.workdir.mkdir(parents=True, exist_ok=True)
         (ctx.workdir / "anomalyclip_train_log.json").write_text(json.dumps(summary, indent=1))
@@ -205,20 +235,23 @@ class AnomalyCLIP(AnomalyMethod):
         megabytes = count * (len(self.config.feature_layers) * grid * dim + self.config.image_size**2) * 4 / 2**20
         return megabytes <= self.config.feature_cache_mb
 
-    def _cache_features(self, train: Split, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _cache_features(self, loader: DataLoader, batches: ChosenBatches,
+                        indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The frozen encoder gives the same features every epoch: encode the train images once."""
-        patches, cls, masks = [], [], []
-        for start in range(0, len(indices), self.config.predict_batch_size):
-            samples = [train[i] for i in indices[start : start + self.config.predict_batch_size]]
-            p, c = self._encode([s.image for s in samples])
-            patches.append(p)
-            cls.append(c)
-            masks.append(self._masks(samples))
-        return torch.cat(patches), torch.cat(cls), torch.cat(masks)
+        step = self.config.predict_batch_size
+        batches.set([indices[start : start + step] for start in range(0, len(indices), step)])
+        parts = [self._encode_batch(batch) for batch in loader]
+        return tuple(torch.cat(part) for part in zip(*parts, strict=True))  # type: ignore[return-value]
+
+    def _encode_batch(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A loader batch → (patch features, CLS features, binary float masks) on the device."""
+        pixels, masks = device_batch(batch, self.config.image_size, self.config.input_resize, self.device)
+        return (*self._encode_pixels(pixels), masks.float())
 
     def _losses(self, patches: torch.Tensor, cls: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Focal + dice (both channels) summed over layers, and the CLS cross-entropy."""
-        text = self.learner()
+        """Focal + dice (both channels) summed over layers, and the CLS cross-entropy (float32: in
+        training only the frozen image encoder runs in ``self.precision``)."""
+        text = self._prompt_features()
         probs = self._layer_probabilities(patches, text)  # [B, L, 2, S, S]
         target = masks.unsqueeze(1).expand(-1, probs.shape[1], -1, -1)  # [B, L, S, S]
         # All layers at once (per-layer slicing made the backward pass allocate a full tensor per layer).
@@ -229,14 +262,14 @@ class AnomalyCLIP(AnomalyMethod):
         return pixel, image
 
     # -- inference -------------------------------------------------------------------------------
-    @torch.no_grad()
+    @torch.inference_mode()
     def _infer(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-layer abnormal probability [B, layers, S, S] at the model input size (before smoothing)
         and the class token's abnormal probability [B]."""
         patches, cls = self._encode(images)
         text = self._text()
         # With two groups (p_abnormal + 1 − p_normal) / 2, the release's formula, is p_abnormal.
-        layers = self._layer_probabilities(patches, text)[:, :, 1]
+        layers = self._layer_probabilities(patches, text, slice(1, 2))[:, :, 0]
         return layers, (cls @ text.T / self.config.temperature).softmax(dim=-1)[:, 1]
 
     def layer_anomaly_maps(self, images: Sequence[np.ndarray]) -> torch.Tensor:
@@ -253,14 +286,12 @@ class AnomalyCLIP(AnomalyMethod):
         for start in range(0, len(images), self.config.predict_batch_size):
             batch = images[start : start + self.config.predict_batch_size]
             layers, cls_scores = self._infer(batch)
-            summed = layers.sum(dim=1).cpu().numpy()
-            for image, amap, cls_score in zip(batch, summed, cls_scores.tolist(), strict=True):
-                if self.config.gaussian_sigma > 0:
-                    amap = gaussian_filter(amap, sigma=self.config.gaussian_sigma)
-                resized = F.interpolate(torch.from_numpy(amap)[None, None], size=image.shape[:2], mode="bilinear",
-                                        align_corners=False)
-                maps.append(resized[0, 0].numpy().astype(np.float32))
-                scores.append(cls_score if self.config.image_score == "class_token" else float(maps[-1].max()))
+            # On the device: scipy's Gaussian (methods/smoothing.py), then each image's own size.
+            summed = gaussian_filter(layers.sum(dim=1), self.config.gaussian_sigma)
+            for amap, cls_score in zip(resize_each(summed, [image.shape[:2] for image in batch]),
+                                       cls_scores.tolist(), strict=True):
+                maps.append(amap)
+                scores.append(cls_score if self.config.image_score == "class_token" else float(amap.max()))
         return maps, scores
 
     # -- state -----------------------------------------------------------------------------------

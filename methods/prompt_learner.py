@@ -92,6 +92,10 @@ class _TextTower:
     def dtype(self) -> torch.dtype:
         return self.tower.positional_embedding.dtype
 
+    @property
+    def device(self) -> torch.device:
+        return self.tower.positional_embedding.device
+
     def freeze(self) -> None:
         for name in ("token_embedding", "transformer", "ln_final"):
             getattr(self.tower, name).requires_grad_(False)
@@ -114,9 +118,9 @@ class _TextTower:
         if self.pool_type == "eos":
             return (tokens == self.eos_id).int().argmax(dim=-1)
         if self.pool_type == "first":
-            return torch.zeros(len(tokens), dtype=torch.long)
+            return torch.zeros(len(tokens), dtype=torch.long, device=tokens.device)
         if self.pool_type == "last":
-            return torch.full((len(tokens),), tokens.shape[1] - 1, dtype=torch.long)
+            return torch.full((len(tokens),), tokens.shape[1] - 1, dtype=torch.long, device=tokens.device)
         raise NotImplementedError(f"text pool type {self.pool_type!r} is not supported")
 
     def project(self, pooled: torch.Tensor) -> torch.Tensor:
@@ -176,6 +180,12 @@ class PromptLearner(nn.Module):
         self.learn_words = learn_words
 
         tokens, random_mask = self._tokenize(tokenizer, texts, context_length, learn_words, text)
+        # Pooling positions are read on the host (no device round trip); the token ids then go to the
+        # device of the embedding table, wherever the CLIP model is (they come from the tokenizer on the CPU).
+        pool_index = text.pool_index(tokens)
+        keep = int(pool_index.max()) + 1 if text.is_causal() and text.pool_type in ("argmax", "eos") \
+            else tokens.shape[1]
+        tokens, random_mask = tokens.to(text.device), random_mask.to(text.device)
         with torch.no_grad():
             embedded = text.tower.token_embedding(tokens).to(text.dtype)
         words = embedded[:, 1 : 1 + context_length]
@@ -189,10 +199,9 @@ class PromptLearner(nn.Module):
         # Fixed parts of each sentence; derived from the frozen model, so not saved in state_dict.
         self.register_buffer("prefix", embedded[:, :1].clone(), persistent=False)
         self.register_buffer("suffix", embedded[:, 1 + context_length:].clone(), persistent=False)
-        self.register_buffer("pool_index", text.pool_index(tokens), persistent=False)
+        self.register_buffer("pool_index", pool_index.to(text.device), persistent=False)
         # With a causal mask, tokens after the pooled one cannot change it: run only up to it.
-        self._keep = int(self.pool_index.max()) + 1 if text.is_causal() and text.pool_type in ("argmax", "eos") \
-            else tokens.shape[1]
+        self._keep = keep
 
     @staticmethod
     def _tokenize(
@@ -251,14 +260,13 @@ class PromptLearner(nn.Module):
                              f"{(len(texts), *self.context.shape[1:])}")
         text = self._text
         tokens, _ = self._tokenize(self._tokenizer, texts, self.context_length, False, text)
-        tokens = tokens.to(context.device)
-        with torch.no_grad():
-            embedded = text.tower.token_embedding(tokens).to(context.dtype)
-        embeddings = torch.cat([embedded[:, :1], context, embedded[:, 1 + self.context_length:]], dim=1)
-        pool_index = text.pool_index(tokens).to(context.device)
+        pool_index = text.pool_index(tokens)  # on the host, as in __init__
         keep = int(pool_index.max()) + 1 if text.is_causal() and text.pool_type in ("argmax", "eos") \
             else tokens.shape[1]
-        return self._encode(embeddings, pool_index, keep)
+        with torch.no_grad():
+            embedded = text.tower.token_embedding(tokens.to(text.device)).to(context.dtype)
+        embeddings = torch.cat([embedded[:, :1], context, embedded[:, 1 + self.context_length:]], dim=1)
+        return self._encode(embeddings, pool_index.to(text.device), keep)
 
     def _encode(self, embeddings: torch.Tensor, pool_index: torch.Tensor, keep: int) -> torch.Tensor:
         """Prompt token embeddings [N, context, width] → normalised features, deep prompts swapped in."""

@@ -27,6 +27,7 @@ from segment_anything.predictor import SamPredictor
 from scrapbench.method import WeightsError
 from scrapbench.methods.checkpoints import WeightCheck, checkpoint_format, read_state_dict, require_state_dict_fits
 from scrapbench.methods.checksums import PublishedChecksum, checksum_from_url, checksum_verdict, file_digest
+from scrapbench.precision import autocast
 
 
 @dataclass(frozen=True)
@@ -197,24 +198,27 @@ class SamBoxRefiner:
         self.soft_masks = soft_masks
         self.clip_to_box = clip_to_box
 
-    @torch.no_grad()
-    def masks(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    @torch.inference_mode()
+    def masks(self, image: np.ndarray, boxes: np.ndarray, precision: str = "fp32") -> np.ndarray:
         """N×H×W float32 masks for N ``(x0, y0, x1, y1)`` pixel boxes of an RGB uint8 image.
 
         Soft masks are ``sigmoid(logit)``; hard masks are ``logit > 0`` (SAM's threshold). With
         ``clip_to_box`` pixels outside their prompt box are set to 0: the box already says where
         the object is, and an untrained SAM would otherwise spread a detection over the image.
+        SAM's networks run in ``precision`` (``scrapbench.precision``); the masks are float32.
         """
         height, width = image.shape[:2]
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         if len(boxes) == 0:
             return np.zeros((0, height, width), dtype=np.float32)
-        self.predictor.set_image(np.ascontiguousarray(image), image_format="RGB")
         device = self.predictor.device
-        prompts = self.predictor.transform.apply_boxes_torch(torch.as_tensor(boxes, device=device), (height, width))
-        logits, _, _ = self.predictor.predict_torch(
-            point_coords=None, point_labels=None, boxes=prompts, multimask_output=False, return_logits=True
-        )
+        with autocast(precision, device):
+            self.predictor.set_image(np.ascontiguousarray(image), image_format="RGB")
+            prompts = self.predictor.transform.apply_boxes_torch(torch.as_tensor(boxes, device=device),
+                                                                 (height, width))
+            logits, _, _ = self.predictor.predict_torch(
+                point_coords=None, point_labels=None, boxes=prompts, multimask_output=False, return_logits=True
+            )
         self.predictor.reset_image()
         logits = logits[:, 0].float().cpu()
         masks = torch.sigmoid(logits) if self.soft_masks else (logits > self.predictor.model.mask_threshold).float()

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from scrapbench.datasets.types import Split
 from scrapbench.method import AnomalyMethod, FitContext, LearningType
 from scrapbench.methods.clip_backbone import load_clip, preprocess_images
+from scrapbench.methods.smoothing import resize_each
 from scrapbench.methods.winclip_scores import (
     WINCLIP_TEMPLATES,
     Encoding,
@@ -44,6 +45,7 @@ from scrapbench.methods.winclip_scores import (
     window_masks,
     zero_shot_map,
 )
+from scrapbench.precision import check_precision, inference
 
 NORMAL_STATES: tuple[str, ...] = ("object which is made of steel",)
 ANOMALOUS_STATES: tuple[str, ...] = ("object which is not steel",)
@@ -126,15 +128,17 @@ class WinCLIP(AnomalyMethod):
         return ([t.format(s) for s in normal for t in c.templates],
                 [t.format(s) for s in anomalous for t in c.templates])
 
-    @torch.inference_mode()
     def _text_embeddings(self) -> torch.Tensor:
         """2×D: per ensemble the mean of the raw (unnormalised) prompt embeddings, as anomalib does,
-        then normalised (normal, anomalous)."""
+        then normalised (normal, anomalous); the text encoder runs in ``self.precision``."""
         model, tokenizer = self._clip.model, self._clip.tokenizer
-        groups = [model.encode_text(tokenizer(prompts).to(self.device)).mean(dim=0) for prompts in self.prompts()]
+        with inference(self.precision, self.device):
+            groups = [model.encode_text(tokenizer(prompts).to(self.device)).float().mean(dim=0)
+                      for prompts in self.prompts()]
         return F.normalize(torch.stack(groups), dim=-1)
 
     def fit(self, train: Split, ctx: FitContext) -> None:
+        self.precision = check_precision(ctx.precision)
         self.to_device(ctx.device)
         self._object_name = ctx.object_name
         self._text = self._text_embeddings()
@@ -149,16 +153,17 @@ class WinCLIP(AnomalyMethod):
              "prompts": dict(zip(("normal", "anomalous"), self.prompts(), strict=True))}, indent=1))
 
     # -- predict ----------------------------------------------------------------------------------
-    @torch.inference_mode()
     def _encode(self, images: Sequence[np.ndarray]) -> Encoding:
-        """Features of images, batch by batch (images may differ in size: each is resized alone)."""
+        """Features of images, batch by batch (resized on the device, in groups of equal size); the
+        networks run in ``self.precision``, the features come out float32."""
         size, parts = self.config.image_size, []
         layers = self._memory_layers if self.config.k_shot > 0 else ()
         for start in range(0, len(images), self.config.predict_batch_size):
             batch = images[start : start + self.config.predict_batch_size]
-            pixels = preprocess_images(batch, size, self.device, resize="antialias")
-            parts.append(encode(self._clip.visual, pixels, self._masks, layers, self.config.window_chunk,
-                                self.config.memory_ln_post))
+            with inference(self.precision, self.device):
+                pixels = preprocess_images(batch, size, self.device, resize="antialias")
+                parts.append(encode(self._clip.visual, pixels, self._masks, layers, self.config.window_chunk,
+                                    self.config.memory_ln_post))
         return Encoding(torch.cat([p.image for p in parts]),
                         [torch.cat(w) for w in zip(*(p.windows for p in parts), strict=True)],
                         [torch.cat(f) for f in zip(*(p.patches for p in parts), strict=True)])
@@ -191,12 +196,11 @@ class WinCLIP(AnomalyMethod):
         for start in range(0, len(images), self.config.predict_batch_size):
             batch = images[start : start + self.config.predict_batch_size]
             maps = self.grid_maps(batch)
-            grid = maps.get("combined", maps["zero_shot"])
-            for image, amap, score in zip(batch, grid, maps["image_score"].tolist(), strict=True):
-                resized = F.interpolate(amap[None, None].float(), size=image.shape[:2], mode="bilinear",
-                                        align_corners=False)
-                out.append(resized[0, 0].cpu().numpy().astype(np.float32))
-                scores.append(score if self.config.image_score == "class_token" else float(out[-1].max()))
+            grid = maps.get("combined", maps["zero_shot"]).float()
+            resized = resize_each(grid, [image.shape[:2] for image in batch])  # on the device, by size
+            for amap, score in zip(resized, maps["image_score"].tolist(), strict=True):
+                out.append(amap)
+                scores.append(score if self.config.image_score == "class_token" else float(amap.max()))
         return out, scores
 
     # -- state --------------------------------------------------------------------------------------

@@ -27,7 +27,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from scrapbench.methods.clip_backbone import embed_patches, layer_tokens, project_tokens
+from scrapbench.methods.clip_backbone import (
+    embed_patches,
+    layer_tokens,
+    project_tokens,
+    run_block,
+    run_block_first_token,
+)
 
 with warnings.catch_warnings():
     # Importing anything under anomalib.models loads all its models (~3 s); some of them warn about
@@ -82,24 +88,31 @@ def window_masks(grid_size: int, scales: Sequence[int], stride: int = 1) -> list
 
 
 def _window_embeddings(visual: torch.nn.Module, tokens: torch.Tensor, mask: torch.Tensor, chunk: int) -> torch.Tensor:
-    """B×M×D embeddings of the windows in ``mask`` (s²×M) from first-block tokens B×(1+N)×width."""
+    """B×M×D embeddings of the windows in ``mask`` (s²×M) from first-block tokens B×(1+N)×width.
+
+    All windows of all B images run as one batch of (B·M) short sequences (``chunk`` at a time),
+    not image by image or window by window. Only the class token's output is kept, so the last
+    block computes only what that token needs (``run_block_first_token``).
+    """
     batch, windows = tokens.shape[0], mask.shape[1]
     # Row m: the CLS token (index 0) then the window's patches (+1: CLS comes first in ``tokens``).
     index = torch.cat([torch.zeros(1, windows, dtype=torch.long, device=mask.device), mask + 1]).T
     sequences = tokens[:, index].flatten(0, 1)  # (B·M)×(1+s²)×width
+    *blocks, last = visual.transformer.resblocks
     pooled = []
     for part in sequences.split(chunk):
-        for block in visual.transformer.resblocks:
-            part = block(part)
-        pooled.append(project_tokens(visual, part[:, 0]))
-    return F.normalize(torch.cat(pooled).view(batch, windows, -1), dim=-1)
+        for block in blocks:
+            part = run_block(block, part)
+        pooled.append(project_tokens(visual, run_block_first_token(last, part)[:, 0]))
+    return F.normalize(torch.cat(pooled).view(batch, windows, -1).float(), dim=-1)
 
 
 def encode(
     visual: torch.nn.Module, pixels: torch.Tensor, masks: Sequence[torch.Tensor], memory_layers: Sequence[int],
     window_chunk: int = 2048, memory_ln_post: bool = True,
 ) -> Encoding:
-    """Whole-image, window and patch features of preprocessed ``pixels`` (B×3×S×S).
+    """Whole-image, window and patch features of preprocessed ``pixels`` (B×3×S×S), float32 (the
+    networks run in the caller's autocast precision).
 
     Memory patch tokens pass the vision tower's ``ln_post`` when ``memory_ln_post`` (anomalib's
     patch embeddings: the last block's tokens after ``ln_post``, not projected).
@@ -107,11 +120,11 @@ def encode(
     layers = list(dict.fromkeys(memory_layers))
     taken, final = layer_tokens(visual, pixels, layers or [len(visual.transformer.resblocks)])
     by_layer = dict(zip(layers, taken, strict=False))
-    image = F.normalize(project_tokens(visual, final[:, 0]), dim=-1)
+    image = F.normalize(project_tokens(visual, final[:, 0]).float(), dim=-1)
     first = embed_patches(visual, pixels)
     windows = [_window_embeddings(visual, first, mask, window_chunk) for mask in masks]
     post = visual.ln_post if memory_ln_post else torch.nn.Identity()
-    patches = [F.normalize(post(by_layer[layer][:, 1:]), dim=-1) for layer in memory_layers]
+    patches = [F.normalize(post(by_layer[layer][:, 1:]).float(), dim=-1) for layer in memory_layers]
     return Encoding(image, windows, patches)
 
 

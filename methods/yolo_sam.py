@@ -54,6 +54,7 @@ from scrapbench.methods.yolo_weights import (
     trusted_copy,
     verify_yolo_checkpoint,
 )
+from scrapbench.precision import autocast, check_precision
 
 YOLO_FAMILIES = ("yolov8", "yolo11")
 YOLO_SCALES = ("n", "s", "m", "l", "x")
@@ -91,6 +92,7 @@ class YoloSamConfig:
     sam_checkpoint: str | None = "sam_vit_h_4b8939.pth"  # None: random init
     sam_soft_masks: bool = True  # sigmoid(logits) instead of logits > 0
     sam_clip_to_box: bool = True  # zero SAM mask pixels outside the prompt box
+    predict_batch_size: int = 8  # images per YOLO forward at test time (SAM embeds one image at a time)
 
 
 _SMALL = {"yolo_scale": "n", "yolo_weights": None, "batch_size": 8, "nominal_batch_size": 8,
@@ -188,6 +190,7 @@ class YoloSam(AnomalyMethod):
         cfg = self.config
         weights = self.yolo_weights_path()  # fail before any work if a checkpoint is missing
         self._device = ctx.device
+        self.precision = check_precision(ctx.precision)  # prediction only: training stays float32 (amp=False)
         self._set_sam(seed=ctx.seed)
         random.seed(ctx.seed)
         np.random.seed(ctx.seed % 2**32)
@@ -260,26 +263,37 @@ class YoloSam(AnomalyMethod):
             })
             with restored_torch_state():  # select_device() would pin torch to cpu_count - 1 threads
                 self._predictor.setup_model(self._yolo, verbose=False)
-        # ultralytics takes numpy images as BGR (OpenCV order); ours are RGB.
-        results = self._predictor(source=[np.ascontiguousarray(img[..., ::-1]) for img in images])
         out = []
-        for result in results:
-            boxes = result.boxes
-            out.append((boxes.xyxy.cpu().numpy().astype(np.float32), boxes.conf.cpu().numpy().astype(np.float32),
-                        boxes.cls.cpu().numpy().astype(np.int64) + 1))
+        step = self.config.predict_batch_size
+        for start in range(0, len(images), step):
+            # ultralytics takes numpy images as BGR (OpenCV order); ours are RGB.
+            with autocast(self.precision, self._device):
+                results = self._predictor(source=[np.ascontiguousarray(img[..., ::-1])
+                                                  for img in images[start:start + step]])
+            for result in results:
+                boxes = result.boxes
+                out.append((boxes.xyxy.float().cpu().numpy().astype(np.float32),
+                            boxes.conf.float().cpu().numpy().astype(np.float32),
+                            boxes.cls.cpu().numpy().astype(np.int64) + 1))
         return out
 
     def _detections_and_masks(self, images: Sequence[np.ndarray]):
         for image, (boxes, scores, labels) in zip(images, self._detect(images), strict=True):
-            yield image, scores, labels, self._refiner.masks(image, boxes)
+            yield image, scores, labels, self._refiner.masks(image, boxes, self.precision)
 
     def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         return [detections_to_anomaly_map(scores, masks, image.shape[:2])
                 for image, scores, _, masks in self._detections_and_masks(images)]
 
     def predict_classes(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        return [detections_to_class_maps(scores, masks, labels, len(self.class_names), image.shape[:2])
-                for image, scores, labels, masks in self._detections_and_masks(images)]
+        return self.predict_with_classes(images)[1]
+
+    def predict_with_classes(self, images: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        maps, class_maps = [], []
+        for image, scores, labels, masks in self._detections_and_masks(images):
+            maps.append(detections_to_anomaly_map(scores, masks, image.shape[:2]))
+            class_maps.append(detections_to_class_maps(scores, masks, labels, len(self.class_names), image.shape[:2]))
+        return maps, class_maps
 
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -157,16 +157,21 @@ def test_positions_come_bilinearly_from_the_checkpoint_grid(clip_checkpoint):
 
 
 def test_training_masks_are_resized_bilinearly_and_thresholded():
-    from types import SimpleNamespace
-
     import torchvision.transforms.functional as TVF
     from PIL import Image
+
+    from scrapbench.datasets.types import Sample, Split
+    from scrapbench.methods.clip_loader import ResizedSamples
 
     method = create_method("anomalyclip", CLASSES, preset="smoke")
     mask = np.zeros((256, 200), np.uint8)
     mask[100, :] = 2  # a one-pixel line of class 2, and a block of class 1
     mask[30:90, 40:120] = 1
-    masks = method._masks([SimpleNamespace(mask=mask)])
+    split = Split.from_samples("train", [Sample(np.zeros((256, 200, 3), np.uint8), mask, "a")])
+    # What fit's loader hands each training step (binary=True is AnomalyCLIP's).
+    pixels, target = ResizedSamples(split, method.config.image_size, binary=True)[0]
+    assert pixels.dtype == torch.uint8 and pixels.shape == (3, 64, 64)
+    masks = target[None].float()
     reference = TVF.to_tensor(TVF.resize(Image.fromarray((mask > 0).astype(np.uint8) * 255, mode="L"), [64, 64]))
     assert torch.equal(masks[0], (reference[0] > 0.5).float())
     assert masks.dtype == torch.float32 and set(masks.unique().tolist()) == {0.0, 1.0}

@@ -54,6 +54,7 @@ from scrapbench.datasets.types import Dataset, Split
 from scrapbench.executors import ExecutorError
 from scrapbench.identity import compute_settings, identity_differences
 from scrapbench.lease import wait_for_lease
+from scrapbench.precision import resolve_precision
 from scrapbench.registry import MethodSpec, add_spec, get_spec
 from scrapbench.runner import (
     FitRecord,
@@ -168,10 +169,10 @@ class RayExecutor:
 
         self._check_device(options)
         self._connect()
-        key = (options.device, options.batch_size)
+        key = (options.device, options.batch_size, options.precision)
         if key not in self._measured:
             self._measured[key] = ray.get(self._task(_worker_compute_settings).remote(
-                options.device, options.batch_size, self.cpus_per_run))
+                options.device, options.batch_size, self.cpus_per_run, options.precision))
         return self._measured[key]
 
     def prepare(self, dataset: Dataset, options: RunOptions) -> RunOptions:
@@ -492,10 +493,10 @@ def _worker_probe(probe: str, token: str, data_path: str | None) -> tuple[str, b
     return socket.gethostname(), sees_out, data_path is None or Path(data_path).exists()
 
 
-def _worker_compute_settings(device: str, batch_size: int, threads: int) -> dict[str, Any]:
+def _worker_compute_settings(device: str, batch_size: int, threads: int, precision: str) -> dict[str, Any]:
     _set_threads(threads)
     seed_everything(0)
-    return compute_settings(device, batch_size)
+    return compute_settings(device, batch_size, resolve_precision(precision, device))
 
 
 def _set_threads(threads: int) -> None:
@@ -517,7 +518,7 @@ def _enter(source: DataSource, specs: Sequence[MethodSpec], options: RunOptions,
             if known.target_path != spec.target_path:
                 add_spec(spec)  # raises: one name, two classes
     seed_everything(seed)
-    here = compute_settings(options.device, options.batch_size)
+    here = compute_settings(options.device, options.batch_size, resolve_precision(options.precision, options.device))
     if here != planned:
         changes = "; ".join(identity_differences(planned, here))
         raise ExecutorError(f"worker {socket.gethostname()} computes with other numerics than the grid was planned "

@@ -58,7 +58,11 @@ class OursConfig:
     normals_per_epoch: int | None = None  # None: every normal image, every epoch
     augment: bool = False  # random flips / 90° turns of train images and masks (not in the paper)
     gaussian_sigma: float = 4.0  # test-time smoothing in pixels of the input resolution (AnomalyCLIP's)
-    predict_batch_size: int = 8
+    predict_batch_size: int = 8  # images per encoder forward at test time
+    # "pil": AnomalyCLIP's PIL bicubic resize (CPU); "pil_like": torchvision's antialiased bicubic of the
+    # uint8 image on the device, within 2 grey levels of PIL, not the official pipeline (docs/fidelity.md).
+    input_resize: str = "pil"
+    loader_workers: int = 4  # DataLoader processes decoding and resizing train images (0: this process)
     init_seed: int = 0  # random initialisation of a CLIP without weights (cpu / smoke presets)
 
 
@@ -77,12 +81,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         "clip_model": "scrapbench-vit-tiny", "clip_pretrained": None, "image_size": 64,
         "feature_layers": (1, 2, 3, 4), "prompt_length": 6, "deep_prompt_depth": 2, "deep_prompt_length": 2,
         "msm_heads": 2, "epochs": 1, "batch_size": 4, "lr": 1e-3, "normals_per_epoch": 8, "augment": True,
-        "gaussian_sigma": 0.5, "predict_batch_size": 16,
+        "gaussian_sigma": 0.5, "predict_batch_size": 16, "loader_workers": 0,
     },
     "cpu": {
         "clip_model": "scrapbench-vit-small", "clip_pretrained": None, "image_size": 128,
         "feature_layers": (2, 4, 6, 8), "prompt_length": 8, "deep_prompt_depth": 4, "deep_prompt_length": 4,
         "epochs": 7, "batch_size": 8, "lr": 1e-3, "weight_decay": 0.01, "warmup_steps": 10,
         "normals_per_epoch": 10, "augment": True, "gaussian_sigma": 1.0, "predict_batch_size": 16,
+        "loader_workers": 0,
     },
 }

@@ -22,15 +22,17 @@ import numpy as np
 import schedulefree
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 from tqdm.auto import tqdm
 
 from scrapbench.datasets.types import Split
 from scrapbench.method import AnomalyMethod, FitContext, LearningType
 from scrapbench.methods.clip_backbone import LoadedClip, load_clip_resized, preprocess_images, resize_masks
+from scrapbench.methods.clip_loader import ChosenBatches, ResizedSamples, batch_loader, device_batch
 from scrapbench.methods.ours.config import PRESETS, OursConfig
 from scrapbench.methods.ours.losses import class_balanced_weights, segmentation_loss
 from scrapbench.methods.ours.model import BINARY_SCORINGS, SteelScrapCLIP
+from scrapbench.methods.smoothing import gaussian_filter
+from scrapbench.precision import autocast, check_precision, grad_scaler, inference
 from scrapbench.seeding import seed_everything
 
 
@@ -53,6 +55,10 @@ class FineTunedCLIP(AnomalyMethod):
             raise ValueError(f"class_balance_counts must be 'images' or 'pixels', got {config.class_balance_counts!r}")
         if not 0.0 <= config.msm_map_weight <= 1.0:
             raise ValueError(f"msm_map_weight must be in [0, 1], got {config.msm_map_weight}")
+        if config.input_resize not in ("pil", "pil_like"):
+            raise ValueError(f"input_resize must be 'pil' or 'pil_like', got {config.input_resize!r}")
+        if config.loader_workers < 0:
+            raise ValueError(f"loader_workers must be ≥ 0, got {config.loader_workers}")
         self.device = "cpu"
         self.model: SteelScrapCLIP | None = None
         self._clip: LoadedClip | None = None
@@ -82,6 +88,7 @@ class FineTunedCLIP(AnomalyMethod):
     def fit(self, train: Split, ctx: FitContext) -> None:
         cfg = self.config
         self.device = ctx.device
+        self.precision = check_precision(ctx.precision)
         seed_everything(ctx.seed)
         model = self._build()
         masks = self._anomalous_masks(train)
@@ -89,35 +96,43 @@ class FineTunedCLIP(AnomalyMethod):
         optimizer = schedulefree.AdamWScheduleFree(
             [p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
             weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps)
+        scaler = grad_scaler(self.precision, self.device)  # active for fp16 only
         rng = np.random.default_rng(ctx.seed)
-        empty = np.zeros((cfg.image_size, cfg.image_size), np.uint8)
+        # Workers decode and resize the images (PIL) while the device trains; uint8 batches are
+        # normalised on the device. The batches are this loop's own seeded choice (see clip_loader).
+        samples = ResizedSamples(train, cfg.image_size, binary=False, targets=masks, resize=cfg.input_resize)
+        chosen = ChosenBatches()
+        loader = batch_loader(samples, chosen, cfg.loader_workers, self.device)
         log = []
         model.train()
         optimizer.train()
         for epoch in range(cfg.epochs):
             order = self._epoch_order(train, rng)
             batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+            chosen.set(batches)
             total = 0.0
-            for batch in tqdm(batches, desc=f"ours epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                              disable=not ctx.show_progress):
-                samples = [train[int(i)] for i in batch]
-                pixels = preprocess_images([s.image for s in samples], cfg.image_size, self.device, resize="pil")
-                target = torch.from_numpy(np.stack([masks.get(s.id, empty) for s in samples])).long()
+            for batch, loaded in zip(tqdm(batches, desc=f"ours epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                                          disable=not ctx.show_progress), loader, strict=True):
+                pixels, target = device_batch(loaded, cfg.image_size, cfg.input_resize, self.device)
                 if cfg.augment:
-                    pixels, target = random_dihedral(pixels, target.to(self.device), rng)
-                loss = self._loss(model(pixels), target.to(self.device), class_weights)
+                    pixels, target = random_dihedral(pixels, target, rng)
+                with autocast(self.precision, self.device):
+                    maps = model(pixels)
+                loss = self._loss(maps, target, class_weights)  # float32 (the model returns float32 logits)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"ours: loss became {loss.item()} in epoch {epoch + 1}; lower `lr`")
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
                 total += float(loss.detach()) * len(batch)
             log.append({"epoch": epoch + 1, "images": len(order), "mean_loss": total / max(len(order), 1)})
+        del loader  # ends its worker processes
         optimizer.eval()  # schedule-free: switch the parameters to the averaged sequence for inference
         model.eval()
         ctx.workdir.mkdir(parents=True, exist_ok=True)
-        (ctx.workdir / "ours_train_log.json").write_text(
-            json.dumps({"class_weights": class_weights.tolist(), "epochs": log}, indent=2))
+        (ctx.workdir / "ours_train_log.json").write_text(json.dumps(
+            {"class_weights": class_weights.tolist(), "precision": self.precision, "epochs": log}, indent=2))
 
     def _loss(self, maps: tuple[list[torch.Tensor], list[torch.Tensor] | None], target: torch.Tensor,
               class_weights: torch.Tensor) -> torch.Tensor:
@@ -169,30 +184,44 @@ class FineTunedCLIP(AnomalyMethod):
     def _maps(self, images: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
         if self.model is None:
             raise RuntimeError("ours: call fit() or load a saved model before predict()")
+        cfg = self.config
         binary_out: list[np.ndarray] = []
         class_out: list[np.ndarray] = []
-        step = self.config.predict_batch_size
-        for begin in range(0, len(images), step):
-            chunk = images[begin:begin + step]
-            pixels = preprocess_images(chunk, self.config.image_size, self.device, resize="pil")
-            binary, per_class = self.model.anomaly_maps(pixels, self.config.binary_scoring,
-                                                        self.config.binary_anomaly_prompt, self.config.msm_map_weight)
-            for img, b, c in zip(chunk, binary, per_class, strict=True):
-                height, width = img.shape[:2]
-                up = F.interpolate(torch.cat([b[None], c])[None], size=(height, width), mode="bilinear",
-                                   align_corners=False)[0].float().cpu().numpy()
-                sigma = self.config.gaussian_sigma * max(height, width) / self.config.image_size
-                if sigma > 0:
-                    up = np.stack([ndimage.gaussian_filter(m, sigma=sigma) for m in up])
-                binary_out.append(up[0].astype(np.float32))
-                class_out.append(up[1:].astype(np.float32))
+        with inference(self.precision, self.device):
+            texts = self.model.test_texts(cfg.binary_scoring, cfg.binary_anomaly_prompt)  # once, not per batch
+            for begin in range(0, len(images), cfg.predict_batch_size):
+                chunk = images[begin:begin + cfg.predict_batch_size]
+                pixels = preprocess_images(chunk, cfg.image_size, self.device, resize=cfg.input_resize)
+                binary, per_class = self.model.anomaly_maps(pixels, cfg.binary_scoring, cfg.binary_anomaly_prompt,
+                                                            cfg.msm_map_weight, texts=texts)
+                maps = torch.cat([binary[:, None], per_class], dim=1).float()
+                for up in self._at_image_sizes(maps, [img.shape[:2] for img in chunk]):
+                    binary_out.append(up[0])
+                    class_out.append(up[1:])
         return binary_out, class_out
+
+    def _at_image_sizes(self, maps: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+        """B×C×g×g grid maps → per image C×H×W float32 at its size: bilinear, then the Gaussian (σ in
+        input pixels, scaled to the image), on the device; images of one size go together."""
+        out: list[np.ndarray | None] = [None] * len(sizes)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for index, size in enumerate(sizes):
+            groups.setdefault(tuple(size), []).append(index)
+        for size, indices in groups.items():
+            up = F.interpolate(maps[indices], size=size, mode="bilinear", align_corners=False)
+            up = gaussian_filter(up, self.config.gaussian_sigma * max(size) / self.config.image_size)
+            for index, array in zip(indices, up.cpu().numpy().astype(np.float32, copy=False), strict=True):
+                out[index] = array
+        return out  # type: ignore[return-value]
 
     def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         return self._maps(images)[0]
 
     def predict_classes(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         return self._maps(images)[1]
+
+    def predict_with_classes(self, images: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        return self._maps(images)  # one forward for both
 
     # -- state ----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from scrapbench.methods.clip_backbone import LoadedClip, layer_tokens, project_t
 from scrapbench.methods.ours.config import OursConfig
 from scrapbench.methods.ours.msm import MultiScaleMechanism
 from scrapbench.methods.prompt_learner import PromptLearner, class_prompt_texts
+from scrapbench.precision import full_precision
 
 BINARY_SCORINGS = ("averaged_prompt", "class_mean")
 
@@ -40,24 +41,39 @@ class SteelScrapCLIP(nn.Module):
         ) if config.use_msm else None
 
     def stage_features(self, pixels: torch.Tensor) -> list[torch.Tensor]:
-        """Normalised patch features in the joint space, one B×D×g×g grid per stage."""
+        """Normalised patch features in the joint space, one B×D×g×g grid per stage (float32; the
+        encoder runs in whatever precision the caller's autocast sets)."""
         tokens, _ = layer_tokens(self.visual, pixels, self.config.feature_layers)
         grids = []
         for stage in tokens:
-            patches = F.normalize(project_tokens(self.visual, stage[:, 1:]), dim=-1)
+            patches = F.normalize(project_tokens(self.visual, stage[:, 1:]).float(), dim=-1)
             side = round(patches.shape[1] ** 0.5)
             grids.append(patches.transpose(1, 2).reshape(patches.shape[0], -1, side, side))
         return grids
 
+    def similarities(self, grid: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Patch-text logits B×C×g×g, in float32 even inside a 16-bit autocast region (cheap, and the
+        1/temperature scaling would magnify 16-bit rounding)."""
+        with full_precision(grid.device):
+            return torch.einsum("bdhw,cd->bchw", grid.float(), text.float()) / self.config.temperature
+
     def forward(self, pixels: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
-        """Local logits and MSM logits (or None), each a list over stages of B×(K+1)×g×g."""
-        text = self.prompts()
+        """Local logits and MSM logits (or None), each a list over stages of B×(K+1)×g×g (float32)."""
+        text = self.prompts().float()
         grids = self.stage_features(pixels)
-        local = [torch.einsum("bdhw,cd->bchw", grid, text) / self.config.temperature for grid in grids]
+        local = [self.similarities(grid, text) for grid in grids]
         if self.msm is None:
             return local, None
-        msm = [block(grid, text, self.config.temperature) for block, grid in zip(self.msm, grids, strict=True)]
+        msm = [block(grid, text, self.config.temperature).float() for block, grid in zip(self.msm, grids, strict=True)]
         return local, msm
+
+    def test_texts(self, binary_scoring: str, anomaly_prompt: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The text features :meth:`anomaly_maps` compares with: the K + 1 prompts, and for
+        ``averaged_prompt`` the binary pair (:meth:`binary_text`). Fixed after training: compute once."""
+        if binary_scoring not in BINARY_SCORINGS:
+            raise ValueError(f"binary_scoring must be one of {BINARY_SCORINGS}, got {binary_scoring!r}")
+        text = self.prompts().float()
+        return text, self.binary_text(anomaly_prompt).float() if binary_scoring == "averaged_prompt" else None
 
     def binary_text(self, anomaly_prompt: str) -> torch.Tensor:
         """Normalised [2, D] features for the paper's binary test: the normal prompt as trained, and
@@ -70,6 +86,7 @@ class SteelScrapCLIP(nn.Module):
     def anomaly_maps(
         self, pixels: torch.Tensor, binary_scoring: str = "averaged_prompt",
         anomaly_prompt: str = "object which is not steel", msm_map_weight: float = 0.0,
+        texts: tuple[torch.Tensor, torch.Tensor | None] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Binary anomaly map B×g×g and per-class maps B×K×g×g (probabilities).
 
@@ -81,19 +98,19 @@ class SteelScrapCLIP(nn.Module):
         ``"averaged_prompt"``, the paper's test, the anomaly probability of a two-way softmax of the
         normal prompt against :meth:`binary_text`; in the MSM, whose head was trained on K + 1
         prompt channels, the averaged anomaly prompt fills all K anomaly channels and P(anomaly) is
-        1 − P(normal). ``"class_mean"``: the mean of the per-class maps.
+        1 − P(normal). ``"class_mean"``: the mean of the per-class maps. ``texts``: what
+        :meth:`test_texts` returned for the same arguments (computed here when ``None``).
         """
-        if binary_scoring not in BINARY_SCORINGS:
-            raise ValueError(f"binary_scoring must be one of {BINARY_SCORINGS}, got {binary_scoring!r}")
         if not 0.0 <= msm_map_weight <= 1.0:
             raise ValueError(f"msm_map_weight must be in [0, 1], got {msm_map_weight}")
-        text = self.prompts()
+        text, pair = texts if texts is not None else self.test_texts(binary_scoring, anomaly_prompt)
+        if binary_scoring not in BINARY_SCORINGS:
+            raise ValueError(f"binary_scoring must be one of {BINARY_SCORINGS}, got {binary_scoring!r}")
         grids = self.stage_features(pixels)
         local, msm = self._probabilities(grids, text, with_msm=msm_map_weight > 0)
         per_class = self._combine(local, msm, msm_map_weight)[:, 1:]
         if binary_scoring == "class_mean":
             return per_class.mean(1), per_class
-        pair = self.binary_text(anomaly_prompt)
         local, _ = self._probabilities(grids, pair, with_msm=False)
         msm_binary = None
         if self.msm is not None and msm_map_weight > 0:
@@ -109,12 +126,12 @@ class SteelScrapCLIP(nn.Module):
         temperature = self.config.temperature
         local = msm = None
         if with_local:
-            local = sum((torch.einsum("bdhw,cd->bchw", grid, text) / temperature).softmax(1) for grid in grids)
+            local = sum(self.similarities(grid, text).softmax(1) for grid in grids)
             local = local / len(grids)
         if with_msm and self.msm is not None:
             weights = torch.tensor(self.config.msm_stage_weights, device=text.device)
             weights = weights / weights.sum()
-            msm = sum(w * block(grid, text, temperature).softmax(1)
+            msm = sum(w * block(grid, text, temperature).float().softmax(1)
                       for w, block, grid in zip(weights, self.msm, grids, strict=True))
         return local, msm
 

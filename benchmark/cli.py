@@ -153,6 +153,8 @@ def run(
             line = " ".join(f"{k}={100 * m[k]:.1f}" for k in ("auroc", "aupro", "ap", "f1max") if k in m)
             mark = "✓" if result.status == "done" else "↷"
             where = " (computed by another process)" if result.elsewhere else ""
+            if result.reused_from is not None:
+                where += f" (seed {result.reused_from}'s run reused: the method does not depend on the seed)"
             console.print(f"{mark} {which}{result.method} seed {result.seed}: {line}{where}")
 
     left_out = []  # datasets of a benchmark that could not be run

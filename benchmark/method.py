@@ -107,6 +107,13 @@ class AnomalyMethod(ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what ``state_dict`` returned (tuples come back as lists), on a method built with the same config."""
 
+    @classmethod
+    def seed_independent(cls, config: Any) -> bool:
+        """Whether ``fit`` and ``predict`` give the same result for every seed with ``config`` (nothing
+        drawn, nothing initialised at random). The runner then computes one seed and copies it for the
+        others (``scrapbench.seed_reuse``). Default ``False``; say ``True`` only when it provably holds."""
+        return False
+
     # -- provenance ----------------------------------------------------------------------------
     def weights_info(self) -> dict[str, Any]:
         """Where the pretrained weights came from; ``{"random_init": True}`` marks untrained rows."""

@@ -42,6 +42,7 @@ from scrapbench.lease import try_lease, wait_for_lease
 from scrapbench.method import AnomalyMethod, FitContext, check_maps, check_scores, config_to_dict
 from scrapbench.precision import resolve_precision
 from scrapbench.registry import build_config, create_method, get_spec
+from scrapbench.seed_reuse import copy_seed_twin, find_seed_twin
 from scrapbench.seeding import NondeterminismMonitor, seed_everything
 from scrapbench.store import (
     RunFolderError,
@@ -104,6 +105,7 @@ class RunResult:
     error: str | None = None
     elsewhere: bool = False
     attempt: str | None = None  # the attempt that wrote the folder's record (run.json / error.json)
+    reused_from: int | None = None  # done by copying this seed's finished run (``scrapbench.seed_reuse``)
 
 
 class RunIdentityError(RuntimeError):
@@ -118,6 +120,9 @@ class RunPlan:
     seed: int
     directory: Path
     identity: dict[str, Any]
+    #: The method's result cannot depend on the seed with this config (``AnomalyMethod.seed_independent``):
+    #: a finished run of another seed with the same identity otherwise is copied (``scrapbench.seed_reuse``).
+    seed_independent: bool = False
 
 
 def dataset_slug(dataset: Dataset, options: RunOptions) -> str:
@@ -138,7 +143,8 @@ def plan_run(dataset: Dataset, method_name: str, seed: int, options: RunOptions)
     identity = run_identity(method_name, seed, options.preset, config_to_dict(config), dataset_fingerprint(dataset),
                             compute, training_identity(dataset))
     directory = run_dir(options.out, dataset_slug(dataset, options), options.preset, method_name, seed)
-    return RunPlan(method_name, seed, directory, identity)
+    seed_independent = get_spec(method_name).load_class().seed_independent(config)
+    return RunPlan(method_name, seed, directory, identity, seed_independent)
 
 
 def run_benchmark(
@@ -182,7 +188,14 @@ def run_benchmark(
             if result.status != "busy":
                 progress.update()
 
-        results = executor.run_grid(dataset, pairs, options, retry, report, progress)
+        # Later seeds of a seed-independent method wait for the first: they copy it (scrapbench.seed_reuse),
+        # also where an executor runs the first wave's runs at once.
+        firsts = {plan.method: pair for pair, plan in reversed(plans.items())}
+        later = [pair for pair in pairs if plans[pair].seed_independent and firsts[pair[0]] != pair]
+        results = {}
+        for wave in ([pair for pair in pairs if pair not in later], later):
+            if wave:
+                results.update(executor.run_grid(dataset, wave, options, retry, report, progress))
     return [results[pair] for pair in pairs]
 
 
@@ -304,7 +317,14 @@ def _compute_and_place(dataset: Dataset, plan: RunPlan, options: RunOptions, com
         check_run_folder(plan.directory)  # it will be replaced: it must be one of ours
     staging = new_staging_dir(plan.directory)
     try:
-        result = compute(dataset, plan, options, staging)
+        twin = find_seed_twin(plan.directory, plan.identity) if plan.seed_independent else None
+        if twin is None:
+            result = compute(dataset, plan, options, staging)
+        else:
+            attempt = attempt_token()
+            metrics = copy_seed_twin(*twin, plan.identity, staging, attempt)
+            result = RunResult(plan.method, plan.seed, staging, "done", metrics, attempt=attempt,
+                               reused_from=int(twin[1]["seed"]))
         place_run_folder(staging, plan.directory)
     finally:
         if staging.exists():  # interrupted, or the move failed: the attempt leaves nothing behind

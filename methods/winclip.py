@@ -115,6 +115,12 @@ class WinCLIP(AnomalyMethod):
     def learning_type(self) -> LearningType:  # type: ignore[override]
         return LearningType.FEW_SHOT if self.config.k_shot > 0 else LearningType.ZERO_SHOT
 
+    @classmethod
+    def seed_independent(cls, config: WinCLIPConfig) -> bool:
+        """Zero-shot WinCLIP with pretrained weights draws nothing: its maps are the same for every seed.
+        WinCLIP+ draws its references by seed; a randomly initialised CLIP is drawn by seed too."""
+        return config.k_shot == 0 and config.clip_pretrained not in (None, "", "random")
+
     # -- fit: prompts and (WinCLIP+) the visual memory ------------------------------------------
     def prompts(self) -> tuple[list[str], list[str]]:
         """The normal and anomalous prompt ensembles: every state phrase in every template.

@@ -18,6 +18,7 @@ from toy_method import (  # noqa: E402
     ColourDistance,
     DiesOnceWhileFitting,
     RecordingColourDistance,
+    SeedIndependentColourDistance,
     SupervisedColourDistance,
 )
 
@@ -48,6 +49,7 @@ def toy_methods(monkeypatch):
              registry.MethodSpec("toy_broken", ColourDistance, "fails", (), {"fail_on_predict": True}),
              registry.MethodSpec("recorder", RecordingColourDistance, "records fits"),
              registry.MethodSpec("dies_once", DiesOnceWhileFitting, "loses its worker once"),
+             registry.MethodSpec("toy_fixed", SeedIndependentColourDistance, "seed-independent toy"),
              registry.MethodSpec("toy_supervised", SupervisedColourDistance, "supervised toy", (), {"noise": 20.0})]
     for spec in specs:
         monkeypatch.setitem(registry._REGISTRY, spec.name, spec)
@@ -96,6 +98,17 @@ def test_smoke_grid_on_ray_equals_the_local_executor(smoke_dataset, tmp_path, on
     assert not _leftovers(tmp_path / "ray")
     again = run_benchmark(smoke_dataset, methods, seeds, _options(tmp_path / "ray"), executor=RayExecutor())
     assert {r.status for r in again} == {"skipped"}  # resumed: nothing computed twice
+
+
+@pytest.mark.parametrize("storage", ["shared", "ship"])
+def test_a_seed_independent_method_is_computed_once_on_ray(smoke_dataset, tmp_path, storage):
+    log = tmp_path / "fits.log"
+    options = _options(tmp_path / "ray", overrides={"toy_fixed": {"fit_log": str(log)}})
+    with RayExecutor(cpus_per_run=1, storage=storage) as executor:
+        results = run_benchmark(smoke_dataset, ["toy_fixed"], [0, 1, 2], options, executor=executor)
+    assert len(log.read_text().splitlines()) == 1  # seeds 1 and 2 waited for seed 0 and copied it
+    assert [r.reused_from for r in results] == [None, 0, 0]
+    assert results[0].metrics == results[1].metrics == results[2].metrics
 
 
 def test_shipped_results_and_data_equal_shared_ones(smoke_dataset, tmp_path):

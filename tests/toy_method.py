@@ -119,3 +119,12 @@ class DiesOnceWhileFitting(ColourDistance):
             marker.write_text(str(ctx.workdir))
             os.kill(os.getpid(), 9)  # SIGKILL: no clean-up, no exception, as when a machine is lost
         super().fit(train, ctx)
+
+
+class SeedIndependentColourDistance(RecordingColourDistance):
+    """The recording toy method declaring itself seed-independent when it adds no seeded noise (as zero-shot
+    WinCLIP with pretrained weights does)."""
+
+    @classmethod
+    def seed_independent(cls, config: RecordingConfig) -> bool:
+        return config.noise == 0.0

@@ -1,0 +1,102 @@
+"""A seed-independent method is computed once per configuration; later seeds copy its finished run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from toy_method import SeedIndependentColourDistance
+
+from scrapbench import registry
+from scrapbench.registry import build_config
+from scrapbench.runner import RunOptions, run_benchmark
+from scrapbench.tables import collect_runs, method_flags
+
+
+@pytest.fixture(autouse=True)
+def toy_methods(monkeypatch):
+    registry.list_methods()
+    monkeypatch.setitem(registry._REGISTRY, "toy_fixed",
+                        registry.MethodSpec("toy_fixed", SeedIndependentColourDistance, "seed-independent toy",
+                                            ("table2",)))
+
+
+def _options(tmp_path, log, **config):
+    return RunOptions(preset="smoke", out=tmp_path / "runs", show_progress=False,
+                      overrides={"toy_fixed": {"fit_log": str(log), **config}})
+
+
+def _fits(log):
+    return [line.split()[0] for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_later_seeds_copy_the_first_seeds_run(smoke_dataset, tmp_path):
+    log = tmp_path / "fits.log"
+    results = run_benchmark(smoke_dataset, ["toy_fixed"], [0, 1, 2], _options(tmp_path, log))
+    assert _fits(log) == ["0"]  # fitted once
+    assert [r.status for r in results] == ["done"] * 3
+    assert [r.reused_from for r in results] == [None, 0, 0]
+    assert results[1].metrics == results[0].metrics == results[2].metrics
+    first = json.loads((results[0].directory / "run.json").read_text())
+    assert "reused_from" not in first
+    for result in results[1:]:
+        record = json.loads((result.directory / "run.json").read_text())
+        assert record["seed"] == record["identity"]["seed"] == result.seed
+        assert record["reused_from"] == {"seed": 0, "attempt": first["attempt"], "run": "seed0"}
+        assert record["attempt"] != first["attempt"]
+        for name in ("metrics.json", "metrics_state.npz", "per_image.csv", "model/method.json"):
+            assert (result.directory / name).read_bytes() == (results[0].directory / name).read_bytes(), name
+    # Resuming treats copies as finished runs; the report marks the rows.
+    again = run_benchmark(smoke_dataset, ["toy_fixed"], [0, 1, 2], _options(tmp_path, log))
+    assert [r.status for r in again] == ["skipped"] * 3 and _fits(log) == ["0"]
+    tidy = collect_runs(tmp_path / "runs")
+    assert bool(method_flags(tidy).loc["toy_fixed", "seed_reused"])
+
+
+def test_a_copy_of_a_copy_names_the_computed_run(smoke_dataset, tmp_path):
+    log = tmp_path / "fits.log"
+    run_benchmark(smoke_dataset, ["toy_fixed"], [3], _options(tmp_path, log))
+    run_benchmark(smoke_dataset, ["toy_fixed"], [1], _options(tmp_path, log))  # copies seed 3
+    [result] = run_benchmark(smoke_dataset, ["toy_fixed"], [2], _options(tmp_path, log))  # copies seed 1 (lowest)
+    assert result.reused_from == 1 and _fits(log) == ["3"]
+    record = json.loads((result.directory / "run.json").read_text())
+    assert record["reused_from"]["seed"] == 3 and record["reused_from"]["run"] == "seed3"
+
+
+def test_seed_dependent_configs_compute_every_seed(smoke_dataset, tmp_path):
+    log = tmp_path / "fits.log"
+    results = run_benchmark(smoke_dataset, ["toy_fixed"], [0, 1], _options(tmp_path, log, noise=5.0))
+    assert _fits(log) == ["0", "1"] and [r.reused_from for r in results] == [None, None]
+    assert results[0].metrics != results[1].metrics
+
+
+def test_a_twin_computed_with_other_numerics_is_not_copied(smoke_dataset, tmp_path):
+    log = tmp_path / "fits.log"
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        run_benchmark(smoke_dataset, ["toy_fixed"], [0], _options(tmp_path, log))
+        torch.set_num_threads(2)
+        [result] = run_benchmark(smoke_dataset, ["toy_fixed"], [1], _options(tmp_path, log))
+    finally:
+        torch.set_num_threads(threads)
+    assert _fits(log) == ["0", "1"] and result.reused_from is None
+
+
+def test_winclip_is_seed_independent_only_zero_shot_with_pretrained_weights():
+    from scrapbench.methods.winclip import WinCLIP
+
+    def independent(name, preset, **overrides):
+        return WinCLIP.seed_independent(build_config(name, preset, overrides))
+
+    assert independent("winclip", "paper")  # pretrained LAION-400M weights, nothing drawn
+    assert independent("winclip", "smoke", clip_pretrained="/weights/clip.pt")
+    assert not independent("winclip", "smoke")  # random init: drawn by the seed
+    assert not independent("winclip", "paper", clip_pretrained="random")
+    assert not independent("winclip_plus", "paper")  # references drawn by the seed
+    for spec in registry.list_methods():
+        name = spec.name
+        if name not in ("winclip", "toy_fixed"):
+            cls = registry.get_spec(name).load_class()
+            assert not cls.seed_independent(build_config(name, "paper")), name

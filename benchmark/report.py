@@ -34,6 +34,7 @@ from scrapbench.tables import (
     SummaryTable,
     collect_runs,
     is_benchmark,
+    markdown_page,
     marked_labels,
     method_order,
     select_group,
@@ -369,7 +370,4 @@ def _page(tidy: pd.DataFrame, records: dict, runs_dir: Path, out_dir: Path, sect
         f"Regenerate: `scrapbench report {runs_dir} --out {out_dir}` (a pure function of the run folders).",
         "",
     ]
-    body = "\n".join(lines) + "\n" + "\n".join(s.rstrip() + "\n" for s in sections)
-    if notes:
-        body += "\n## Notes\n\n" + "".join(f"- {n}\n" for n in notes)
-    return body
+    return markdown_page(lines, sections, notes)

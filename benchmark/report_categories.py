@@ -37,6 +37,7 @@ from scrapbench.tables import (
     MARK_COLUMNS,
     SummaryTable,
     mark_notes,
+    markdown_page,
     marked_labels,
     method_order,
     to_latex,
@@ -344,10 +345,7 @@ def benchmark_page(tidy: pd.DataFrame, failed: pd.DataFrame, runs_dir: Path, out
         f"`scrapbench report {runs_dir} --dataset {example}`.",
         "",
     ]
-    body = "\n".join(lines) + "\n" + "\n".join(section.rstrip() + "\n" for section in sections)
-    if notes:
-        body += "\n## Notes\n\n" + "".join(f"- {n}\n" for n in notes)
-    return body
+    return markdown_page(lines, sections, notes)
 
 
 def _runs_section(tidy: pd.DataFrame, methods: Sequence[str], categories: Sequence[str]) -> str:

@@ -402,3 +402,11 @@ def write_summary(table: SummaryTable, out_dir: Path, stem: str, caption: str) -
     latex = to_latex(table.formatted(bold=("\\textbf{", "}")), caption, f"tab:{stem}", notes)
     atomic_write_text(paths["tex"], latex)
     return paths
+
+
+def markdown_page(header: Sequence[str], sections: Sequence[str], notes: Sequence[str] = ()) -> str:
+    """A report page: header lines, then each section, then the notes as a list under "## Notes"."""
+    body = "\n".join(header) + "\n" + "\n".join(section.rstrip() + "\n" for section in sections)
+    if notes:
+        body += "\n## Notes\n\n" + "".join(f"- {note}\n" for note in notes)
+    return body

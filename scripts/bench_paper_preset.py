@@ -580,7 +580,9 @@ def main() -> None:
         proc = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, OMP_WAIT_POLICY="PASSIVE"))
         lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
         if proc.returncode != 0 or not lines:
-            result = {"error": (proc.stderr or proc.stdout)[-3000:]}
+            killed = f"killed by signal {-proc.returncode}" + (" (SIGKILL: out of memory?)" if proc.returncode == -9
+                                                                else "") if proc.returncode < 0 else None
+            result = {"error": killed or (proc.stderr or proc.stdout)[-3000:] or f"exit code {proc.returncode}"}
         else:
             result = json.loads(lines[-1][len("RESULT "):])
         result.update(load_before=load_before, load_after=load_average(),

@@ -117,9 +117,10 @@ class WinCLIP(AnomalyMethod):
 
     @classmethod
     def seed_independent(cls, config: WinCLIPConfig) -> bool:
-        """Zero-shot WinCLIP with pretrained weights draws nothing: its maps are the same for every seed.
-        WinCLIP+ draws its references by seed; a randomly initialised CLIP is drawn by seed too."""
-        return config.k_shot == 0 and config.clip_pretrained not in (None, "", "random")
+        """Zero-shot WinCLIP draws nothing: its weights are pretrained, or random-initialised from the fixed
+        ``init_seed`` of ``load_clip`` (not the run's seed), so its maps are the same for every seed.
+        WinCLIP+ draws its references by seed."""
+        return config.k_shot == 0
 
     # -- fit: prompts and (WinCLIP+) the visual memory ------------------------------------------
     def prompts(self) -> tuple[list[str], list[str]]:

@@ -8,7 +8,8 @@
 it on a few 512 px synthetic images: ``fit`` with 1 and with 2 epochs on 4 anomalous training images (the
 difference is one epoch: the per-image training cost without set-up), and ``predict`` on 2 test images. Torch's
 FLOP counter runs alongside. Measurement-only settings, stated in the output: training batches of 1-2 images
-(CPU memory), no feature cache (at the paper's 8,574 images AnomalyCLIP's cache does not fit either).
+(CPU memory; `ours` without loader processes, whose copies ran the 24 GB machine out of memory), no feature
+cache (at the paper's 8,574 images AnomalyCLIP's cache does not fit either).
 
 ``estimate`` extrapolates each run to Table 1's sizes: training images per epoch × the paper's epochs (8,574 for
 the CLIP methods, which train on every image; 736 anomalous + 10 % background for the detectors) plus the
@@ -53,7 +54,7 @@ MEASURED = {
                                     "val_images": 1}, DETECTOR_IMAGES),
     "mask_rcnn": (["mask_rcnn"], {"weights": None, "batch_size": 2, "warmup_iters": 1}, DETECTOR_IMAGES),
     "ours": (["ours", "ours_msm_5_11", "ours_msm_7_13", "ours_no_msm"],
-             {"clip_pretrained": None, "normals_per_epoch": 0, "batch_size": 1}, TRAIN_IMAGES),
+             {"clip_pretrained": None, "normals_per_epoch": 0, "batch_size": 1, "loader_workers": 0}, TRAIN_IMAGES),
 }
 
 

@@ -110,8 +110,9 @@ class AnomalyMethod(ABC):
     @classmethod
     def seed_independent(cls, config: Any) -> bool:
         """Whether ``fit`` and ``predict`` give the same result for every seed with ``config`` (nothing
-        drawn, nothing initialised at random). The runner then computes one seed and copies it for the
-        others (``scrapbench.seed_reuse``). Default ``False``; say ``True`` only when it provably holds."""
+        drawn from the run's seed: no sampling, no initialisation from it). The runner then computes one
+        seed and copies it for the others (``scrapbench.seed_reuse``). Default ``False``; say ``True``
+        only when it provably holds."""
         return False
 
     # -- provenance ----------------------------------------------------------------------------

@@ -136,15 +136,18 @@ def plan_run(dataset: Dataset, method_name: str, seed: int, options: RunOptions)
     """The run's folder and identity (seeds the process: the identity records the flags that sets)."""
     config = build_config(method_name, options.preset, options.overrides.get(method_name))
     seed_everything(seed)
-    compute = options.compute_settings
-    if compute is None:
-        compute = compute_settings(options.device, options.batch_size,
-                                   resolve_precision(options.precision, options.device))
+    compute = options.compute_settings if options.compute_settings is not None else process_numerics(options)
     identity = run_identity(method_name, seed, options.preset, config_to_dict(config), dataset_fingerprint(dataset),
                             compute, training_identity(dataset))
     directory = run_dir(options.out, dataset_slug(dataset, options), options.preset, method_name, seed)
     seed_independent = get_spec(method_name).load_class().seed_independent(config)
     return RunPlan(method_name, seed, directory, identity, seed_independent)
+
+
+def process_numerics(options: RunOptions) -> dict[str, Any]:
+    """This process's numerics for ``options`` (``identity.compute_settings``: device, batch size, the resolved
+    ``--precision``, threads and determinism flags as set now)."""
+    return compute_settings(options.device, options.batch_size, resolve_precision(options.precision, options.device))
 
 
 def run_benchmark(

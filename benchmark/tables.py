@@ -48,7 +48,6 @@ ROW_MARKS = (
                                 "computed and its record reused for the other seeds (± 0 over one distinct run)."),
 )
 MARK_COLUMNS = tuple(mark.column for mark in ROW_MARKS)
-RANDOM_INIT_MARK, RANDOM_INIT_NOTE = ROW_MARKS[0].symbol, ROW_MARKS[0].note
 
 
 def marked(label: str, flags: Mapping[str, bool]) -> str:
@@ -62,10 +61,10 @@ def method_flags(tidy: pd.DataFrame) -> pd.DataFrame:
     return tidy.groupby("method")[list(MARK_COLUMNS)].any()
 
 
-def marked_labels(tidy: pd.DataFrame, label_column: str = "label") -> dict[str, str]:
+def marked_labels(tidy: pd.DataFrame) -> dict[str, str]:
     """Every method's label with its marks."""
     flags = method_flags(tidy)
-    labels = tidy.drop_duplicates("method").set_index("method")[label_column]
+    labels = tidy.drop_duplicates("method").set_index("method")["label"]
     return {method: marked(label, flags.loc[method]) for method, label in labels.items()}
 
 

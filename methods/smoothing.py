@@ -13,7 +13,7 @@ output into an array of the input type. Measured against scipy on float32 maps (
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -78,9 +78,11 @@ def gaussian_filter(maps: torch.Tensor, sigma: float, truncate: float = 4.0, use
     return flat.view(shape)
 
 
-def resize_each(maps: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+def resize_each(maps: torch.Tensor, sizes: Sequence[tuple[int, int]],
+                then: Callable[[torch.Tensor, tuple[int, int]], torch.Tensor] | None = None) -> list[np.ndarray]:
     """N×C×h×w (or N×h×w) maps → one float32 numpy array per map at its own size (bilinear,
-    ``align_corners=False``), resized on the maps' device in groups of equal size."""
+    ``align_corners=False``), resized on the maps' device in groups of equal size. ``then(group, size)``
+    post-processes each resized group on the device (e.g. a Gaussian whose σ depends on the size)."""
     squeeze = maps.dim() == 3
     batch = maps[:, None] if squeeze else maps
     out: list[np.ndarray | None] = [None] * len(sizes)
@@ -91,6 +93,8 @@ def resize_each(maps: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> list[np
         part = batch[indices]
         if tuple(part.shape[-2:]) != size:
             part = F.interpolate(part, size=size, mode="bilinear", align_corners=False)
+        if then is not None:
+            part = then(part, size)
         part = part.float().cpu().numpy()
         for position, index in enumerate(indices):
             out[index] = part[position, 0] if squeeze else part[position]

@@ -52,9 +52,8 @@ import psutil
 from scrapbench.datasets.fingerprint import dataset_fingerprint
 from scrapbench.datasets.types import Dataset, Split
 from scrapbench.executors import ExecutorError
-from scrapbench.identity import compute_settings, identity_differences
+from scrapbench.identity import identity_differences
 from scrapbench.lease import wait_for_lease
-from scrapbench.precision import resolve_precision
 from scrapbench.registry import MethodSpec, add_spec, get_spec
 from scrapbench.runner import (
     FitRecord,
@@ -68,6 +67,7 @@ from scrapbench.runner import (
     finish_run,
     fit_run,
     one_line_error,
+    process_numerics,
     run_one,
 )
 from scrapbench.seeding import seed_everything
@@ -171,8 +171,7 @@ class RayExecutor:
         self._connect()
         key = (options.device, options.batch_size, options.precision)
         if key not in self._measured:
-            self._measured[key] = ray.get(self._task(_worker_compute_settings).remote(
-                options.device, options.batch_size, self.cpus_per_run, options.precision))
+            self._measured[key] = ray.get(self._task(_worker_compute_settings).remote(options, self.cpus_per_run))
         return self._measured[key]
 
     def prepare(self, dataset: Dataset, options: RunOptions) -> RunOptions:
@@ -458,7 +457,11 @@ def _pack(folder: Path) -> bytes:
 
 
 def _unpack(data: bytes, folder: Path) -> None:
-    """Extract an archive made by ``_pack`` into ``folder``: only plain files and folders, all inside it."""
+    """Extract an archive made by ``_pack`` into ``folder``: only plain files and folders, all inside it.
+
+    By hand rather than ``TarFile.extractall(filter="data")``: that filter still extracts links that stay
+    inside the folder (a run folder has none, so any is refused here), and it is missing from Python
+    releases this project supports (3.10 before 3.10.12)."""
     folder.mkdir(parents=True, exist_ok=True)
     root = folder.resolve()
     with tarfile.open(fileobj=io.BytesIO(data), mode="r") as archive:
@@ -493,10 +496,10 @@ def _worker_probe(probe: str, token: str, data_path: str | None) -> tuple[str, b
     return socket.gethostname(), sees_out, data_path is None or Path(data_path).exists()
 
 
-def _worker_compute_settings(device: str, batch_size: int, threads: int, precision: str) -> dict[str, Any]:
+def _worker_compute_settings(options: RunOptions, threads: int) -> dict[str, Any]:
     _set_threads(threads)
     seed_everything(0)
-    return compute_settings(device, batch_size, resolve_precision(precision, device))
+    return process_numerics(options)
 
 
 def _set_threads(threads: int) -> None:
@@ -518,7 +521,7 @@ def _enter(source: DataSource, specs: Sequence[MethodSpec], options: RunOptions,
             if known.target_path != spec.target_path:
                 add_spec(spec)  # raises: one name, two classes
     seed_everything(seed)
-    here = compute_settings(options.device, options.batch_size, resolve_precision(options.precision, options.device))
+    here = process_numerics(options)
     if here != planned:
         changes = "; ".join(identity_differences(planned, here))
         raise ExecutorError(f"worker {socket.gethostname()} computes with other numerics than the grid was planned "

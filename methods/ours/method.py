@@ -21,7 +21,6 @@ from typing import Any, ClassVar
 import numpy as np
 import schedulefree
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from scrapbench.datasets.types import Split
@@ -31,7 +30,7 @@ from scrapbench.methods.clip_loader import ChosenBatches, ResizedSamples, batch_
 from scrapbench.methods.ours.config import PRESETS, OursConfig
 from scrapbench.methods.ours.losses import class_balanced_weights, segmentation_loss
 from scrapbench.methods.ours.model import BINARY_SCORINGS, SteelScrapCLIP
-from scrapbench.methods.smoothing import gaussian_filter
+from scrapbench.methods.smoothing import gaussian_filter, resize_each, scaled_sigma
 from scrapbench.precision import autocast, check_precision, grad_scaler, inference
 from scrapbench.seeding import seed_everything
 
@@ -203,16 +202,8 @@ class FineTunedCLIP(AnomalyMethod):
     def _at_image_sizes(self, maps: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
         """B×C×g×g grid maps → per image C×H×W float32 at its size: bilinear, then the Gaussian (σ in
         input pixels, scaled to the image), on the device; images of one size go together."""
-        out: list[np.ndarray | None] = [None] * len(sizes)
-        groups: dict[tuple[int, int], list[int]] = {}
-        for index, size in enumerate(sizes):
-            groups.setdefault(tuple(size), []).append(index)
-        for size, indices in groups.items():
-            up = F.interpolate(maps[indices], size=size, mode="bilinear", align_corners=False)
-            up = gaussian_filter(up, self.config.gaussian_sigma * max(size) / self.config.image_size)
-            for index, array in zip(indices, up.cpu().numpy().astype(np.float32, copy=False), strict=True):
-                out[index] = array
-        return out  # type: ignore[return-value]
+        sigma, side = self.config.gaussian_sigma, self.config.image_size
+        return resize_each(maps, sizes, then=lambda up, size: gaussian_filter(up, scaled_sigma(sigma, size, side)))
 
     def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         return self._maps(images)[0]

@@ -50,8 +50,8 @@ def copy_seed_twin(twin: Path, twin_record: dict[str, Any], identity: dict[str, 
     for entry in twin.iterdir():
         if entry.name == "run.json" or entry.is_symlink():
             continue
-        if entry.is_dir():
-            shutil.copytree(entry, staging / entry.name, symlinks=False)
+        if entry.is_dir():  # a link inside is copied as a link, never followed out of the run folder
+            shutil.copytree(entry, staging / entry.name, symlinks=True)
         else:
             shutil.copy2(entry, staging / entry.name)
     computed = twin_record.get("reused_from") or {"seed": twin_record.get("seed"),

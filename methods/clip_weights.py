@@ -263,7 +263,9 @@ _unreachable: set[str] = set()
 def clip_architecture(weights: ClipWeights) -> ClipArchitecture:
     """The open_clip model the weights need: the configured name, made QuickGELU where they say so."""
     name = weights.model_name
-    config = open_clip.get_model_config(name)
+    # Only open_clip's own table: a name with a schema ("hf-hub:…", "local-dir:…") would make open_clip
+    # fetch or read a config named by the string, which may come from a model folder.
+    config = open_clip.get_model_config(name) if name in open_clip.list_models() else None
     if config is None:
         raise ValueError(f"unknown CLIP architecture {name!r}; open_clip knows {open_clip.list_models()[:8]}…")
     named = bool(config.get("quick_gelu", False))

@@ -46,7 +46,7 @@ from scrapbench.methods.yolo_offline import (
     sandboxed_training,
     third_party_output,
 )
-from scrapbench.methods.yolo_state import rebuild_yolo, yolo_architecture
+from scrapbench.methods.yolo_state import YOLO_FAMILIES, YOLO_SCALES, rebuild_yolo, yolo_architecture
 from scrapbench.methods.yolo_weights import (
     RELEASES,
     check_loaded_yolo,
@@ -56,8 +56,6 @@ from scrapbench.methods.yolo_weights import (
 )
 from scrapbench.precision import autocast, check_precision
 
-YOLO_FAMILIES = ("yolov8", "yolo11")
-YOLO_SCALES = ("n", "s", "m", "l", "x")
 _YOLO_STRIDE = 32
 
 
@@ -309,10 +307,11 @@ class YoloSam(AnomalyMethod):
         config_dir = self._config_dir or _fallback_config_dir()
         self._image_size = int(state["image_size"])
         architecture = state["yolo_architecture"]
-        self._head_source_nc = architecture.get("head_source_nc")
         with third_party_output(self._log_path or config_dir / LOG_FILE_NAME, self._verbose):
             import_ultralytics(config_dir)
-            self._set_yolo(rebuild_yolo(architecture, state["yolo_weights"], len(self.class_names)))
+            self._set_yolo(rebuild_yolo(architecture, state["yolo_weights"], len(self.class_names),
+                                        self.config.yolo_family, self.config.yolo_scale))
+        self._head_source_nc = architecture.get("head_source_nc")  # checked by rebuild_yolo
         # A random-initialised SAM comes back from its tensors; a checkpoint SAM from its file
         # (read with torch.load(weights_only=True), see sam_refiner.build_sam).
         self._set_sam(seed=0, state=state["sam_state"])

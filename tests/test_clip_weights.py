@@ -276,3 +276,17 @@ def test_a_crafted_clip_checkpoint_is_refused_and_runs_nothing(tmp_path):
     with pytest.raises(WeightsError, match=r"crafted_archive\.pt could not be read safely"):
         load_clip("scrapbench-vit-tiny", str(archive), 64)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("name", ["hf-hub:attacker/model", "local-dir:/tmp/attacker"])
+def test_a_clip_name_with_a_schema_is_refused_before_open_clip_resolves_it(name, monkeypatch):
+    """open_clip would fetch (hf-hub) or read (local-dir) a config named by the string; a model folder's
+    config must not steer that."""
+    import open_clip.factory
+
+    def fetch(*args, **kwargs):
+        raise AssertionError("open_clip was asked to resolve the name")
+
+    monkeypatch.setattr(open_clip.factory, "_get_hf_config", fetch)
+    with pytest.raises(ValueError, match="unknown CLIP architecture"):
+        load_clip(name, None, 64)

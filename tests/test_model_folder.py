@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from saved_folder import assert_holds_no_pickle
 from toy_method import ColourDistance
 
@@ -265,3 +266,97 @@ def test_yolo_fine_tuned_from_a_checkpoint_reloads_exactly(family, smoke_dataset
         assert np.array_equal(b1, b2) and np.array_equal(c1, c2) and np.array_equal(l1, l2)
     for a, b in zip(method.predict(images), loaded.predict(images), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+# -- YOLO: a model folder's architecture is data, never built ------------------------------------
+@pytest.fixture(scope="module")
+def yolo_folder(tmp_path_factory, smoke_dataset) -> Path:
+    """A valid yolov8_sam model folder (random YOLO-n and tiny SAM; no training needed to attack it)."""
+    from scrapbench.methods.yolo_offline import import_ultralytics
+
+    root = tmp_path_factory.mktemp("yolo_folder")
+    import_ultralytics(root / "ultralytics_config")
+    from ultralytics.nn.tasks import SegmentationModel
+
+    method = registry.create_method("yolov8_sam", smoke_dataset.class_names, preset="smoke")
+    method._set_yolo(SegmentationModel("yolov8n-seg.yaml", nc=len(smoke_dataset.class_names), verbose=False))
+    method._image_size = 64
+    method._set_sam(seed=0)
+    method._sam_state = {k: v.clone() for k, v in method._refiner.predictor.model.state_dict().items()}
+    return method.save(root / "model")
+
+
+def _copy_with_architecture(folder: Path, target: Path, edit) -> Path:
+    """``folder`` copied to ``target`` with its stored YOLO architecture edited, the hashes recomputed."""
+    import shutil
+
+    shutil.copytree(folder, target)
+    doc = json.loads((target / STATE_FILE).read_text())
+    edit(doc["state"]["yolo_architecture"], target)
+    _rewrite(target, STATE_FILE, json.dumps(doc).encode())
+    return target
+
+
+def _marker_code(marker: Path) -> str:
+    return f"__import__('pathlib').Path({str(marker)!r}).touch()"
+
+
+def _set_yaml(field: str, value):
+    def edit(architecture: dict, folder: Path) -> None:
+        architecture["yaml"][field] = value(folder) if callable(value) else value
+    return edit
+
+
+def _replace_layer(architecture: dict, folder: Path) -> None:
+    # A layer name that ultralytics would look up in its module globals, with attacker-chosen arguments.
+    architecture["yaml"]["head"][0] = [-1, 1, "torch", [_marker_code(folder.parent / "marker")]]
+
+
+def _set_arch(field: str, value):
+    def edit(architecture: dict, folder: Path) -> None:
+        architecture[field] = value
+    return edit
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (_set_yaml("activation", lambda f: _marker_code(f.parent / "marker")), r"field 'activation' differs"),
+    (_set_yaml("activation", "nn.ReLU()"), r"field 'activation' differs"),
+    (_replace_layer, r"field 'head' differs"),
+    (_set_yaml("scales", {"n": [1.0, 2.0, 4096]}), r"multiples of scale 'n' differ"),
+    (_set_yaml("scale", "x"), r"not ultralytics' yolov8n-seg \(scale 'x'\)"),
+    (_set_yaml("depth_multiple", 3.0), r"field 'depth_multiple' differs"),
+    (_set_arch("head_source_nc", 10**9), r"head_source_nc must be a class count in 1\.\.1000"),
+    (_set_arch("stride", ["8"]), r"stride must be a list of numbers"),
+    (lambda a, f: a.clear(), r"yolo_architecture must be a mapping"),
+])
+def test_a_crafted_yolo_architecture_is_refused_and_runs_nothing(edit, message, yolo_folder, tmp_path):
+    folder = _copy_with_architecture(yolo_folder, tmp_path / "model", edit)
+    with pytest.raises(ModelFolderError, match=message) as info:
+        AnomalyMethod.load(folder)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "marker").exists(), "a string from the model folder ran as code"
+
+
+def test_cli_predict_refuses_a_yolo_folder_that_would_run_code(yolo_folder, tmp_path, smoke_dataset):
+    from typer.testing import CliRunner
+
+    from scrapbench.cli import app
+
+    folder = _copy_with_architecture(yolo_folder, tmp_path / "model",
+                                     _set_yaml("activation", lambda f: _marker_code(f.parent / "marker")))
+    (tmp_path / "images").mkdir()
+    Image.fromarray(smoke_dataset.test[0].image).save(tmp_path / "images" / "a.png")
+    result = CliRunner().invoke(app, ["predict", str(folder), str(tmp_path / "images"), "--out", str(tmp_path / "out"),
+                                      "--threshold", "0.5", "--patch-size", "32", "--no-progress"])
+    assert result.exit_code == 2, result.output
+    assert "not ultralytics' yolov8n-seg" in "".join(result.output.split("\n"))
+    assert not (tmp_path / "marker").exists(), "a string from the model folder ran as code"
+
+
+def test_a_yolo_folder_rebuilds_from_the_shipped_yaml_not_the_working_directory(yolo_folder, tmp_path, monkeypatch):
+    """A ``yolov8-seg.yaml`` in the working directory is what ultralytics' name lookup would prefer."""
+    (tmp_path / "yolov8-seg.yaml").write_text("nc: 3\nactivation: " + _marker_code(tmp_path / "marker") + "\n")
+    monkeypatch.chdir(tmp_path)
+    loaded = AnomalyMethod.load(yolo_folder)
+    assert isinstance(loaded._yolo, torch.nn.Module)
+    assert not (tmp_path / "marker").exists()

@@ -5,7 +5,7 @@
     ROOT/{train,test}/masks/<stem>.png  # uint8 class indices; missing = all normal
 
 Everything is checked when the dataset is opened, so that a run never dies half-way on a bad file:
-every image and mask is decoded completely once (see :mod:`scrapbench.datasets.filecheck`), mask
+every image and mask is decoded completely once (see :mod:`scrapbench.datasets.io.filecheck`), mask
 sizes and values are checked, and the images of a split must share one size. The same pass hashes
 every file into :attr:`Dataset.fingerprint`. Pixels are decoded again lazily when a method asks.
 """
@@ -21,9 +21,9 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from scrapbench.datasets.cache import default_cache_dir
-from scrapbench.datasets.filecheck import FileFacts, check_files, check_one_size
-from scrapbench.datasets.imageio import read_image, read_mask
+from scrapbench.datasets.io.cache import default_cache_dir
+from scrapbench.datasets.io.filecheck import FileFacts, check_files, check_one_size
+from scrapbench.datasets.io.images import read_image, read_mask
 from scrapbench.datasets.types import Dataset, DatasetError, Sample, Split
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -189,12 +189,12 @@ def write_folder_dataset(
 ) -> Path:
     """Write samples in the on-disk format, atomically: a half-written folder never appears at ``out``.
 
-    ``out`` follows the output rule of :mod:`scrapbench.outdir`: an existing non-empty folder is
+    ``out`` follows the output rule of :mod:`scrapbench.storage.outdir`: an existing non-empty folder is
     replaced only if scrapbench wrote it, and never when it overlaps ``inputs``. ``keep_existing``:
     if ``out`` appears while we write (another process filling a cache), keep it. ``finish(folder)``
     may add files to the folder before it is published.
     """
-    from scrapbench.outdir import staged_output
+    from scrapbench.storage.outdir import staged_output
 
     out = Path(out)
     class_names = check_class_names(list(class_names), f"writing {out}")

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from scrapbench.datasets.cache import default_cache_dir
+from scrapbench.datasets.io.cache import default_cache_dir
 from scrapbench.datasets.records import check_records, concat_splits, records_fingerprint, records_split
 from scrapbench.datasets.resolve import benchmark_categories, parse_benchmark_spec
 from scrapbench.datasets.types import Dataset, DatasetError, Split
@@ -55,12 +55,12 @@ def cross_dataset_training(spec: str, show_progress: bool | None = None, use_cac
     parts, manifest = [], {}
     for category in categories:
         if parsed.kind == "mvtec":
-            from scrapbench.datasets.mvtec import category_dir, mvtec_records
+            from scrapbench.datasets.public.mvtec import category_dir, mvtec_records
 
             folder = category_dir(parsed.root, category)
             records = mvtec_records(folder)[0]["test"]
         else:
-            from scrapbench.datasets.visa import read_split_file
+            from scrapbench.datasets.public.visa import read_split_file
 
             folder = Path(parsed.root) / category
             records = read_split_file(parsed.root)[category]["test"]

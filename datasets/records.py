@@ -2,7 +2,7 @@
 
 The MVTec AD and VisA readers only list files: one :class:`ImageRecord` per image (its path, its
 mask's path, its label). Everything else is here, once, through the same file checks as dataset
-folders (:mod:`scrapbench.datasets.filecheck`): every image and mask is read once, hashed and
+folders (:mod:`scrapbench.datasets.io.filecheck`): every image and mask is read once, hashed and
 decoded fully before any method runs (16-bit images, the pixel limit and remembered checks work as
 for folders), masks are binarised (any value > 0 is anomalous: MVTec AD stores 0/255, VisA small
 non-zero values) and take the record's class index, every error names the file, and the dataset's
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from scrapbench.datasets.filecheck import FileFacts, check_files, check_one_size
-from scrapbench.datasets.imageio import decode_mask, read_image
+from scrapbench.datasets.io.filecheck import FileFacts, check_files, check_one_size
+from scrapbench.datasets.io.images import decode_mask, read_image
 from scrapbench.datasets.types import DatasetError, Sample, Split
 
 

@@ -60,11 +60,11 @@ def parse_benchmark_spec(spec: str) -> BenchmarkSpec | None:
 def benchmark_categories(spec: BenchmarkSpec) -> list[str]:
     """The categories that ``spec`` picks, checked against those present under its root."""
     if spec.kind == "mvtec":
-        from scrapbench.datasets.mvtec import mvtec_categories
+        from scrapbench.datasets.public.mvtec import mvtec_categories
 
         available = mvtec_categories(spec.root)
     else:
-        from scrapbench.datasets.visa import visa_categories
+        from scrapbench.datasets.public.visa import visa_categories
 
         available = visa_categories(spec.root)
     unknown = [name for name in spec.categories if name not in available]
@@ -95,14 +95,14 @@ def load_dataset(spec: str, preset: str = "cpu", seed: int = 0, cache_dir: str |
             raise DatasetError(f"{spec}: names {len(categories)} categories; open them with load_datasets, "
                                f"or pick one with {parsed.kind}:ROOT#category")
         if parsed.kind == "mvtec":
-            from scrapbench.datasets.mvtec import read_mvtec_category
+            from scrapbench.datasets.public.mvtec import read_mvtec_category
 
             return read_mvtec_category(parsed.root, categories[0], per_defect_type, show_progress)
-        from scrapbench.datasets.visa import read_visa_category
+        from scrapbench.datasets.public.visa import read_visa_category
 
         return read_visa_category(parsed.root, categories[0], per_defect_type, show_progress)
     if spec == "synthetic":
-        from scrapbench.datasets.synthetic import SYNTHETIC_PRESETS, synthetic_dataset
+        from scrapbench.datasets.synthetic.generator import SYNTHETIC_PRESETS, synthetic_dataset
 
         if preset not in SYNTHETIC_PRESETS:
             raise DatasetError(f"no synthetic size for preset {preset!r}; known: {sorted(SYNTHETIC_PRESETS)}")

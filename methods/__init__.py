@@ -1,11 +1,11 @@
 """Built-in method plugins, registered lazily: a module is imported only when its method is used.
 
-To add a method, write one module with an :class:`~scrapbench.method.AnomalyMethod` subclass and
+To add a method, write one module with an :class:`~scrapbench.core.method.AnomalyMethod` subclass and
 either list it here, decorate it with ``@register_method`` or expose it through the
 ``scrapbench.methods`` entry-point group of your own package.
 """
 
-from scrapbench.registry import ABLATION, TABLE2, MethodSpec
+from scrapbench.core.registry import ABLATION, TABLE2, MethodSpec
 
 BUILTIN: tuple[MethodSpec, ...] = (
     MethodSpec("winclip", "scrapbench.methods.winclip:WinCLIP",

@@ -34,20 +34,20 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from scrapbench.core.method import AnomalyMethod, FitContext, LearningType
+from scrapbench.core.precision import autocast, check_precision, full_precision
 from scrapbench.datasets.types import Split
-from scrapbench.method import AnomalyMethod, FitContext, LearningType
-from scrapbench.methods.clip_backbone import (
+from scrapbench.methods.common.clip_backbone import (
     load_clip_resized,
     preprocess_images,
     project_tokens,
     upsample_maps,
 )
-from scrapbench.methods.clip_loader import ChosenBatches, ResizedSamples, batch_loader, device_batch
-from scrapbench.methods.prompt_learner import ANOMALY_PROMPT, NORMAL_PROMPT, PromptLearner
-from scrapbench.methods.smoothing import gaussian_filter, resize_each
-from scrapbench.methods.vv_attention import vv_layer_tokens
-from scrapbench.precision import autocast, check_precision, full_precision
-from scrapbench.seeding import seed_everything
+from scrapbench.methods.common.clip_loader import ChosenBatches, ResizedSamples, batch_loader, device_batch
+from scrapbench.methods.common.map_ops import gaussian_filter, resize_each
+from scrapbench.methods.common.prompt_learner import ANOMALY_PROMPT, NORMAL_PROMPT, PromptLearner
+from scrapbench.methods.common.vv_attention import vv_layer_tokens
+from scrapbench.run.seeding import seed_everything
 
 IMAGE_SCORES = ("class_token", "map_max")
 
@@ -286,7 +286,7 @@ class AnomalyCLIP(AnomalyMethod):
         for start in range(0, len(images), self.config.predict_batch_size):
             batch = images[start : start + self.config.predict_batch_size]
             layers, cls_scores = self._infer(batch)
-            # On the device: scipy's Gaussian (methods/smoothing.py), then each image's own size.
+            # On the device: scipy's Gaussian (methods/common/map_ops.py), then each image's own size.
             summed = gaussian_filter(layers.sum(dim=1), self.config.gaussian_sigma)
             for amap, cls_score in zip(resize_each(summed, [image.shape[:2] for image in batch]),
                                        cls_scores.tolist(), strict=True):

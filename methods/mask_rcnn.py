@@ -36,17 +36,22 @@ from torchvision.models.detection.mask_rcnn import MaskRCNN_ResNet50_FPN_Weights
 from torchvision.ops.misc import FrozenBatchNorm2d
 from tqdm.auto import tqdm
 
+from scrapbench.core.method import AnomalyMethod, FitContext, LearningType, WeightsError
+from scrapbench.core.precision import autocast, check_precision
 from scrapbench.datasets.types import Split
-from scrapbench.method import AnomalyMethod, FitContext, LearningType, WeightsError
-from scrapbench.methods.checkpoints import WeightCheck, checkpoint_format, read_state_dict, require_state_dict_fits
-from scrapbench.methods.checksums import checksum_from_url, checksum_verdict, file_digest
-from scrapbench.methods.instances import (
+from scrapbench.methods.common.checkpoints import (
+    WeightCheck,
+    checkpoint_format,
+    read_state_dict,
+    require_state_dict_fits,
+)
+from scrapbench.methods.common.checksums import checksum_from_url, checksum_verdict, file_digest
+from scrapbench.methods.common.instances import (
     detections_to_anomaly_map,
     detections_to_class_maps,
     mask_to_instances,
     training_indices,
 )
-from scrapbench.precision import autocast, check_precision
 
 COCO_WEIGHTS = MaskRCNN_ResNet50_FPN_Weights.COCO_V1
 COCO_CHECKSUM = checksum_from_url(COCO_WEIGHTS.url)  # SHA-256 prefix in torchvision's file name

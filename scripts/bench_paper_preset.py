@@ -79,7 +79,7 @@ class _Peak:
     def __enter__(self) -> _Peak:
         import torch
 
-        from scrapbench.environment import PeakMemory
+        from scrapbench.run.environment import PeakMemory
 
         if self.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
@@ -119,7 +119,7 @@ def bare_forwards(model_name: str, size: int, batch: int, device: str) -> dict[s
     own ``visual(pixels)`` (``open_clip``), on a random batch; call them inside ``inference(...)``."""
     import torch
 
-    from scrapbench.methods.clip_backbone import layer_tokens, load_clip_resized, project_tokens
+    from scrapbench.methods.common.clip_backbone import layer_tokens, load_clip_resized, project_tokens
 
     visual = load_clip_resized(model_name, None, size, device).visual.eval()
     pixels = torch.randn(batch, 3, size, size, device=device)
@@ -156,8 +156,8 @@ def measure_roofline(device: str, precision: str, batch: int, repeats: int) -> d
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
-    from scrapbench.methods.clip_backbone import layer_tokens, load_clip_resized, project_tokens
-    from scrapbench.precision import inference
+    from scrapbench.core.precision import inference
+    from scrapbench.methods.common.clip_backbone import layer_tokens, load_clip_resized, project_tokens
 
     visual = load_clip_resized("ViT-L-14-336-quickgelu", None, 518, device).visual.eval()
     pixels = torch.randn(batch, 3, 518, 518, device=device)
@@ -215,7 +215,7 @@ def measure_roofline(device: str, precision: str, batch: int, repeats: int) -> d
 
 def _method(name: str, precision: str, batch: int):
     """The paper configuration with random weights and ``batch`` images per forward at test time."""
-    from scrapbench.registry import create_method
+    from scrapbench.core.registry import create_method
 
     method = create_method(name, CLASSES, "paper", {**RANDOM_WEIGHTS[name], "predict_batch_size": batch})
     method.precision = precision
@@ -226,8 +226,8 @@ def _prepare_for_predict(method: Any, name: str, device: str, precision: str) ->
     """Make a random-weight method ready to predict, as fit would leave it; returns notes."""
     import numpy as np
 
+    from scrapbench.core.method import FitContext
     from scrapbench.datasets.types import Sample, Split
-    from scrapbench.method import FitContext
 
     if name in ("anomalyclip",):
         method.to_device(device)
@@ -252,7 +252,7 @@ def _prepare_for_predict(method: Any, name: str, device: str, precision: str) ->
     if name in ("yolov8_sam", "yolo11_sam"):
         import tempfile
 
-        from scrapbench.methods.yolo_offline import import_ultralytics, third_party_output
+        from scrapbench.methods.yolo_sam.offline import import_ultralytics, third_party_output
 
         work = Path(tempfile.mkdtemp(prefix="bench-yolo-"))
         method._device, method._config_dir, method._log_path = device, work, work / "ultralytics.log"
@@ -284,7 +284,7 @@ def measure_method(name: str, device: str, precision: str, images: int, batch: i
                               "predict_peak_mb": peak.mb, **notes}
     bare: dict[str, list[float]] = {}
     if name in ENCODERS:
-        from scrapbench.precision import inference
+        from scrapbench.core.precision import inference
 
         model_name, size = ENCODERS[name]
         bare_batch = min(batch, images)
@@ -369,7 +369,7 @@ def train_ours(method: Any, device: str, precision: str, cap: int | None) -> dic
     import schedulefree
     import torch
 
-    from scrapbench.precision import autocast, grad_scaler
+    from scrapbench.core.precision import autocast, grad_scaler
 
     c = method.config
     model = method.model.train()
@@ -429,7 +429,7 @@ def train_yolo(method: Any, device: str, precision: str, cap: int | None) -> dic
     from ultralytics import YOLO
     from ultralytics.cfg import get_cfg
 
-    from scrapbench.methods.yolo_offline import third_party_output
+    from scrapbench.methods.yolo_sam.offline import third_party_output
 
     c = method.config
     with third_party_output(method._log_path, False):  # a fresh model: prediction fused conv and batch norm
@@ -470,7 +470,7 @@ TRAIN_STEPS = {"anomalyclip": train_anomalyclip, "ours": train_ours, "mask_rcnn"
 def worker(args: argparse.Namespace) -> None:
     import torch
 
-    from scrapbench.precision import resolve_precision
+    from scrapbench.core.precision import resolve_precision
 
     torch.manual_seed(0)
     precision = resolve_precision(args.precision, args.device)
@@ -561,7 +561,7 @@ def main() -> None:
         worker(args)
         return
 
-    from scrapbench.precision import resolve_precision
+    from scrapbench.core.precision import resolve_precision
 
     precision = resolve_precision(args.precision, args.device)
     report = json.loads(args.out.read_text()) if args.out.is_file() else {}

@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO / "tests"))  # the fabricator the tests use
 
 from public_layouts import write_mvtec  # noqa: E402
 
-from scrapbench.datasets.mvtec import mvtec_categories, read_mvtec_category  # noqa: E402
+from scrapbench.datasets.public.mvtec import mvtec_categories, read_mvtec_category  # noqa: E402
 from scrapbench.datasets.resolve import expand_dataset_spec, load_dataset  # noqa: E402
 
 CATEGORIES = 15

@@ -33,8 +33,8 @@ SETTINGS = {"cpu_preset": ("cpu", {}, 128), "paper_architecture": ("paper", {"cl
 
 def _per_window_seconds(method, image: np.ndarray) -> float:
     """Seconds to embed every window of one image, one window per ViT forward."""
-    from scrapbench.methods.clip_backbone import embed_patches, preprocess_images
-    from scrapbench.methods.winclip_scores import _window_embeddings
+    from scrapbench.methods.common.clip_backbone import embed_patches, preprocess_images
+    from scrapbench.methods.winclip.scores import _window_embeddings
 
     visual = method._clip.visual
     with torch.inference_mode():
@@ -48,7 +48,7 @@ def _per_window_seconds(method, image: np.ndarray) -> float:
 
 
 def measure(setting: str, images: int) -> dict:
-    from scrapbench.registry import create_method
+    from scrapbench.core.registry import create_method
 
     preset, overrides, side = SETTINGS[setting]
     rng = np.random.default_rng(0)

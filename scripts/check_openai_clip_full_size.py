@@ -27,9 +27,9 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from official_formats import write_openai_torchscript  # noqa: E402
 
-from scrapbench.methods.checkpoints import read_torchscript_state_dict  # noqa: E402
-from scrapbench.methods.checksums import file_digest  # noqa: E402
-from scrapbench.methods.clip_weights import load_clip  # noqa: E402
+from scrapbench.methods.common.checkpoints import read_torchscript_state_dict  # noqa: E402
+from scrapbench.methods.common.checksums import file_digest  # noqa: E402
+from scrapbench.methods.common.clip_weights import load_clip  # noqa: E402
 
 
 def main() -> None:

@@ -61,7 +61,7 @@ MEASURED = {
 # -- measure -------------------------------------------------------------------------------------
 
 def _dataset(cache: Path):
-    from scrapbench.datasets.synthetic import SYNTHETIC_PRESETS, split_by_ratio, synthetic_dataset
+    from scrapbench.datasets.synthetic.generator import SYNTHETIC_PRESETS, split_by_ratio, synthetic_dataset
 
     config = replace(SYNTHETIC_PRESETS["paper"], name="paper-grid-probe", train_normal=10,
                      train_anomalous=split_by_ratio(MEASURED_TRAIN), test_normal=1, test_anomalous=(1, 0, 0))
@@ -82,9 +82,9 @@ def measure_one(name: str, cache: Path) -> dict:
     """Fit (1 and 2 epochs) and predict one method, in this process."""
     import torch
 
-    from scrapbench.method import FitContext
-    from scrapbench.registry import build_config, create_method
-    from scrapbench.seeding import seed_everything
+    from scrapbench.core.method import FitContext
+    from scrapbench.core.registry import build_config, create_method
+    from scrapbench.run.seeding import seed_everything
 
     _, settings, per_epoch = MEASURED[name]
     data = _dataset(cache)
@@ -150,7 +150,7 @@ def run_costs(costs: dict, tflops: float) -> list[dict]:
         cpu_predict = cost["predict_s_per_image"] * TEST_IMAGES
         gpu_predict = cost["predict_flops_per_image"] * TEST_IMAGES / rate
         for method in registered:
-            copied = _seed_independent(method)  # seeds after the first copy its run (scrapbench.seed_reuse)
+            copied = _seed_independent(method)  # seeds after the first copy its run (scrapbench.run.seed_reuse)
             for seed in range(SEEDS):
                 share = 0.0 if copied and seed > 0 else 1.0
                 runs.append({"method": method, "seed": seed, "cpu_fit_s": share * cpu_fit,
@@ -160,7 +160,7 @@ def run_costs(costs: dict, tflops: float) -> list[dict]:
 
 
 def _seed_independent(method: str) -> bool:
-    from scrapbench.registry import build_config, get_spec
+    from scrapbench.core.registry import build_config, get_spec
 
     return get_spec(method).load_class().seed_independent(build_config(method, "paper"))
 

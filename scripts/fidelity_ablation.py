@@ -26,17 +26,17 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-# Sleeping OpenMP threads, as `scrapbench` sets (benchmark/cli.py): spinning ones make every small torch op wait
+# Sleeping OpenMP threads, as `scrapbench` sets (benchmark/cli/main.py): spinning ones make every small torch op wait
 # on a loaded machine. Before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 
+from scrapbench.core.method import FitContext
+from scrapbench.core.registry import create_method
 from scrapbench.datasets import load_dataset
-from scrapbench.method import FitContext
 from scrapbench.metrics import PixelMetrics, paired_bootstrap
-from scrapbench.registry import create_method
-from scrapbench.seeding import seed_everything
+from scrapbench.run.seeding import seed_everything
 
 TRAIN_VARIANTS = {
     "images": {"class_balance_counts": "images", "class_balance_beta": None},

@@ -9,7 +9,7 @@ import pytest
 # Tests never reach the network: weights must come from files the tests write themselves.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("YOLO_OFFLINE", "1")
-# Sleeping (not spinning) OpenMP threads: see benchmark/cli.py; set before torch is imported.
+# Sleeping (not spinning) OpenMP threads: see benchmark/cli/main.py; set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
@@ -33,7 +33,7 @@ def clip_checkpoint(tmp_path_factory):
     """A tiny random CLIP saved the way users save open_clip weights: (path, state_dict)."""
     import torch
 
-    from scrapbench.methods.clip_backbone import load_clip
+    from scrapbench.methods.common.clip_backbone import load_clip
 
     model = load_clip("scrapbench-vit-tiny", None, 64, init_seed=123).model
     path = tmp_path_factory.mktemp("weights") / "tiny_clip.pt"

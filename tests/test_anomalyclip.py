@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from scrapbench.method import FitContext, WeightsError
+from scrapbench.core.method import FitContext, WeightsError
+from scrapbench.core.registry import create_method
 from scrapbench.methods.anomalyclip import dice_loss, focal_loss
-from scrapbench.methods.clip_backbone import layer_tokens, load_clip, preprocess_images, project_tokens
-from scrapbench.methods.vv_attention import vv_layer_tokens
-from scrapbench.registry import create_method
-from scrapbench.seeding import seed_everything
+from scrapbench.methods.common.clip_backbone import layer_tokens, load_clip, preprocess_images, project_tokens
+from scrapbench.methods.common.vv_attention import vv_layer_tokens
+from scrapbench.run.seeding import seed_everything
 
 CLASSES = ("motor", "cable", "spray_can")
 
@@ -161,7 +161,7 @@ def test_training_masks_are_resized_bilinearly_and_thresholded():
     from PIL import Image
 
     from scrapbench.datasets.types import Sample, Split
-    from scrapbench.methods.clip_loader import ResizedSamples
+    from scrapbench.methods.common.clip_loader import ResizedSamples
 
     method = create_method("anomalyclip", CLASSES, preset="smoke")
     mask = np.zeros((256, 200), np.uint8)

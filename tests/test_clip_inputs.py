@@ -12,7 +12,7 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from PIL import Image
 from torchvision.transforms import v2
 
-from scrapbench.methods.clip_backbone import (
+from scrapbench.methods.common.clip_backbone import (
     interpolate_positions,
     load_clip,
     load_clip_resized,

@@ -32,16 +32,16 @@ from open_clip.openai import load_openai_model
 from open_clip.pretrained import _pcfg
 from open_clip.transformer import QuickGELU
 
-from scrapbench.method import WeightsError
-from scrapbench.methods.checksums import checksum_verdict, file_digest
-from scrapbench.methods.clip_weights import (
+from scrapbench.core.method import WeightsError
+from scrapbench.core.registry import build_config, create_method
+from scrapbench.methods.common.checksums import checksum_verdict, file_digest
+from scrapbench.methods.common.clip_weights import (
     ClipWeights,
     clip_architecture,
     load_clip,
     native_state_shapes,
     resolve_clip_weights,
 )
-from scrapbench.registry import build_config, create_method
 
 
 @pytest.fixture(scope="module")

@@ -18,11 +18,11 @@ from torchvision.models.detection._utils import overwrite_eps
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 import scrapbench.methods.mask_rcnn as mask_rcnn_module
-from scrapbench.method import WeightsError
-from scrapbench.methods.checksums import PublishedChecksum, file_digest
-from scrapbench.methods.sam_refiner import SAM_ARCHITECTURES, SamArchitecture, _assemble, build_sam, inspect_sam
-from scrapbench.methods.yolo_weights import pickled_classes, verify_yolo_checkpoint
-from scrapbench.registry import create_method
+from scrapbench.core.method import WeightsError
+from scrapbench.core.registry import create_method
+from scrapbench.methods.common.checksums import PublishedChecksum, file_digest
+from scrapbench.methods.common.sam_refiner import SAM_ARCHITECTURES, SamArchitecture, _assemble, build_sam, inspect_sam
+from scrapbench.methods.yolo_sam.weights import pickled_classes, verify_yolo_checkpoint
 
 
 # -- Segment Anything ----------------------------------------------------------------------------------
@@ -148,7 +148,7 @@ def test_mask_rcnn_checkpoint_problems_are_named(tmp_path):
 @pytest.fixture(scope="module")
 def yolo_files(tmp_path_factory):
     """``yolov8x-seg.pt`` / ``yolo11x-seg.pt`` containers, written by ultralytics itself (n scale: small)."""
-    from scrapbench.methods.yolo_offline import import_ultralytics
+    from scrapbench.methods.yolo_sam.offline import import_ultralytics
 
     folder = tmp_path_factory.mktemp("yolo")
     import_ultralytics(folder / "config")
@@ -213,6 +213,6 @@ def test_a_crafted_yolo_checkpoint_is_never_unpickled(tmp_path, smoke_dataset):
 
 
 def _context(workdir: Path, classes):
-    from scrapbench.method import FitContext
+    from scrapbench.core.method import FitContext
 
     return FitContext(seed=0, device="cpu", workdir=workdir, class_names=tuple(classes), show_progress=False)

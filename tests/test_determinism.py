@@ -12,7 +12,7 @@ import warnings
 import pytest
 import torch
 
-from scrapbench.seeding import NondeterminismMonitor, seed_everything
+from scrapbench.run.seeding import NondeterminismMonitor, seed_everything
 
 _RUNS_SCRIPT = textwrap.dedent("""
     import hashlib, json, sys
@@ -20,7 +20,7 @@ _RUNS_SCRIPT = textwrap.dedent("""
 
     import numpy as np
     from scrapbench.datasets import load_dataset
-    from scrapbench.runner import RunOptions, run_one
+    from scrapbench.run.lifecycle import RunOptions, run_one
 
     cache, out, methods = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3].split(",")
     data = load_dataset("synthetic", preset="smoke", seed=0, cache_dir=cache)
@@ -83,7 +83,7 @@ def test_seed_everything_asks_every_backend_for_deterministic_kernels():
 
 
 def test_ultralytics_training_leaves_the_determinism_flags_as_they_were(tmp_path):
-    from scrapbench.methods.yolo_offline import import_ultralytics, restored_torch_state
+    from scrapbench.methods.yolo_sam.offline import import_ultralytics, restored_torch_state
 
     import_ultralytics(tmp_path / "config")
     from ultralytics.utils.torch_utils import init_seeds, unset_deterministic

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-from scrapbench.methods.clip_backbone import load_clip, preprocess_images
-from scrapbench.methods.prompt_learner import PromptLearner, _TextTower
-from scrapbench.registry import create_method
+from scrapbench.core.registry import create_method
+from scrapbench.methods.common.clip_backbone import load_clip, preprocess_images
+from scrapbench.methods.common.prompt_learner import PromptLearner, _TextTower
 
 fake_tensor = pytest.importorskip("torch._subclasses.fake_tensor")  # private torch API: skip if it moves
 

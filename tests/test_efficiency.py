@@ -10,16 +10,16 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from PIL import Image
 from scipy import ndimage
 
-from scrapbench.method import FitContext
-from scrapbench.methods.clip_backbone import (
+from scrapbench.core.method import FitContext
+from scrapbench.core.registry import create_method
+from scrapbench.methods.common.clip_backbone import (
     load_clip,
     preprocess_images,
     run_block,
     run_block_first_token,
 )
-from scrapbench.methods.smoothing import gaussian_filter
-from scrapbench.methods.vv_attention import block_with_vv, vv_attention
-from scrapbench.registry import create_method
+from scrapbench.methods.common.map_ops import gaussian_filter
+from scrapbench.methods.common.vv_attention import block_with_vv, vv_attention
 
 CLASSES = ("motor", "cable", "spray_can")
 
@@ -116,7 +116,7 @@ def test_windows_of_several_images_in_one_batch_give_the_per_image_maps(smoke_da
 
 
 def test_training_batches_are_the_same_with_loader_workers(smoke_dataset):
-    from scrapbench.methods.clip_loader import ChosenBatches, ResizedSamples, batch_loader
+    from scrapbench.methods.common.clip_loader import ChosenBatches, ResizedSamples, batch_loader
 
     batches = [[3, 0, 7], [5, 1], [2, 6, 4]]
     loaded = []

@@ -9,12 +9,12 @@ import pytest
 from toy_method import ColourDistance
 from typer.testing import CliRunner
 
-from scrapbench import registry
-from scrapbench.cli import app
-from scrapbench.executors import ExecutorError, create_executor, executor_class
-from scrapbench.executors.local import LocalExecutor
-from scrapbench.runner import RunOptions, run_benchmark
-from scrapbench.shards import shard_bounds
+from scrapbench.cli.main import app
+from scrapbench.core import registry
+from scrapbench.run.executors import ExecutorError, create_executor, executor_class
+from scrapbench.run.executors.local import LocalExecutor
+from scrapbench.run.lifecycle import RunOptions, run_benchmark
+from scrapbench.run.shards import shard_bounds
 
 FILES = ("metrics.json", "per_image.csv", "maps.npz", "metrics_state.npz")
 

@@ -247,7 +247,7 @@ def test_fingerprint_covers_files_and_classes(root):
 
 
 def test_second_open_skips_decoding_unchanged_files(root, monkeypatch, tmp_path):
-    from scrapbench.datasets import filecheck
+    from scrapbench.datasets.io import filecheck
 
     cache = tmp_path / "cache"
     read_folder_dataset(root, cache_dir=cache)
@@ -279,7 +279,7 @@ def test_commands_report_a_huge_image_in_one_line(root, tmp_path):
     """run and evaluate (predict: tests/test_predict.py): one line naming the file, exit code 2, no traceback."""
     from typer.testing import CliRunner
 
-    from scrapbench.cli import app
+    from scrapbench.cli.main import app
 
     bad = root / "test" / "images" / "d.png"
     png_header_only(bad, 20000, 20000)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from toy_method import ColourDistance
 
-from scrapbench import registry
-from scrapbench.method import check_scores
-from scrapbench.runner import RunOptions, run_benchmark
+from scrapbench.core import registry
+from scrapbench.core.method import check_scores
+from scrapbench.run.lifecycle import RunOptions, run_benchmark
 
 
 class ScoredColourDistance(ColourDistance):
@@ -35,7 +35,7 @@ def _scores(result) -> dict[str, float]:
 
 
 def _ctx(tmp_path):
-    from scrapbench.method import FitContext
+    from scrapbench.core.method import FitContext
 
     return FitContext(seed=0, device="cpu", workdir=tmp_path / "fit", class_names=("motor", "cable", "spray_can"))
 

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 
 from scrapbench.datasets.types import Sample, Split
-from scrapbench.methods.instances import (
+from scrapbench.methods.common.instances import (
     detections_to_anomaly_map,
     detections_to_class_maps,
     instance_polygon,
     mask_to_instances,
     training_indices,
 )
-from scrapbench.methods.sam_refiner import box_masks
-from scrapbench.methods.yolo_dataset import yolo_label_lines
+from scrapbench.methods.common.sam_refiner import box_masks
+from scrapbench.methods.yolo_sam.dataset import yolo_label_lines
 
 
 def _mask() -> np.ndarray:

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from toy_method import ColourDistance, RecordingColourDistance
 
-from scrapbench import registry
-from scrapbench.lease import lease_path, try_lease, wait_for_lease
-from scrapbench.runner import RunOptions, plan_run, run_benchmark, run_one
+from scrapbench.core import registry
+from scrapbench.run.lease import lease_path, try_lease, wait_for_lease
+from scrapbench.run.lifecycle import RunOptions, plan_run, run_benchmark, run_one
 
 TESTS = Path(__file__).parent
 
@@ -26,9 +26,9 @@ import json, sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from toy_method import RecordingColourDistance
-from scrapbench import registry
+from scrapbench.core import registry
 from scrapbench.datasets import load_dataset
-from scrapbench.runner import RunOptions, run_benchmark
+from scrapbench.run.lifecycle import RunOptions, run_benchmark
 
 registry.add_spec(registry.MethodSpec("recorder", RecordingColourDistance, "records fits", ("table2",)))
 registry.add_spec(registry.MethodSpec("recorder_broken", RecordingColourDistance, "fails", ("table2",),
@@ -49,7 +49,7 @@ print(json.dumps([[r.method, r.seed, r.status, r.metrics] for r in results]))
 _HOLDER = """
 import sys, time
 from pathlib import Path
-from scrapbench.lease import try_lease
+from scrapbench.run.lease import try_lease
 run = Path(sys.argv[1])
 lease = try_lease(run)
 assert lease is not None

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from saved_folder import assert_holds_no_pickle
 
-from scrapbench.method import AnomalyMethod, FitContext, check_maps
-from scrapbench.registry import create_method, list_methods
-from scrapbench.seeding import seed_everything
+from scrapbench.core.method import AnomalyMethod, FitContext, check_maps
+from scrapbench.core.registry import create_method, list_methods
+from scrapbench.run.seeding import seed_everything
 
 METHOD_NAMES = [spec.name for spec in list_methods()]
 
@@ -48,8 +48,8 @@ def test_fit_predict_contract(name, smoke_dataset, test_images, tmp_path):
 @pytest.mark.parametrize("name", METHOD_NAMES)
 def test_presets_are_data(name):
     """smoke and cpu presets only override known fields; paper is the defaults plus the name's own fields."""
-    from scrapbench.method import config_to_dict
-    from scrapbench.registry import build_config, get_spec
+    from scrapbench.core.method import config_to_dict
+    from scrapbench.core.registry import build_config, get_spec
 
     spec = get_spec(name)
     cls = spec.load_class()

@@ -79,7 +79,7 @@ def test_nan_in_a_map_file_names_the_image(tmp_path):
 def test_cli_evaluate(tmp_path):
     from typer.testing import CliRunner
 
-    from scrapbench.cli import app
+    from scrapbench.cli.main import app
 
     maps, masks = make_set(43, n=6, size=16)
     map_dir, mask_dir = _write(tmp_path, maps - maps.min(), masks)

@@ -18,10 +18,10 @@ from PIL import Image
 from saved_folder import assert_holds_no_pickle
 from toy_method import ColourDistance
 
-from scrapbench import registry
-from scrapbench.method import AnomalyMethod, FitContext, ModelFolderError, config_to_dict
-from scrapbench.model_folder import METHOD_FILE, STATE_FILE, TENSORS_FILE, _file_record
-from scrapbench.state_io import join_state, split_state
+from scrapbench.core import registry
+from scrapbench.core.method import AnomalyMethod, FitContext, ModelFolderError, config_to_dict
+from scrapbench.storage.model_folder import METHOD_FILE, STATE_FILE, TENSORS_FILE, _file_record
+from scrapbench.storage.state_io import join_state, split_state
 
 
 class _Marker:
@@ -213,7 +213,7 @@ def test_load_on_a_subclass_checks_the_kind(smoke_dataset, tmp_path, toy_registe
 def test_cli_predict_refuses_a_crafted_folder_in_one_line(tmp_path):
     from typer.testing import CliRunner
 
-    from scrapbench.cli import app
+    from scrapbench.cli.main import app
 
     config = config_to_dict(registry.build_config("yolov8_sam", "smoke"))
     nested = {"yolo_model": pickle.dumps(_Marker(tmp_path / "marker")), "image_size": 64, "sam_state": None}
@@ -233,7 +233,7 @@ def test_cli_predict_refuses_a_crafted_folder_in_one_line(tmp_path):
 def test_yolo_fine_tuned_from_a_checkpoint_reloads_exactly(family, smoke_dataset, tmp_path):
     """Fine-tuning from an 80-class checkpoint widens the head's class branch beyond what the YAML at
     nc=3 builds; the reloaded model must still be the same network, without the checkpoint file."""
-    from scrapbench.methods.yolo_offline import import_ultralytics
+    from scrapbench.methods.yolo_sam.offline import import_ultralytics
 
     import_ultralytics(tmp_path / "ultralytics_config")
     from ultralytics import YOLO
@@ -272,7 +272,7 @@ def test_yolo_fine_tuned_from_a_checkpoint_reloads_exactly(family, smoke_dataset
 @pytest.fixture(scope="module")
 def yolo_folder(tmp_path_factory, smoke_dataset) -> Path:
     """A valid yolov8_sam model folder (random YOLO-n and tiny SAM; no training needed to attack it)."""
-    from scrapbench.methods.yolo_offline import import_ultralytics
+    from scrapbench.methods.yolo_sam.offline import import_ultralytics
 
     root = tmp_path_factory.mktemp("yolo_folder")
     import_ultralytics(root / "ultralytics_config")
@@ -340,7 +340,7 @@ def test_a_crafted_yolo_architecture_is_refused_and_runs_nothing(edit, message, 
 def test_cli_predict_refuses_a_yolo_folder_that_would_run_code(yolo_folder, tmp_path, smoke_dataset):
     from typer.testing import CliRunner
 
-    from scrapbench.cli import app
+    from scrapbench.cli.main import app
 
     folder = _copy_with_architecture(yolo_folder, tmp_path / "model",
                                      _set_yaml("activation", lambda f: _marker_code(f.parent / "marker")))

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from scrapbench.method import FitContext, WeightsError
-from scrapbench.methods.clip_backbone import preprocess_images
+from scrapbench.core.method import FitContext, WeightsError
+from scrapbench.core.registry import create_method
+from scrapbench.methods.common.clip_backbone import preprocess_images
 from scrapbench.methods.ours.losses import class_balanced_weights, dice_loss, focal_loss
 from scrapbench.methods.ours.method import random_dihedral
 from scrapbench.methods.ours.msm import MultiScaleMechanism, ScalePath, pool_tokens
-from scrapbench.registry import create_method
 
 CLASSES = ("motor", "cable", "spray_can")
 

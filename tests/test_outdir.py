@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from scrapbench.cli import app
-from scrapbench.outdir import (
+from scrapbench.cli.main import app
+from scrapbench.storage.outdir import (
     MARKER,
     OutputError,
     clean_stale_staging,
@@ -158,7 +158,7 @@ def test_guards_refuse_clearly(tmp_path):
 _LEAVE_STAGING = """
 import os, sys
 from pathlib import Path
-from scrapbench.outdir import _make_staging
+from scrapbench.storage.outdir import _make_staging
 staging = _make_staging(Path(sys.argv[1]))
 (staging / "half.png").write_bytes(b"x")
 print(staging)
@@ -171,7 +171,7 @@ def test_stale_staging_of_a_dead_writer_is_removed_a_live_one_and_foreign_ones_a
     dead = Path(subprocess.run([sys.executable, "-c", _LEAVE_STAGING, str(target)], capture_output=True, text=True,
                                check=True).stdout.strip())
     assert dead.is_dir()
-    from scrapbench.outdir import _make_staging
+    from scrapbench.storage.outdir import _make_staging
 
     live = _make_staging(target)  # ours, still running
     foreign = tmp_path / ".data.scrapbench-staging-1-abc"  # the name alone does not make it ours
@@ -182,8 +182,8 @@ def test_stale_staging_of_a_dead_writer_is_removed_a_live_one_and_foreign_ones_a
 
 
 def test_killed_synthetic_generation_is_cleaned_from_the_cache(tmp_path):
-    from scrapbench.datasets import synthetic
-    from scrapbench.datasets.synthetic import SYNTHETIC_PRESETS, cache_key, synthetic_dataset
+    from scrapbench.datasets.synthetic import generator as synthetic
+    from scrapbench.datasets.synthetic.generator import SYNTHETIC_PRESETS, cache_key, synthetic_dataset
 
     config = SYNTHETIC_PRESETS["smoke"]
     entry = tmp_path / "synthetic" / cache_key(config, 0)
@@ -196,7 +196,7 @@ def test_killed_synthetic_generation_is_cleaned_from_the_cache(tmp_path):
 
 
 def test_stale_staging_folders_of_older_versions_are_cleaned_from_the_cache(tmp_path):
-    from scrapbench.datasets.synthetic import SYNTHETIC_PRESETS, cache_key, synthetic_dataset
+    from scrapbench.datasets.synthetic.generator import SYNTHETIC_PRESETS, cache_key, synthetic_dataset
 
     config = SYNTHETIC_PRESETS["smoke"]
     key = cache_key(config, 0)

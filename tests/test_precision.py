@@ -10,10 +10,10 @@ import pytest
 import torch
 from toy_method import ColourDistance
 
-from scrapbench import registry
-from scrapbench.method import FitContext
-from scrapbench.precision import autocast, resolve_precision
-from scrapbench.runner import RunIdentityError, RunOptions, run_benchmark
+from scrapbench.core import registry
+from scrapbench.core.method import FitContext
+from scrapbench.core.precision import autocast, resolve_precision
+from scrapbench.run.lifecycle import RunIdentityError, RunOptions, run_benchmark
 
 
 def test_auto_is_float32_on_the_cpu():
@@ -77,7 +77,7 @@ def test_precision_is_part_of_the_identity_and_reaches_fit(smoke_dataset, tmp_pa
 def test_cli_refuses_an_unknown_precision_in_one_line(tmp_path):
     from typer.testing import CliRunner
 
-    from scrapbench.cli import app
+    from scrapbench.cli.main import app
 
     for command in (["run", "--methods", "winclip", "--preset", "smoke", "--out", str(tmp_path / "runs")],
                     ["predict", str(tmp_path / "model"), str(tmp_path), "--out", str(tmp_path / "o")]):

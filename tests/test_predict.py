@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from red_channel_method import RedChannel
 
-from scrapbench.predict import find_regions, predict_folder, predict_tiled, training_patch_size
+from scrapbench.run.predict_images import find_regions, predict_folder, predict_tiled, training_patch_size
 
 CLASSES = ("motor", "cable")
 
@@ -18,7 +18,7 @@ CLASSES = ("motor", "cable")
 @pytest.fixture(autouse=True)
 def red_channel_registered(monkeypatch):
     """A model folder names a registered method: register the test method for these tests only."""
-    from scrapbench import registry
+    from scrapbench.core import registry
 
     registry.list_methods()  # built-ins first, so that they are not loaded over the test entry
     monkeypatch.setitem(registry._REGISTRY, "red_channel", registry.MethodSpec("red_channel", RedChannel, "test"))
@@ -135,7 +135,7 @@ def test_training_patch_size_from_a_prepared_folder(tmp_path):
 def test_cli_predict(tmp_path):
     from typer.testing import CliRunner
 
-    from scrapbench.cli import app
+    from scrapbench.cli.main import app
 
     model_dir = _run_folder(tmp_path)
     images = tmp_path / "images"
@@ -153,7 +153,7 @@ def test_cli_predict_checks_every_image_first_and_fails_in_one_line(tmp_path):
     from test_folder import png_header_only
     from typer.testing import CliRunner
 
-    from scrapbench.cli import app
+    from scrapbench.cli.main import app
 
     model_dir = _run_folder(tmp_path)
     images = tmp_path / "images"

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scrapbench.datasets.annotations import decode_rle, read_coco, read_mask_folder
 from scrapbench.datasets.folder import read_folder_dataset
-from scrapbench.datasets.prepare import (
+from scrapbench.datasets.io.annotations import decode_rle, read_coco, read_mask_folder
+from scrapbench.datasets.prepare.roi import RoiFile, TextPromptedRoi, full_image_roi
+from scrapbench.datasets.prepare.tiling import (
     PrepareConfig,
     prepare_dataset,
     preview_rois,
@@ -20,7 +21,6 @@ from scrapbench.datasets.prepare import (
     tile_boxes,
     tile_starts,
 )
-from scrapbench.datasets.roi import RoiFile, TextPromptedRoi, full_image_roi
 from scrapbench.datasets.types import DatasetError
 
 CLASSES = ("motor", "cable")
@@ -346,9 +346,9 @@ def test_text_prompted_region_with_tiny_random_sam_and_clip(tmp_path):
     """Plumbing only: real SAM and CLIP code paths with tiny random weights loaded from files."""
     import torch
 
-    from scrapbench.datasets.roi import ClipTextScorer, sam_mask_generator
-    from scrapbench.method import WeightsError
-    from scrapbench.methods.sam_refiner import build_sam
+    from scrapbench.core.method import WeightsError
+    from scrapbench.datasets.prepare.roi import ClipTextScorer, sam_mask_generator
+    from scrapbench.methods.common.sam_refiner import build_sam
 
     checkpoint = tmp_path / "sam_tiny.pth"
     torch.save(build_sam("tiny", None, seed=0).model.state_dict(), checkpoint)
@@ -369,7 +369,7 @@ def test_text_prompted_region_with_tiny_random_sam_and_clip(tmp_path):
 def test_cli_prepare_and_its_errors(tmp_path):
     from typer.testing import CliRunner
 
-    from scrapbench.cli import app
+    from scrapbench.cli.main import app
 
     images, masks, _ = _mask_folder(tmp_path, n=4)
     runner = CliRunner()
@@ -480,7 +480,7 @@ def test_coco_masks_equal_pycocotools_decoding(tmp_path):
 def test_prepare_refuses_category_names_its_reader_would_refuse_before_writing(tmp_path, categories):
     from typer.testing import CliRunner
 
-    from scrapbench.cli import app
+    from scrapbench.cli.main import app
 
     ann = {"id": 4, "image_id": 1, "category_id": 3, "segmentation": [[2, 2, 6, 2, 6, 8]]}
     images, path = _coco(tmp_path, [ann], categories=categories)

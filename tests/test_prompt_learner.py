@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from scrapbench.methods.clip_backbone import load_clip
-from scrapbench.methods.prompt_learner import (
+from scrapbench.methods.common.clip_backbone import load_clip
+from scrapbench.methods.common.prompt_learner import (
     ANOMALY_PROMPT,
     NORMAL_PROMPT,
     PromptLearner,

@@ -8,10 +8,10 @@ from PIL import Image
 from public_layouts import SIZE, write_mvtec, write_visa
 
 from scrapbench.datasets import DatasetError, load_dataset
-from scrapbench.datasets.mvtec import read_mvtec_category
 from scrapbench.datasets.protocols import check_cross_dataset, cross_dataset_train, supervised_split
+from scrapbench.datasets.public.mvtec import read_mvtec_category
+from scrapbench.datasets.public.visa import read_visa_category
 from scrapbench.datasets.resolve import expand_dataset_spec, load_datasets, parse_benchmark_spec
-from scrapbench.datasets.visa import read_visa_category
 
 MVTEC = {
     "bottle": {"train": 3, "good": 2, "broken_large": 2, "contamination": 3},
@@ -140,7 +140,7 @@ def test_mvtec_bad_files_are_named(mvtec, case):
 
 
 def test_first_bad_file_in_order_is_reported_whatever_the_threads(mvtec):
-    from scrapbench.datasets.mvtec import category_dir, mvtec_records
+    from scrapbench.datasets.public.mvtec import category_dir, mvtec_records
     from scrapbench.datasets.records import validated_split
 
     root, _ = mvtec
@@ -170,7 +170,7 @@ def test_mvtec_masks_get_the_folder_checks(mvtec):
 
 def test_category_fingerprint_comes_from_the_file_check(mvtec, visa, monkeypatch):
     """The readers set the fingerprint in the same pass (no second decode) and remember checked files."""
-    from scrapbench.datasets import filecheck
+    from scrapbench.datasets.io import filecheck
 
     root, _ = mvtec
     first = read_mvtec_category(root, "bottle")

@@ -13,8 +13,8 @@ from public_layouts import write_mvtec, write_visa
 from toy_method import ColourDistance, SupervisedColourDistance
 from typer.testing import CliRunner
 
-from scrapbench import registry
-from scrapbench.cli import app
+from scrapbench.cli.main import app
+from scrapbench.core import registry
 
 MVTEC = {
     "bottle": {"train": 3, "good": 2, "broken_large": 2, "contamination": 3},
@@ -64,7 +64,7 @@ def _record(out, dataset, method, seed):
 # -- run + report, by value ---------------------------------------------------------------------------------------
 
 def test_mvtec_runs_per_category_and_reports_categories_and_their_mean_by_value(data, tmp_path):
-    from scrapbench.datasets.mvtec import read_mvtec_category
+    from scrapbench.datasets.public.mvtec import read_mvtec_category
 
     out = tmp_path / "runs"
     result = _run(f"mvtec:{data / 'mvtec'}", out, "toy,toy_supervised")
@@ -107,7 +107,7 @@ def test_mvtec_runs_per_category_and_reports_categories_and_their_mean_by_value(
 
 
 def test_supervised_methods_get_a_seeded_split_of_the_test_images(data, tmp_path):
-    from scrapbench.datasets.mvtec import read_mvtec_category
+    from scrapbench.datasets.public.mvtec import read_mvtec_category
 
     out = tmp_path / "runs"
     result = _run(f"mvtec:{data / 'mvtec'}#bottle", out, "toy_supervised")
@@ -161,7 +161,7 @@ def test_train_on_the_other_benchmark_is_recorded_and_never_pooled_with_other_tr
 
 def test_published_numbers_beside_the_measured_means(data, tmp_path, monkeypatch):
     """Toy methods under the baselines' names: WinCLIP (own train split) and AnomalyCLIP (trained on MVTec AD)."""
-    from scrapbench.published import published_for
+    from scrapbench.report.published import published_for
 
     monkeypatch.setitem(registry._REGISTRY, "winclip", registry.MethodSpec("winclip", ColourDistance, "toy",
                                                                             ("table2",), {"noise": 20.0}))
@@ -243,7 +243,8 @@ def test_report_selects_one_benchmark_or_one_category(data, tmp_path):
 
 
 def test_one_progress_bar_over_the_whole_grid(data, tmp_path, monkeypatch):
-    from scrapbench import categories, runner
+    from scrapbench.run import categories
+    from scrapbench.run import lifecycle as runner
 
     bars = []
 

@@ -6,14 +6,14 @@ import json
 from importlib import resources
 from pathlib import Path
 
-from scrapbench.published import METRICS, load_published, published_for, published_markdown
-from scrapbench.registry import get_spec
+from scrapbench.core.registry import get_spec
+from scrapbench.report.published import METRICS, load_published, published_for, published_markdown
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "published.md"
 
 
 def test_every_published_value_names_its_sources():
-    document = json.loads(resources.files("scrapbench").joinpath("published.json").read_text())
+    document = json.loads(resources.files("scrapbench.report").joinpath("published.json").read_text())
     rows = load_published()
     assert len(rows) == len(document["results"]) == 10
     for row in rows:

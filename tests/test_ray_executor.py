@@ -22,10 +22,10 @@ from toy_method import (  # noqa: E402
     SupervisedColourDistance,
 )
 
-from scrapbench import registry  # noqa: E402
-from scrapbench.executors.local import LocalExecutor  # noqa: E402
-from scrapbench.executors.ray_executor import RayExecutor  # noqa: E402
-from scrapbench.runner import RunOptions, run_benchmark  # noqa: E402
+from scrapbench.core import registry  # noqa: E402
+from scrapbench.run.executors.local import LocalExecutor  # noqa: E402
+from scrapbench.run.executors.ray_executor import RayExecutor  # noqa: E402
+from scrapbench.run.lifecycle import RunOptions, run_benchmark  # noqa: E402
 
 TESTS = Path(__file__).parent
 FILES = ("metrics.json", "per_image.csv", "maps.npz", "metrics_state.npz")
@@ -215,7 +215,7 @@ def test_a_worker_with_other_data_or_numerics_refuses_the_run(smoke_dataset, tmp
 
 
 def test_benchmark_categories_on_ray_equal_local_and_ship_what_the_driver_split(tmp_path, one_thread):
-    from scrapbench.categories import run_categories
+    from scrapbench.run.categories import run_categories
 
     write_mvtec(tmp_path / "mvtec", {"bottle": {"train": 3, "good": 2, "broken_large": 2, "contamination": 3},
                                      "metal_nut": {"train": 2, "good": 1, "bent": 2}})

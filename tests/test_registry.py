@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from scrapbench import registry
-from scrapbench.presets import resolve_preset
+from scrapbench.core import registry
+from scrapbench.core.presets import resolve_preset
 
 
 def test_all_is_table2_and_ablation_is_table3():

@@ -12,9 +12,9 @@ import pytest
 
 from scrapbench.datasets.fingerprint import dataset_fingerprint
 from scrapbench.metrics import PixelMetrics
-from scrapbench.report import breakdown_rows, build_report
-from scrapbench.report_figures import choose_examples, curve_arrays
-from scrapbench.tables import ReportError, collect_runs, summary_table, to_latex
+from scrapbench.report.dataset_report import breakdown_rows, build_report
+from scrapbench.report.figure_selection import choose_examples, curve_arrays
+from scrapbench.report.tables import ReportError, collect_runs, summary_table, to_latex
 
 # method → (suites, random_init, config, {seed: (auroc, aupro, ap, f1max)})
 RUNS = {
@@ -212,8 +212,8 @@ def test_report_of_real_runner_output(smoke_dataset, tmp_path, monkeypatch):
     """The runner's files (not hand-written ones) go through the whole report, figures and bootstrap included."""
     from toy_method import ColourDistance
 
-    from scrapbench import registry
-    from scrapbench.runner import RunOptions, run_benchmark
+    from scrapbench.core import registry
+    from scrapbench.run.lifecycle import RunOptions, run_benchmark
 
     monkeypatch.setenv("SCRAPBENCH_CACHE", str(tmp_path / "cache"))  # the qualitative figure reloads the data
     registry.list_methods()
@@ -276,7 +276,7 @@ def test_runs_without_an_identity_are_refused(small_runs, tmp_path):
 def test_failed_runs_are_listed_and_left_out(small_runs, tmp_path):
     from typer.testing import CliRunner
 
-    from scrapbench.cli import app
+    from scrapbench.cli.main import app
 
     failed = small_runs / "synthetic-seed0" / "smoke" / "ours" / "seed5"
     failed.mkdir()
@@ -306,7 +306,7 @@ def test_only_failed_runs_is_a_clear_error(tmp_path):
 def test_corrupt_records_are_named_without_a_traceback(small_runs, tmp_path):
     from typer.testing import CliRunner
 
-    from scrapbench.cli import app
+    from scrapbench.cli.main import app
 
     [metrics] = small_runs.glob("*/smoke/ours/seed1/metrics.json")
     metrics.write_text("{")

@@ -8,8 +8,8 @@ import os
 import pytest
 from toy_method import ColourDistance, LoadsWeightsWhenBuilt
 
-from scrapbench import registry
-from scrapbench.runner import RunIdentityError, RunOptions, run_benchmark
+from scrapbench.core import registry
+from scrapbench.run.lifecycle import RunIdentityError, RunOptions, run_benchmark
 
 
 @pytest.fixture(autouse=True)
@@ -82,7 +82,7 @@ def test_same_seed_same_numbers(smoke_dataset, tmp_path):
 def test_cli_run_and_resume(smoke_dataset, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from scrapbench.cli import app
+    from scrapbench.cli.main import app
 
     monkeypatch.setenv("SCRAPBENCH_CACHE", str(tmp_path / "cache"))
     args = ["run", "--methods", "toy", "--seeds", "2", "--preset", "smoke", "--out", str(tmp_path / "runs"),
@@ -152,7 +152,7 @@ def test_resume_refuses_other_data_under_the_same_name(smoke_dataset, tmp_path):
 def test_synthetic_folders_of_other_seeds_are_told_apart(tmp_path):
     """Two `scrapbench synth` folders of different seeds carry the same name; their runs must not mix."""
     from scrapbench.datasets.folder import read_folder_dataset
-    from scrapbench.datasets.synthetic import SYNTHETIC_PRESETS, write_synthetic
+    from scrapbench.datasets.synthetic.generator import SYNTHETIC_PRESETS, write_synthetic
 
     a = read_folder_dataset(write_synthetic(tmp_path / "s0", SYNTHETIC_PRESETS["smoke"], seed=0))
     b = read_folder_dataset(write_synthetic(tmp_path / "s1", SYNTHETIC_PRESETS["smoke"], seed=1))
@@ -210,7 +210,7 @@ def test_a_failed_run_replaces_nothing_until_it_is_complete(smoke_dataset, tmp_p
 def test_dataset_names_stay_inside_out(smoke_dataset, tmp_path):
     import dataclasses
 
-    from scrapbench.store import path_component
+    from scrapbench.storage.run_folder import path_component
 
     assert path_component("../../x") == "x" and path_component("/abs/path") == "abs-path"
     assert path_component("..") == "dataset" and path_component(".hidden") == "hidden"
@@ -230,7 +230,7 @@ def test_dataset_names_stay_inside_out(smoke_dataset, tmp_path):
 def _cli(*args):
     from typer.testing import CliRunner
 
-    from scrapbench.cli import app
+    from scrapbench.cli.main import app
 
     return CliRunner().invoke(app, [str(a) for a in args])
 

@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 import torch
 
-from scrapbench.method import FitContext, WeightsError
-from scrapbench.methods.sam_refiner import SamBoxRefiner, build_sam
-from scrapbench.registry import create_method
+from scrapbench.core.method import FitContext, WeightsError
+from scrapbench.core.registry import create_method
+from scrapbench.methods.common.sam_refiner import SamBoxRefiner, build_sam
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -136,15 +136,15 @@ _OFFLINE_SCRIPT = textwrap.dedent("""
 
     import torch
     from scrapbench.datasets import load_dataset
-    from scrapbench.method import FitContext
-    from scrapbench.methods.sam_refiner import build_sam
-    from scrapbench.methods.yolo_offline import import_ultralytics
-    from scrapbench.registry import create_method
+    from scrapbench.core.method import FitContext
+    from scrapbench.methods.common.sam_refiner import build_sam
+    from scrapbench.methods.yolo_sam.offline import import_ultralytics
+    from scrapbench.core.registry import create_method
 
     tmp = Path(sys.argv[1])
     data = load_dataset("synthetic", preset="smoke", seed=0, cache_dir=tmp / "cache")
     torch.save(build_sam("tiny", None, seed=7).model.state_dict(), tmp / "weights" / "sam_tiny.pth")
-    from scrapbench.methods.yolo_offline import third_party_output
+    from scrapbench.methods.yolo_sam.offline import third_party_output
 
     with third_party_output(tmp / "setup.log", verbose=False):  # the test's own set-up: not what is checked
         import_ultralytics(tmp / "work" / "ultralytics_config")
@@ -237,7 +237,7 @@ class _Records(logging.Handler):
 
 @pytest.mark.parametrize("verbose", [False, True])
 def test_ultralytics_output_stays_in_the_log_file_unless_verbose(smoke_dataset, tmp_path, capfd, verbose):
-    from scrapbench.methods.yolo_offline import import_ultralytics
+    from scrapbench.methods.yolo_sam.offline import import_ultralytics
 
     import_ultralytics(tmp_path / "config")  # earlier tests may have imported it already; the subprocess test
     records = _Records()  # checks the import itself. ultralytics' console handler is bound to whatever
@@ -298,7 +298,7 @@ def test_importing_ultralytics_leaves_pil_alone(tmp_path):
 
     from scrapbench.datasets.folder import read_image
     from scrapbench.datasets.types import DatasetError
-    from scrapbench.methods.yolo_offline import import_ultralytics
+    from scrapbench.methods.yolo_sam.offline import import_ultralytics
 
     import_ultralytics(tmp_path / "config")
     bad = tmp_path / "bad.png"

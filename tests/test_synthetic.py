@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scrapbench.datasets import synthetic
 from scrapbench.datasets.folder import read_folder_dataset
-from scrapbench.datasets.synthetic import (
+from scrapbench.datasets.synthetic import generator as synthetic
+from scrapbench.datasets.synthetic.generator import (
     CLASS_NAMES,
     PAPER_CLASS_RATIO,
     SYNTHETIC_PRESETS,
@@ -170,7 +170,7 @@ def test_write_synthetic_round_trip(tmp_path):
 
 @pytest.mark.parametrize("bend", [0.0, 0.3, 3.0, 8.0])
 def test_curve_frame_finds_every_pixel_of_a_tube(bend):
-    from scrapbench.datasets._canvas import Canvas, curve_frame, wander_curve
+    from scrapbench.datasets.synthetic.canvas import Canvas, curve_frame, wander_curve
 
     rng = np.random.default_rng(int(bend * 10))
     canvas = Canvas(128, rng)

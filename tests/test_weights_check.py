@@ -8,7 +8,7 @@ from official_formats import register_tiny_openai_config, tiny_openai_clip, writ
 from rich.console import Console
 from typer.testing import CliRunner
 
-import scrapbench.cli as cli
+import scrapbench.cli.main as cli
 
 OFFICIAL_FILES = ("ViT-L-14-336px.pt", "vit_b_16_plus_240-laion400m_e31-8fb26589.pt", "yolov8x-seg.pt",
                   "yolo11x-seg.pt", "sam_vit_h_4b8939.pth", "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth")
@@ -111,9 +111,9 @@ def test_run_refuses_a_crafted_clip_checkpoint_and_runs_nothing(isolated):
 
 
 def test_run_shows_progress_with_eta_while_it_renders_the_synthetic_data(isolated, monkeypatch):
-    import scrapbench.runner
+    import scrapbench.run.lifecycle
 
-    monkeypatch.setattr(scrapbench.runner, "run_benchmark", lambda *args, **kwargs: [])
+    monkeypatch.setattr(scrapbench.run.lifecycle, "run_benchmark", lambda *args, **kwargs: [])
     result, output = _invoke("run", "--preset", "smoke", "-m", "winclip", "--seeds", "1", "--out",
                              str(isolated / "runs"))
     assert result.exit_code == 0, output

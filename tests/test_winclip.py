@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from scrapbench.method import FitContext, LearningType, WeightsError
-from scrapbench.methods.clip_backbone import layer_tokens, load_clip, preprocess_images
-from scrapbench.methods.winclip_scores import (
+from scrapbench.core.method import FitContext, LearningType, WeightsError
+from scrapbench.core.registry import create_method
+from scrapbench.methods.common.clip_backbone import layer_tokens, load_clip, preprocess_images
+from scrapbench.methods.winclip.scores import (
     Encoding,
     encode,
     few_shot_map,
@@ -19,7 +20,6 @@ from scrapbench.methods.winclip_scores import (
     window_masks,
     zero_shot_map,
 )
-from scrapbench.registry import create_method
 
 CLASSES = ("motor", "cable", "spray_can")
 

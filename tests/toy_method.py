@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from scrapbench.method import AnomalyMethod, FitContext, LearningType
+from scrapbench.core.method import AnomalyMethod, FitContext, LearningType
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,8 @@ def _index(folder: Path, suffixes: tuple[str, ...], what: str, strip: str = "") 
 
 
 def _check_elements(path: Path, count: int) -> None:
-    """The pixel limit of :mod:`scrapbench.datasets.imageio`, for arrays (a small .npz can hold a huge one)."""
-    from scrapbench.datasets.imageio import MAX_PIXELS_ENV, pixel_limit
+    """The pixel limit of :mod:`scrapbench.datasets.io.images`, for arrays (a small .npz can hold a huge one)."""
+    from scrapbench.datasets.io.images import MAX_PIXELS_ENV, pixel_limit
 
     limit = pixel_limit()
     if count > limit:
@@ -50,7 +50,7 @@ def _read_image(path: Path) -> np.ndarray:
                 raise MetricsError(f"{path}: TIFF holds no image")
             _check_elements(path, int(np.prod(tif.series[0].shape)))
             return np.asarray(tif.series[0].asarray())
-    from scrapbench.datasets.imageio import open_image
+    from scrapbench.datasets.io.images import open_image
 
     with open_image(path) as image:  # refuses decompression bombs before decoding
         return np.asarray(image)

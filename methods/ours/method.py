@@ -23,16 +23,16 @@ import schedulefree
 import torch
 from tqdm.auto import tqdm
 
+from scrapbench.core.method import AnomalyMethod, FitContext, LearningType
+from scrapbench.core.precision import autocast, check_precision, grad_scaler, inference
 from scrapbench.datasets.types import Split
-from scrapbench.method import AnomalyMethod, FitContext, LearningType
-from scrapbench.methods.clip_backbone import LoadedClip, load_clip_resized, preprocess_images, resize_masks
-from scrapbench.methods.clip_loader import ChosenBatches, ResizedSamples, batch_loader, device_batch
+from scrapbench.methods.common.clip_backbone import LoadedClip, load_clip_resized, preprocess_images, resize_masks
+from scrapbench.methods.common.clip_loader import ChosenBatches, ResizedSamples, batch_loader, device_batch
+from scrapbench.methods.common.map_ops import gaussian_filter, resize_each, scaled_sigma
 from scrapbench.methods.ours.config import PRESETS, OursConfig
 from scrapbench.methods.ours.losses import class_balanced_weights, segmentation_loss
 from scrapbench.methods.ours.model import BINARY_SCORINGS, SteelScrapCLIP
-from scrapbench.methods.smoothing import gaussian_filter, resize_each, scaled_sigma
-from scrapbench.precision import autocast, check_precision, grad_scaler, inference
-from scrapbench.seeding import seed_everything
+from scrapbench.run.seeding import seed_everything
 
 
 class FineTunedCLIP(AnomalyMethod):

@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scrapbench.methods.clip_backbone import LoadedClip, layer_tokens, project_tokens
+from scrapbench.core.precision import full_precision
+from scrapbench.methods.common.clip_backbone import LoadedClip, layer_tokens, project_tokens
+from scrapbench.methods.common.prompt_learner import PromptLearner, class_prompt_texts
 from scrapbench.methods.ours.config import OursConfig
 from scrapbench.methods.ours.msm import MultiScaleMechanism
-from scrapbench.methods.prompt_learner import PromptLearner, class_prompt_texts
-from scrapbench.precision import full_precision
 
 BINARY_SCORINGS = ("averaged_prompt", "class_mean")
 

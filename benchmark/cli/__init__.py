@@ -1,0 +1,1 @@
+"""The ``scrapbench`` command line."""

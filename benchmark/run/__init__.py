@@ -1,0 +1,1 @@
+"""Running a grid: planning, one run's life cycle, provenance, leases, executors, folder prediction."""

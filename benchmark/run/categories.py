@@ -1,0 +1,190 @@
+"""``scrapbench run`` on a public benchmark: one run per (category, method, seed), and the training protocols.
+
+``--dataset mvtec:ROOT`` (or ``visa:ROOT``, ``...#cat1,cat2``) is the field's protocol: every category
+is its own dataset (``mvtec-bottle``, with its own fingerprint) and gets its own runs, under
+``OUT/mvtec-bottle/<preset>/<method>/seed<k>/`` exactly as a single dataset's. Every category is
+opened (every file checked) before any method runs; a category that cannot be opened is reported
+and left out, the others go on. What each method trains on:
+
+* zero-shot and few-shot methods (WinCLIP, WinCLIP+): the category's own train split, as in their
+  papers (WinCLIP+ takes its k normal references from it); ``--train-on`` does not apply to them;
+* methods that learn from anomalous images (``learning_type`` supervised: AnomalyCLIP, ours, the
+  YOLO+SAM and Mask R-CNN baselines):
+
+  - with ``--train-on SPEC`` (AnomalyCLIP's zero-shot protocol), the test images of every category of
+    SPEC (:func:`scrapbench.datasets.protocols.cross_dataset_training`), then evaluated on each
+    category's full test split;
+  - without it, on a benchmark (whose train splits hold normal images only), a split of each
+    category's test images drawn by the run's seed (:func:`scrapbench.datasets.protocols.supervised_split`):
+    their test set is then a part of the published one, which the report says.
+
+Both are recorded in each run's identity (:func:`scrapbench.datasets.protocols.training_identity`), so
+runs trained on other data are never reused for, nor pooled with, runs that were not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from tqdm.auto import tqdm
+
+from scrapbench.core.method import LearningType
+from scrapbench.core.registry import build_config, get_spec
+from scrapbench.datasets import DatasetError, expand_dataset_spec, load_dataset
+from scrapbench.datasets.protocols import (
+    TrainingData,
+    check_cross_dataset,
+    cross_dataset_training,
+    supervised_split,
+    with_training,
+)
+from scrapbench.datasets.resolve import parse_benchmark_spec
+from scrapbench.datasets.types import Dataset
+from scrapbench.run.lifecycle import (
+    Executor,
+    RunOptions,
+    RunResult,
+    _refuse_identity_mismatches,
+    plan_run,
+    run_benchmark,
+)
+
+
+@dataclass(frozen=True)
+class CategoryFailure:
+    """A dataset of the grid that could not be opened (or split): its runs did not happen."""
+
+    spec: str
+    message: str
+    methods: tuple[str, ...]  # the methods whose runs on it did not happen (for every seed)
+
+
+@dataclass
+class RunGroup:
+    """Runs that share one dataset object: some methods, some seeds."""
+
+    spec: str
+    dataset: Dataset
+    methods: list[str]
+    seeds: list[int]
+
+
+@dataclass
+class CategoryRuns:
+    """What :func:`run_categories` did: every run's result, and the datasets that failed."""
+
+    results: list[RunResult] = field(default_factory=list)
+    failures: list[CategoryFailure] = field(default_factory=list)
+
+
+def planned_learning_type(name: str, options: RunOptions) -> LearningType:
+    """A method's learning type from its config, without building it (no weights are loaded)."""
+    cls = get_spec(name).load_class()
+    declared = inspect.getattr_static(cls, "learning_type")
+    if isinstance(declared, property):  # decided by the config (WinCLIP: k_shot); read it on a bare instance
+        probe = cls.__new__(cls)
+        probe.config = build_config(name, options.preset, options.overrides.get(name))
+        return LearningType(declared.fget(probe))
+    return LearningType(declared)
+
+
+def learns_from_anomalies(name: str, options: RunOptions) -> bool:
+    """Whether the method trains on anomalous images (and so takes ``--train-on`` / the supervised split)."""
+    return planned_learning_type(name, options) is LearningType.SUPERVISED
+
+
+def run_groups(spec: str, dataset: Dataset, methods: Sequence[str], seeds: Sequence[int], learners: set[str],
+               training: TrainingData | None) -> list[RunGroup]:
+    """The datasets each method runs on for one category (see the module docstring)."""
+    others = [m for m in methods if m not in learners]
+    chosen = [m for m in methods if m in learners]
+    groups = [RunGroup(spec, dataset, others, list(seeds))] if others else []
+    if not chosen:
+        return groups
+    if training is not None:
+        groups.append(RunGroup(spec, with_training(dataset, training), chosen, list(seeds)))
+    elif dataset.notes.get("benchmark") is not None:
+        groups += [RunGroup(spec, supervised_split(dataset, seed), chosen, [seed]) for seed in seeds]
+    else:  # a dataset folder or the synthetic set: its train split has anomalies to learn from
+        groups.append(RunGroup(spec, dataset, chosen, list(seeds)))
+    return groups
+
+
+def run_categories(
+    spec: str,
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    options: RunOptions,
+    *,
+    train_on: str | None = None,
+    per_defect_type: bool = False,
+    on_result: Callable[[RunResult], None] | None = None,
+    on_dataset: Callable[[str, Dataset], None] | None = None,
+    on_failure: Callable[[CategoryFailure], None] | None = None,
+    say: Callable[[str], None] = lambda text: None,
+    executor: Executor | None = None,
+) -> CategoryRuns:
+    """Every (dataset of ``spec``, method, seed) with the protocol of the module docstring.
+
+    Raises DatasetError for what concerns every category (a spec that names nothing, ``--train-on``
+    data that cannot be read or that is the evaluated data) and RunIdentityError when a finished run
+    of the grid has another identity (nothing is run then). ``on_dataset(spec, dataset)`` sees each
+    dataset once opened, ``on_failure`` each one left out; ``say`` gets the protocol notes worth a line.
+    """
+    if train_on is not None and parse_benchmark_spec(train_on) is None:
+        raise DatasetError(f"--train-on {train_on}: takes mvtec:ROOT[#cat1,cat2] or visa:ROOT[#cat1,cat2]")
+    specs = expand_dataset_spec(spec)
+    learners = {m for m in methods if learns_from_anomalies(m, options)}
+    ignoring = [m for m in methods if m not in learners]
+    training = None
+    if train_on is not None:
+        if ignoring:
+            say(f"--train-on does not apply to {', '.join(ignoring)} (zero-/few-shot: the category's own "
+                f"train split, as in their papers)")
+        if learners:
+            training = cross_dataset_training(train_on, show_progress=options.show_progress)
+            say(f"{', '.join(m for m in methods if m in learners)}: trained on {len(training.split)} test images "
+                f"of {len(training.categories)} categories of {train_on}")
+    outcome = CategoryRuns()
+    groups: list[RunGroup] = []
+
+    def fail(failure: CategoryFailure) -> None:
+        outcome.failures.append(failure)
+        if on_failure is not None:
+            on_failure(failure)
+
+    for one in specs:
+        try:
+            dataset = load_dataset(one, preset=options.preset, seed=options.data_seed,
+                                   per_defect_type=per_defect_type, show_progress=options.show_progress)
+        except DatasetError as exc:
+            fail(CategoryFailure(one, str(exc), tuple(methods)))
+            continue
+        if training is not None:
+            check_cross_dataset(train_on, dataset)
+        if on_dataset is not None:
+            on_dataset(one, dataset)
+        try:
+            groups += run_groups(one, dataset, methods, seeds, learners, training)
+        except DatasetError as exc:  # too few anomalous test images for a supervised split
+            fail(CategoryFailure(one, f"supervised split: {exc}", tuple(m for m in methods if m in learners)))
+            groups += run_groups(one, dataset, ignoring, seeds, set(), None)  # the others still run
+    if training is None and learners and any(g.dataset.notes.get("supervised_split") for g in groups):
+        say(f"{', '.join(m for m in methods if m in learners)}: no --train-on, so each trains on a seeded half of "
+            f"each defect type's test images and is evaluated on the rest (supervised split): not the published "
+            f"test set")
+    if executor is not None:  # the identities below are those of the processes that will compute the runs
+        options = dataclasses.replace(options, compute_settings=executor.compute_settings(options))
+    per_group = [dataclasses.replace(options, dataset_spec=g.spec) for g in groups]
+    # Every finished run of the whole grid is checked before any runs: a grid half-resumed is worse than none.
+    _refuse_identity_mismatches([plan_run(g.dataset, m, s, o) for g, o in zip(groups, per_group, strict=True)
+                                 for m in g.methods for s in g.seeds], options)
+    total = sum(len(g.methods) * len(g.seeds) for g in groups)
+    with tqdm(total=total, desc="runs", unit="run", disable=not options.show_progress) as progress:
+        for group, group_options in zip(groups, per_group, strict=True):
+            outcome.results += run_benchmark(group.dataset, group.methods, group.seeds, group_options,
+                                             on_result=on_result, progress=progress, executor=executor)
+    return outcome

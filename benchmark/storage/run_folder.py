@@ -1,0 +1,212 @@
+"""Results on disk: atomic writes and the layout of a results folder.
+
+    OUT/<dataset>/<preset>/<method>/seed<k>/
+        run.json        # written last: its presence marks a finished run
+        metrics.json    # pooled pixel metrics (+ image-level, breakdowns)
+        per_image.csv   # one row per test image
+        maps.npz        # optional: anomaly maps as float16
+        model/          # fitted state (method.json + state.safetensors + state.json), for `scrapbench predict`
+        work/           # the method's scratch space (training artefacts)
+        error.json      # instead of run.json when the run failed: the error and its traceback
+    OUT/<dataset>/<preset>/<method>/.seed<k>.lease   # the run's lease (see scrapbench.run.lease)
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, payload: Any) -> None:
+    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(value: Any) -> Any:
+    import numpy as np
+
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+class RunFolderError(ValueError):
+    """A run folder or record that scrapbench cannot use as it is; the message names the path and the fix."""
+
+
+# What the runner writes at the top of a run folder; anything else means someone else's folder.
+RUN_FOLDER_ENTRIES = frozenset({"run.json", "error.json", "metrics.json", "metrics_state.npz", "per_image.csv",
+                                "maps.npz", "model", "work"})
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+=@-]+")
+
+
+def path_component(text: str, fallback: str = "dataset") -> str:
+    """``text`` as one safe folder name: no separators, no ``..``, no leading dot, no control characters.
+
+    ``../../x`` becomes ``x`` and ``/abs/path`` becomes ``abs-path``: a name from a user's file
+    (``dataset.yaml``) must never place results outside the results folder.
+    """
+    parts = [p for p in re.split(r"[/\\]+", str(text)) if p not in ("", ".", "..")]
+    name = _UNSAFE.sub("_", "-".join(parts)).lstrip(".")[:100]
+    return name or fallback
+
+
+def run_dir(out: str | Path, dataset: str, preset: str, method: str, seed: int) -> Path:
+    """``OUT/<dataset>/<preset>/<method>/seed<k>``; every part must already be one safe folder name."""
+    for part in (dataset, preset, method):
+        if path_component(part, fallback="") != part:
+            raise RunFolderError(f"{part!r} cannot be a folder name in a results folder; use {path_component(part)!r}")
+    return Path(out) / dataset / preset / method / f"seed{seed}"
+
+
+def is_finished(directory: Path) -> bool:
+    return (directory / "run.json").is_file()
+
+
+def read_json_record(path: Path) -> dict[str, Any]:
+    """A JSON object written by the runner, or :class:`RunFolderError` naming the file."""
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise RunFolderError(f"{path}: missing") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunFolderError(f"{path}: corrupt ({exc})") from exc
+    if not isinstance(record, dict):
+        raise RunFolderError(f"{path}: corrupt (expected a JSON object)")
+    return record
+
+
+def _visible(path: Path, out: Path) -> bool:
+    """False below hidden folders: staging folders and replaced attempts are not results."""
+    return not any(part.startswith(".") for part in path.relative_to(out).parts)
+
+
+def iter_run_records(out: str | Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Yield (run folder, run.json content) for every finished run below ``out``."""
+    out = Path(out)
+    for path in sorted(out.glob("**/run.json")):
+        if _visible(path, out):
+            try:
+                yield path.parent, read_json_record(path)
+            except RunFolderError as exc:
+                raise RunFolderError(f"{exc}; delete {path.parent} (or run it again with "
+                                     f"`scrapbench run --overwrite`) to recompute it") from exc
+
+
+def iter_failed_runs(out: str | Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Yield (run folder, error.json content) for every failed run below ``out`` (no run.json beside)."""
+    out = Path(out)
+    for path in sorted(out.glob("**/error.json")):
+        if _visible(path, out) and not is_finished(path.parent):
+            try:
+                record = read_json_record(path)
+            except RunFolderError as exc:
+                record = {"message": str(exc)}
+            yield path.parent, record
+
+
+def ensure_writable_dir(path: Path) -> None:
+    """Create ``path`` and check that files can be written in it, or raise OSError naming it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write results here ({exc.strerror or exc}); choose another --out",
+                      str(path)) from exc
+
+
+# -- the life of a run folder on disk ----------------------------------------------------------
+#
+# A run is computed in a hidden staging folder beside its final place and moved there whole when it
+# is complete (finished or failed), by whoever holds the run's lease (``scrapbench.run.lease``). Readers
+# never see half a run, and an earlier attempt stays in place until its replacement is complete.
+
+
+def attempt_token() -> str:
+    """Unique per attempt and readable in a folder listing: host, process, random suffix."""
+    return f"{path_component(socket.gethostname(), 'host')}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def new_staging_dir(directory: Path) -> Path:
+    """A fresh, empty, hidden folder beside ``directory`` to compute its run in."""
+    staging = directory.with_name(f".{directory.name}.tmp-{attempt_token()}")
+    staging.mkdir(parents=True)
+    return staging
+
+
+def remove_stale_attempts(directory: Path) -> None:
+    """Delete staging folders and replaced runs left beside ``directory`` by crashed attempts.
+
+    Only the lease holder may call this: with the lease held, no other attempt is alive here.
+    """
+    for prefix in (f".{directory.name}.tmp-", f".{directory.name}.old-"):
+        for stale in directory.parent.glob(f"{glob.escape(prefix)}*"):
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale)
+
+
+def check_run_folder(directory: Path) -> None:
+    """Raise RunFolderError unless ``directory`` holds only what the runner writes in a run folder."""
+    if directory.is_symlink() or not directory.is_dir():
+        raise RunFolderError(f"{directory}: not a run folder scrapbench wrote; move it away from the results folder")
+    foreign = sorted(p.name for p in directory.iterdir()
+                     if p.name not in RUN_FOLDER_ENTRIES and not p.name.startswith("."))
+    if foreign:
+        raise RunFolderError(f"{directory}: holds {foreign[:5]}, which scrapbench did not write; move them away "
+                             f"before this run is recomputed")
+
+
+def place_run_folder(staging: Path, directory: Path) -> None:
+    """Move a complete run folder to ``directory`` in one rename, replacing an earlier attempt there.
+
+    ``staging`` may lie anywhere (e.g. a worker's local temp folder): it is first moved beside
+    ``directory``, so the final step is always a rename on one filesystem. The caller holds the lease.
+    """
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    if staging.parent.resolve() != directory.parent.resolve():
+        beside = directory.with_name(f".{directory.name}.tmp-{attempt_token()}")
+        shutil.move(str(staging), str(beside))
+        staging = beside
+    replaced = None
+    if directory.exists() or directory.is_symlink():
+        check_run_folder(directory)
+        replaced = directory.with_name(f".{directory.name}.old-{attempt_token()}")
+        os.rename(directory, replaced)
+    os.rename(staging, directory)
+    if replaced is not None:
+        shutil.rmtree(replaced)

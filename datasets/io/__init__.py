@@ -1,0 +1,1 @@
+"""Reading files: images, masks, annotations, file checks, the cache folder."""

@@ -1,0 +1,1 @@
+"""``scrapbench prepare``: raw annotated images to the on-disk dataset format."""

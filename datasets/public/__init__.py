@@ -1,0 +1,1 @@
+"""Readers of public benchmarks' own layouts (MVTec AD, VisA)."""

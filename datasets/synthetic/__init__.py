@@ -1,0 +1,1 @@
+"""The seeded synthetic steel-scrap generator (the default dataset)."""

@@ -1,0 +1,1 @@
+"""Building blocks shared by several methods: CLIP, prompts, attention, map operations, checkpoints."""

@@ -26,6 +26,7 @@ from scrapbench.methods.common.clip_weights import (  # noqa: F401 - re-exported
     load_clip,
     resolve_clip_weights,
 )
+from scrapbench.methods.common.map_ops import indices_by_size
 
 #: How images reach the model's input size (the official pipelines, plus a device-side stand-in for PIL):
 #: see :func:`preprocess_images`.
@@ -126,9 +127,7 @@ def preprocess_images(
     if resize == "pil":
         return normalise_pixels(uint8_batch(pil_resize_all(images, image_size), device))
     # Device-side resizes: one batch per input size (a benchmark's images mostly share one).
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for index, image in enumerate(images):
-        groups.setdefault(image.shape, []).append(index)
+    groups = indices_by_size(image.shape for image in images)
     rows: list[torch.Tensor | None] = [None] * len(images)
     for indices in groups.values():
         resized = resize_on_device(uint8_batch([images[i] for i in indices], device), image_size, resize)

@@ -10,7 +10,8 @@ import torch
 
 from scrapbench.core.method import FitContext, WeightsError
 from scrapbench.core.registry import create_method
-from scrapbench.methods.common.clip_backbone import layer_tokens, load_clip, preprocess_images, project_tokens
+from scrapbench.methods.common.clip_backbone import layer_tokens, preprocess_images, project_tokens
+from scrapbench.methods.common.clip_weights import load_clip
 from scrapbench.methods.common.losses import binary_dice_loss, binary_focal_loss
 from scrapbench.methods.common.vv_attention import vv_layer_tokens
 from scrapbench.run.seeding import seed_everything

@@ -1,7 +1,7 @@
 """Reading the vision tokens of open_clip models, shared by every CLIP-based method.
 
-Loading a model with its weights (tags, files, QuickGELU, checks) lives in ``methods/common/clip_weights.py``;
-``load_clip`` and ``LoadedClip`` are re-exported here for the methods that import them from here.
+Loading a model with its weights (tags, files, QuickGELU, checks) lives in
+:mod:`scrapbench.methods.common.clip_weights`.
 """
 
 from __future__ import annotations
@@ -20,12 +20,7 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from PIL import Image
 from torch import nn
 
-from scrapbench.methods.common.clip_weights import (  # noqa: F401 - re-exported
-    MODEL_CONFIG_DIR,
-    LoadedClip,
-    load_clip,
-    resolve_clip_weights,
-)
+from scrapbench.methods.common.clip_weights import LoadedClip, load_clip
 from scrapbench.methods.common.map_ops import indices_by_size
 
 #: How images reach the model's input size (the official pipelines, plus a device-side stand-in for PIL):

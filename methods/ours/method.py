@@ -26,8 +26,9 @@ from tqdm.auto import tqdm
 from scrapbench.core.method import AnomalyMethod, FitContext, LearningType
 from scrapbench.core.precision import autocast, check_precision, grad_scaler, inference
 from scrapbench.datasets.types import Split
-from scrapbench.methods.common.clip_backbone import LoadedClip, load_clip_resized, preprocess_images, resize_masks
+from scrapbench.methods.common.clip_backbone import load_clip_resized, preprocess_images, resize_masks
 from scrapbench.methods.common.clip_loader import ChosenBatches, ResizedSamples, batch_loader, device_batch
+from scrapbench.methods.common.clip_weights import LoadedClip
 from scrapbench.methods.common.losses import class_balanced_weights, multiclass_segmentation_loss
 from scrapbench.methods.common.map_ops import gaussian_filter, resize_each, scaled_sigma
 from scrapbench.methods.ours.config import PRESETS, OursConfig

@@ -1,4 +1,6 @@
-"""The report's figures from run folders: which runs, which images, which curves (drawing: ``drawing.py``).
+"""The report's figures from run folders: which runs, which images, which curves.
+
+Drawing them is :mod:`scrapbench.report.drawing`.
 
 - Bars: Table 2 methods and the Table 3 ablation, mean ± std over seeds.
 - ROC/PR curves: the evaluator's curves of each method's lowest-seed run.

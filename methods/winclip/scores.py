@@ -36,7 +36,7 @@ from scrapbench.methods.common.clip_backbone import (
 )
 
 with warnings.catch_warnings():
-    # Importing anything under anomalib.models loads all its models (~3 s); some of them warn about
+    # Importing anything under anomalib.models loads all its models; some of them warn about
     # their own deprecated modules, which says nothing about the functions used here.
     warnings.simplefilter("ignore", FutureWarning)
     from anomalib.models.image.winclip.prompting import TEMPLATES

@@ -44,6 +44,7 @@ from scrapbench.methods.common.clip_backbone import (
     upsample_maps,
 )
 from scrapbench.methods.common.clip_loader import ChosenBatches, ResizedSamples, batch_loader, device_batch
+from scrapbench.methods.common.losses import binary_dice_loss, binary_focal_loss
 from scrapbench.methods.common.map_ops import gaussian_filter, resize_each
 from scrapbench.methods.common.prompt_learner import ANOMALY_PROMPT, NORMAL_PROMPT, PromptLearner
 from scrapbench.methods.common.vv_attention import vv_layer_tokens
@@ -150,7 +151,7 @@ class AnomalyCLIP(AnomalyMethod):
     def _prompt_features(self) -> torch.Tensor:
         """The learner's text features [2, D], always in float32: the text encoder sees two prompts
         (nothing to gain from 16 bits), and the prompts it trains get float32 gradients, so no loss
-        scaling is needed in fp16 (measured: fp16 gradients overflowed at every scale above ~16)."""
+        scaling is needed in fp16 (in fp16 the prompts' gradients overflowed under all but tiny loss scales)."""
         with full_precision(self.device):
             return self.learner().float()
 
@@ -255,8 +256,9 @@ class AnomalyCLIP(AnomalyMethod):
         probs = self._layer_probabilities(patches, text)  # [B, L, 2, S, S]
         target = masks.unsqueeze(1).expand(-1, probs.shape[1], -1, -1)  # [B, L, S, S]
         # All layers at once (per-layer slicing made the backward pass allocate a full tensor per layer).
-        pixel = focal_loss(probs, target, self.config.focal_gamma).sum()
-        pixel = pixel + dice_loss(probs[:, :, 1], target).sum() + dice_loss(probs[:, :, 0], 1 - target).sum()
+        pixel = binary_focal_loss(probs, target, self.config.focal_gamma).sum()
+        pixel = (pixel + binary_dice_loss(probs[:, :, 1], target).sum()
+                 + binary_dice_loss(probs[:, :, 0], 1 - target).sum())
         labels = (masks.flatten(1).amax(dim=1) > 0).long()
         image = F.cross_entropy(cls @ text.T / self.config.temperature, labels)
         return pixel, image
@@ -310,25 +312,3 @@ class AnomalyCLIP(AnomalyMethod):
 
     def weights_info(self) -> dict[str, Any]:
         return {**self._clip.weights_info, "trained": "prompts only (frozen image and text encoders)"}
-
-
-def focal_loss(probs: torch.Tensor, target: torch.Tensor, gamma: float, smooth: float = 1e-5) -> torch.Tensor:
-    """Per-layer focal loss [L] of normal/abnormal probabilities [B, L, 2, H, W] and binary targets [B, L, H, W].
-
-    torchvision's ``sigmoid_focal_loss`` expects logits; AnomalyCLIP applies focal loss to the
-    two-way softmax probabilities, so it is written out here, with the release's smoothing: the
-    one-hot target clipped to [smooth, 1 − smooth] and ``smooth`` added before the log.
-    """
-    p_true = torch.where(target > 0.5, probs[:, :, 1], probs[:, :, 0])
-    p_true = (1 - smooth) * p_true + smooth * (1 - p_true) + smooth
-    return (-((1 - p_true).clamp_min(0) ** gamma) * p_true.log()).mean(dim=(0, 2, 3))
-
-
-def dice_loss(probs: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
-    """Per-layer 1 − soft Dice of [B, L, H, W] maps, averaged over images → [L].
-
-    ``smooth`` keeps images without foreground defined (and pushes their map towards zero).
-    """
-    probs, target = probs.flatten(2), target.flatten(2)
-    dice = (2 * (probs * target).sum(-1) + smooth) / (probs.sum(-1) + target.sum(-1) + smooth)
-    return (1 - dice).mean(dim=0)

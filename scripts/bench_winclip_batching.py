@@ -34,7 +34,7 @@ SETTINGS = {"cpu_preset": ("cpu", {}, 128), "paper_architecture": ("paper", {"cl
 def _per_window_seconds(method, image: np.ndarray) -> float:
     """Seconds to embed every window of one image, one window per ViT forward."""
     from scrapbench.methods.common.clip_backbone import embed_patches, preprocess_images
-    from scrapbench.methods.winclip.scores import _window_embeddings
+    from scrapbench.methods.winclip.scores import window_embeddings
 
     visual = method._clip.visual
     with torch.inference_mode():
@@ -43,7 +43,7 @@ def _per_window_seconds(method, image: np.ndarray) -> float:
         start = time.perf_counter()
         for mask in method._masks:
             for window in range(mask.shape[1]):
-                _window_embeddings(visual, first, mask[:, window:window + 1], 1)
+                window_embeddings(visual, first, mask[:, window:window + 1], 1)
         return time.perf_counter() - start
 
 

@@ -33,7 +33,7 @@ def clip_checkpoint(tmp_path_factory):
     """A tiny random CLIP saved the way users save open_clip weights: (path, state_dict)."""
     import torch
 
-    from scrapbench.methods.common.clip_backbone import load_clip
+    from scrapbench.methods.common.clip_weights import load_clip
 
     model = load_clip("scrapbench-vit-tiny", None, 64, init_seed=123).model
     path = tmp_path_factory.mktemp("weights") / "tiny_clip.pt"

@@ -10,8 +10,9 @@ import torch
 
 from scrapbench.core.method import FitContext, WeightsError
 from scrapbench.core.registry import create_method
-from scrapbench.methods.anomalyclip import dice_loss, focal_loss
-from scrapbench.methods.common.clip_backbone import layer_tokens, load_clip, preprocess_images, project_tokens
+from scrapbench.methods.common.clip_backbone import layer_tokens, preprocess_images, project_tokens
+from scrapbench.methods.common.clip_weights import load_clip
+from scrapbench.methods.common.losses import binary_dice_loss, binary_focal_loss
 from scrapbench.methods.common.vv_attention import vv_layer_tokens
 from scrapbench.run.seeding import seed_everything
 
@@ -116,10 +117,10 @@ def test_losses_reward_the_right_map():
     target[0, 0, 2:5, 2:5] = 1
     perfect = torch.stack([1 - target, target], dim=2)  # [B, L, 2, H, W]
     wrong = perfect.flip(2)
-    assert focal_loss(perfect.clamp(1e-6, 1), target, 2.0).item() < 1e-6
-    assert focal_loss(wrong.clamp(1e-6, 1 - 1e-6), target, 2.0).item() > 1.0
-    assert dice_loss(perfect[:, :, 1], target).item() < 1e-6
-    assert dice_loss(wrong[:, :, 1], target).item() > 0.4
+    assert binary_focal_loss(perfect.clamp(1e-6, 1), target, 2.0).item() < 1e-6
+    assert binary_focal_loss(wrong.clamp(1e-6, 1 - 1e-6), target, 2.0).item() > 1.0
+    assert binary_dice_loss(perfect[:, :, 1], target).item() < 1e-6
+    assert binary_dice_loss(wrong[:, :, 1], target).item() > 0.4
 
 
 # -- the release's pre- and post-processing ----------------------------------------------------------------------

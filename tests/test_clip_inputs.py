@@ -14,11 +14,11 @@ from torchvision.transforms import v2
 
 from scrapbench.methods.common.clip_backbone import (
     interpolate_positions,
-    load_clip,
     load_clip_resized,
     preprocess_images,
     resize_masks,
 )
+from scrapbench.methods.common.clip_weights import load_clip
 
 MEAN = torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
 STD = torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1)

@@ -19,7 +19,8 @@ import pytest
 import torch
 
 from scrapbench.core.registry import create_method
-from scrapbench.methods.common.clip_backbone import load_clip, preprocess_images
+from scrapbench.methods.common.clip_backbone import preprocess_images
+from scrapbench.methods.common.clip_weights import load_clip
 from scrapbench.methods.common.prompt_learner import PromptLearner, _TextTower
 
 fake_tensor = pytest.importorskip("torch._subclasses.fake_tensor")  # private torch API: skip if it moves

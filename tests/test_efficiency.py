@@ -12,12 +12,8 @@ from scipy import ndimage
 
 from scrapbench.core.method import FitContext
 from scrapbench.core.registry import create_method
-from scrapbench.methods.common.clip_backbone import (
-    load_clip,
-    preprocess_images,
-    run_block,
-    run_block_first_token,
-)
+from scrapbench.methods.common.clip_backbone import preprocess_images, run_block, run_block_first_token
+from scrapbench.methods.common.clip_weights import load_clip
 from scrapbench.methods.common.map_ops import gaussian_filter
 from scrapbench.methods.common.vv_attention import block_with_vv, vv_attention
 

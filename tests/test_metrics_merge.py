@@ -9,7 +9,7 @@ import pytest
 
 from scrapbench.metrics import MetricsError, PixelMetrics
 from scrapbench.metrics.merge import merge
-from scrapbench.metrics.regions import find_regions, pro_weights
+from scrapbench.metrics.regions import ground_truth_regions, pro_weights
 from scrapbench.metrics.state import ANOMALOUS_FIELDS, IMAGE_FIELDS, REGION_FIELDS, gather
 
 
@@ -73,7 +73,7 @@ def test_region_weights_sum_to_one_and_follow_the_score_order():
     mask[2:9, 3:10] = 1  # 49 pixels
     mask[20:23, 20:31] = 2  # 33 pixels
     scores = rng.random((40, 40))
-    found = find_regions(mask, scores)
+    found = ground_truth_regions(mask, scores)
     weights = pro_weights(found, scores)
     for region, area in enumerate(found.area):
         mine = found.pixel_region == region

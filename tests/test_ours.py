@@ -12,7 +12,7 @@ import torch
 from scrapbench.core.method import FitContext, WeightsError
 from scrapbench.core.registry import create_method
 from scrapbench.methods.common.clip_backbone import preprocess_images
-from scrapbench.methods.ours.losses import class_balanced_weights, dice_loss, focal_loss
+from scrapbench.methods.common.losses import class_balanced_weights, multiclass_dice_loss, multiclass_focal_loss
 from scrapbench.methods.ours.method import random_dihedral
 from scrapbench.methods.ours.msm import MultiScaleMechanism, ScalePath, pool_tokens
 
@@ -129,10 +129,10 @@ def test_losses_reward_the_right_answer():
     target[0, 1:3, 1:3] = 2
     right = torch.nn.functional.one_hot(target, 3).permute(0, 3, 1, 2).float() * 20
     wrong = torch.roll(right, 1, dims=1)
-    assert focal_loss(right, target, 2.0, None) < 1e-6 < focal_loss(wrong, target, 2.0, None)
-    assert dice_loss(right, target) < 0.05 < dice_loss(wrong, target)
-    heavy = focal_loss(wrong, target, 2.0, torch.tensor([1.0, 1.0, 10.0]))
-    assert heavy > focal_loss(wrong, target, 2.0, None)  # the weighted class costs more when missed
+    assert multiclass_focal_loss(right, target, 2.0, None) < 1e-6 < multiclass_focal_loss(wrong, target, 2.0, None)
+    assert multiclass_dice_loss(right, target) < 0.05 < multiclass_dice_loss(wrong, target)
+    heavy = multiclass_focal_loss(wrong, target, 2.0, torch.tensor([1.0, 1.0, 10.0]))
+    assert heavy > multiclass_focal_loss(wrong, target, 2.0, None)  # the weighted class costs more when missed
 
 
 def test_one_fit_trains_encoder_prompts_and_msm_but_not_the_text_tower(smoke_dataset, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from red_channel_method import RedChannel
 
-from scrapbench.run.predict_images import find_regions, predict_folder, predict_tiled, training_patch_size
+from scrapbench.run.predict_images import predict_folder, predict_tiled, predicted_regions, training_patch_size
 
 CLASSES = ("motor", "cable")
 
@@ -62,11 +62,12 @@ def test_regions_have_boxes_areas_scores_and_classes():
     image = _two_objects()
     amap = image[..., 0].astype(np.float32)
     classes = np.stack([image[..., 0], image[..., 1]]).astype(np.float32)
-    regions = find_regions("a.png", amap, 100.0, classes, CLASSES, min_area=2)
+    regions = predicted_regions("a.png", amap, 100.0, classes, CLASSES, min_area=2)
     assert [(r.x, r.y, r.width, r.height, r.area) for r in regions] == [(20, 10, 40, 20, 800), (150, 70, 40, 30, 1200)]
     assert [r.class_name for r in regions] == ["motor", "cable"]
     assert regions[0].max_score == 200.0 and regions[1].mean_score == 180.0 and regions[1].class_score == 250.0
-    assert len(find_regions("a.png", amap, 100.0)) == 3 and find_regions("a.png", amap, 100.0)[0].class_name is None
+    unclassed = predicted_regions("a.png", amap, 100.0)
+    assert len(unclassed) == 3 and unclassed[0].class_name is None
 
 
 def _run_folder(tmp_path, f1max_threshold=150.0, record=None):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from scrapbench.methods.common.clip_backbone import load_clip
+from scrapbench.methods.common.clip_weights import load_clip
 from scrapbench.methods.common.prompt_learner import (
     ANOMALY_PROMPT,
     NORMAL_PROMPT,

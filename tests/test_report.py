@@ -12,9 +12,10 @@ import pytest
 
 from scrapbench.datasets.fingerprint import dataset_fingerprint
 from scrapbench.metrics import PixelMetrics
+from scrapbench.report.collect import ReportError, collect_runs, summary_table
 from scrapbench.report.dataset_report import breakdown_rows, build_report
 from scrapbench.report.figure_selection import choose_examples, curve_arrays
-from scrapbench.report.tables import ReportError, collect_runs, summary_table, to_latex
+from scrapbench.report.render import to_latex
 
 # method → (suites, random_init, config, {seed: (auroc, aupro, ap, f1max)})
 RUNS = {

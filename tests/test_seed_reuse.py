@@ -10,7 +10,8 @@ from toy_method import SeedIndependentColourDistance
 
 from scrapbench.core import registry
 from scrapbench.core.registry import build_config
-from scrapbench.report.tables import collect_runs, method_flags
+from scrapbench.report.cells import method_flags
+from scrapbench.report.collect import collect_runs
 from scrapbench.run.lifecycle import RunOptions, run_benchmark
 
 

@@ -11,7 +11,8 @@ import torch
 
 from scrapbench.core.method import FitContext, LearningType, WeightsError
 from scrapbench.core.registry import create_method
-from scrapbench.methods.common.clip_backbone import layer_tokens, load_clip, preprocess_images
+from scrapbench.methods.common.clip_backbone import layer_tokens, preprocess_images
+from scrapbench.methods.common.clip_weights import load_clip
 from scrapbench.methods.winclip.scores import (
     Encoding,
     encode,

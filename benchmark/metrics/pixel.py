@@ -26,7 +26,7 @@ import numpy as np
 from . import state, summary
 from .histogram import Grid, covering_grid, minimum_exponent, rebin, remap
 from .inputs import MetricsError, as_class_mask, as_scores, check_finite, check_ids, to_numpy
-from .regions import SIZE_NAMES, find_regions, pro_weights, size_class
+from .regions import SIZE_NAMES, ground_truth_regions, pro_weights, size_class
 
 DEFAULT_BINS = 1 << 18
 DEFAULT_BOOTSTRAP_BINS = 1024
@@ -210,7 +210,7 @@ class PixelMetrics:
         pixels = maps.shape[1] * maps.shape[2]
         bins, weights, sizes, slots, owner = [], [], [], [], []
         for row, i in enumerate(which):
-            found = find_regions(masks[i], maps[i])
+            found = ground_truth_regions(masks[i], maps[i])
             region_size = size_class(found.area, pixels, self.size_cutoffs)
             region_slot = np.searchsorted(self.class_values, found.class_value)
             bins.append(index[i].ravel()[found.pixel_flat] & (n_bins - 1))  # drop the class slot offset

@@ -29,7 +29,7 @@ class ImageRegions:
     max_score: np.ndarray  # largest score per region
 
 
-def find_regions(class_mask: np.ndarray, scores: np.ndarray) -> ImageRegions:
+def ground_truth_regions(class_mask: np.ndarray, scores: np.ndarray) -> ImageRegions:
     """Regions of ``class_mask > 0`` (8-connected) with their statistics from the raw ``scores``."""
     labels, n_regions = ndimage.label(class_mask > 0, structure=EIGHT_CONNECTED)
     flat = np.flatnonzero(labels)

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from scrapbench.report.cells import MARK_COLUMNS, mark_notes, marked_labels, mean_std_cell, metric_label
+from scrapbench.report.collect import SummaryTable, method_order
 from scrapbench.report.published import (
     BENCHMARK_CATEGORIES,
     DATASET_NAMES,
@@ -32,23 +34,11 @@ from scrapbench.report.published import (
     load_published_papers,
     published_for,
 )
-from scrapbench.report.tables import (
-    MARK_COLUMNS,
-    SummaryTable,
-    mark_notes,
-    markdown_page,
-    marked_labels,
-    method_order,
-    to_latex,
-    to_markdown,
-    write_summary,
-)
+from scrapbench.report.render import markdown_page, to_latex, to_markdown, write_summary
 from scrapbench.storage.run_folder import atomic_write_text
 
 #: Metrics of the benchmark tables, in the order of the papers' tables.
 BENCHMARK_METRICS = ("auroc", "aupro", "ap", "f1max", "image_auroc")
-LABELS = {"auroc": "pixel AUROC", "aupro": "AUPRO", "ap": "pixel AP", "f1max": "pixel F1-max",
-          "image_auroc": "image AUROC", "image_ap": "image AP"}
 MEAN_ROW = "mean"
 MEAN_CAPTION = ("Mean over categories: the mean over categories of each category's mean over seeds; ± is the sample "
                 "standard deviation over seeds of the per-seed means over categories.")
@@ -88,12 +78,6 @@ def category_means(tidy: pd.DataFrame, metric: str) -> pd.DataFrame:
 # -- formatting --------------------------------------------------------------------------------------------------
 
 
-def _cell(mean: float, std: float, seeds: int) -> str:
-    if pd.isna(mean):
-        return "–"
-    return f"{mean:.2f}" + (f" ± {std:.2f}" if seeds > 1 and not pd.isna(std) else "")
-
-
 def _labels(tidy: pd.DataFrame, methods: Sequence[str]) -> dict[str, str]:
     labels = marked_labels(tidy)
     return {m: labels[m] for m in methods}
@@ -129,9 +113,10 @@ def per_category_frames(tidy: pd.DataFrame, methods: Sequence[str], categories: 
                    if not pd.isna(v[0]) and not (category == MEAN_ROW and incomplete.get(m))}
         best = {m for m, v in rounded.items() if v == max(rounded.values())} if len(rounded) > 1 else set()
         marks = {m: f" {INCOMPLETE_MARK}" if incomplete.get(m) and category == MEAN_ROW else "" for m in values}
+        written = {m: mean_std_cell(*v) for m, v in values.items()}
         shown.append({"Category": "Mean" if category == MEAN_ROW else category,
-                      **{labels[m]: (f"{bold[0]}{_cell(*v)}{bold[1]}" if m in best else _cell(*v)) + marks[m]
-                         for m, v in values.items()}})
+                      **{labels[m]: (f"{bold[0]}{cell}{bold[1]}" if m in best else cell) + marks[m]
+                         for m, cell in written.items()}})
     return pd.DataFrame(numbers), pd.DataFrame(shown)
 
 
@@ -204,9 +189,10 @@ def published_frames(tidy: pd.DataFrame, methods: Sequence[str], benchmark: str,
             value = row.values.get(key) if row is not None else None
             diff = mean - value if comparable and value is not None and not pd.isna(mean) else math.nan
             number.update({f"{key}_measured_pct": mean, f"{key}_published_pct": value, f"{key}_diff_pp": diff})
-            cells[f"{LABELS.get(METRICS[key], key)} measured"] = "–" if pd.isna(mean) else f"{mean:.2f}"
-            cells[f"{LABELS.get(METRICS[key], key)} paper"] = "" if value is None else f"{value:.1f}"
-            cells[f"{LABELS.get(METRICS[key], key)} Δ"] = "" if pd.isna(diff) else f"{diff:+.2f}"
+            title = metric_label(METRICS[key], qualified=True)
+            cells[f"{title} measured"] = "–" if pd.isna(mean) else f"{mean:.2f}"
+            cells[f"{title} paper"] = "" if value is None else f"{value:.1f}"
+            cells[f"{title} Δ"] = "" if pd.isna(diff) else f"{diff:+.2f}"
         cells["paper, table"] = "" if row is None else \
             f"arXiv {papers[row.paper]['arxiv']}, {row.table or 'table not verified'}"
         numbers.append(number)
@@ -275,12 +261,13 @@ def write_benchmark_tables(tidy: pd.DataFrame, out_dir: Path, published: bool) -
         atomic_write_text(out_dir / f"{stem}.csv", numbers.to_csv(index=False, float_format="%.6f"))
         markdown = to_markdown(shown)
         atomic_write_text(out_dir / f"{stem}.md", markdown + "".join(f"\n{n}\n" for n in footnotes))
-        caption = (f"{name}, {LABELS[metric]} (%) per category: mean ± std over seeds; best per row in bold. "
+        title = metric_label(metric, qualified=True)
+        caption = (f"{name}, {title} (%) per category: mean ± std over seeds; best per row in bold. "
                    f"{MEAN_CAPTION}")
         latex = to_latex(per_category_frames(tidy, methods, categories, metric, ("\\textbf{", "}"))[1], caption,
                          f"tab:{stem}", footnotes)
         atomic_write_text(out_dir / f"{stem}.tex", latex)
-        sections.append(f"## {LABELS[metric]} (%) per category\n\nMean ± std over seeds; best per row in bold; last "
+        sections.append(f"## {title} (%) per category\n\nMean ± std over seeds; best per row in bold; last "
                         f"row: the mean over categories (see above). Files: [{stem}.csv]({stem}.csv) · "
                         f"[{stem}.md]({stem}.md) · [{stem}.tex]({stem}.tex)\n\n{markdown}")
     if published:

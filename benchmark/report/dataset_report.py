@@ -19,29 +19,25 @@ evaluations per pair; seed-to-seed spread is what the ± std of Table 2 shows.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from scrapbench.report.tables import (
-    METRIC_LABELS,
+from scrapbench.report.cells import marked_labels, mean_std_cell, metric_label
+from scrapbench.report.collect import (
     PIXEL_METRICS,
     ReportError,
     SummaryTable,
     collect_runs,
     is_benchmark,
-    markdown_page,
-    marked_labels,
     method_order,
     select_group,
     suite_methods,
     summary_table,
-    to_markdown,
-    write_summary,
 )
+from scrapbench.report.render import markdown_page, to_markdown, write_summary
 from scrapbench.storage.run_folder import atomic_write_text, iter_failed_runs, read_json_record
 
 __all__ = ["ReportError", "build_report"]
@@ -227,11 +223,11 @@ def _bootstrap_section(tidy: pd.DataFrame, table2: SummaryTable, records: dict, 
         for metric in PIXEL_METRICS:
             hit = part[part["metric"] == metric]
             if hit.empty:
-                row[f"Δ{METRIC_LABELS[metric]} (pp)"] = "–"
+                row[f"Δ{metric_label(metric)} (pp)"] = "–"
                 continue
             r = hit.iloc[0]
             excludes_zero = r["low_pct"] > 0 or r["high_pct"] < 0
-            row[f"Δ{METRIC_LABELS[metric]} (pp)"] = (f"{r['diff_pct']:+.2f} [{r['low_pct']:+.2f}, "
+            row[f"Δ{metric_label(metric)} (pp)"] = (f"{r['diff_pct']:+.2f} [{r['low_pct']:+.2f}, "
                                                      f"{r['high_pct']:+.2f}]" + (" *" if excludes_zero else ""))
         display.append(row)
     markdown = to_markdown(pd.DataFrame(display)) if display else "(no comparable runs)\n"
@@ -239,7 +235,7 @@ def _bootstrap_section(tidy: pd.DataFrame, table2: SummaryTable, records: dict, 
     return (f"## Paired bootstrap: {label[best]} minus each other method\n\n"
             f"Difference in percentage points with its {100 * ci:.0f}% CI ({n_boot} paired resamples of the test "
             f"images, lowest shared seed); * marks a CI that excludes 0. Best = highest mean "
-            f"{METRIC_LABELS[primary]}. Files: [bootstrap.csv](bootstrap.csv)\n\n" + markdown)
+            f"{metric_label(primary)}. Files: [bootstrap.csv](bootstrap.csv)\n\n" + markdown)
 
 
 def breakdown_rows(metrics: dict[str, Any], key: str) -> list[tuple[str, str, float]]:
@@ -293,9 +289,9 @@ def _breakdown_section(tidy: pd.DataFrame, methods: Sequence[str], records: dict
             row = {"Method": label.get(method, method)}
             for group in groups:
                 hit = stats[(stats["method"] == method) & (stats["group"] == group) & (stats["metric"] == metric)]
-                row[group] = _pct_cell(hit, metric)
+                row[group] = _pct_cell(hit)
             table.append(row)
-        parts.append(f"**{METRIC_LABELS.get(metric, metric)} (%)**\n\n" + to_markdown(pd.DataFrame(table)))
+        parts.append(f"**{metric_label(metric)} (%)**\n\n" + to_markdown(pd.DataFrame(table)))
     other = sorted(set(frame["metric"]) - set(ratio_metrics) - set(_BREAKDOWN_COUNTS))
     extra = f"\nAlso in [{key}.csv]({key}.csv): {', '.join(other)}.\n" if other else ""
     markdown = "\n".join(parts)
@@ -308,11 +304,11 @@ _BREAKDOWN_RATIOS = ("pixel_auroc", "aupro", "pixel_recall", "region_recall", "a
 _BREAKDOWN_COUNTS = ("pixels", "regions")
 
 
-def _pct_cell(hit: pd.DataFrame, metric: str) -> str:
-    if hit.empty or pd.isna(hit["mean"].iloc[0]):
+def _pct_cell(hit: pd.DataFrame) -> str:
+    """The mean ± std (in %) of a breakdown's (method, group, metric) statistics row; ``–`` without one."""
+    if hit.empty:
         return "–"
-    mean, std, count = hit["mean"].iloc[0] * 100, hit["std"].iloc[0] * 100, hit["count"].iloc[0]
-    return f"{mean:.2f}" + (f" ± {std:.2f}" if count > 1 and not math.isnan(std) else "")
+    return mean_std_cell(hit["mean"].iloc[0] * 100, hit["std"].iloc[0] * 100, hit["count"].iloc[0])
 
 
 def _failed_section(failed: pd.DataFrame) -> str:

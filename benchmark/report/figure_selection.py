@@ -1,4 +1,6 @@
-"""The report's figures from run folders: which runs, which images, which curves (drawing: ``drawing.py``).
+"""The report's figures from run folders: which runs, which images, which curves.
+
+Drawing them is :mod:`scrapbench.report.drawing`.
 
 - Bars: Table 2 methods and the Table 3 ablation, mean ± std over seeds.
 - ROC/PR curves: the evaluator's curves of each method's lowest-seed run.
@@ -17,8 +19,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from scrapbench.report.cells import marked_labels, metric_label
+from scrapbench.report.collect import PIXEL_METRICS, SummaryTable, method_order
 from scrapbench.report.drawing import curves_figure, metric_bars, qualitative_grid, robust_range
-from scrapbench.report.tables import METRIC_LABELS, PIXEL_METRICS, SummaryTable, marked_labels, method_order
 
 # Colour limits come from at most this many maps per method (the paper preset has ~2,400 test maps).
 _MAX_MAPS_FOR_LIMITS = 64
@@ -29,7 +32,7 @@ def make_figures(tidy: pd.DataFrame, table2: SummaryTable, table3: SummaryTable 
     """Draw every figure that the runs allow; returns the report's Markdown section."""
     fig_dir = out_dir / "figures"
     lines = ["## Figures", ""]
-    metric_labels = [(m, METRIC_LABELS[m]) for m in PIXEL_METRICS]
+    metric_labels = [(m, metric_label(m)) for m in PIXEL_METRICS]
     if not table2.numbers.empty:
         means, stds = _bar_data(table2)
         metric_bars(means, stds, metric_labels, fig_dir / "table2_bars.png", "Methods (Table 2)")

@@ -88,11 +88,11 @@ def predict_tiled(
     return stitched, classes
 
 
-def find_regions(
+def predicted_regions(
     image_name: str, amap: np.ndarray, threshold: float, class_maps: np.ndarray | None = None,
     class_names: Sequence[str] = (), min_area: int = 1,
 ) -> list[Region]:
-    """8-connected components of ``amap >= threshold`` with their box, area and scores.
+    """Predicted regions: 8-connected components of ``amap >= threshold`` with their box, area and scores.
 
     With per-class maps, a region's class is the one with the highest mean score over its pixels.
     """
@@ -257,7 +257,7 @@ def predict_folder(
         for path in tqdm(paths, desc="predict", unit="image", disable=not show_progress):
             image = read_image(path)
             amap, class_maps = predict_tiled(method, image, patch_size, overlap, batch_size)
-            regions = find_regions(path.name, amap, threshold, class_maps, method.class_names, min_area)
+            regions = predicted_regions(path.name, amap, threshold, class_maps, method.class_names, min_area)
             all_regions.extend(regions)
             buffer = io.BytesIO()
             Image.fromarray(render_overlay(image, amap, threshold, regions)).save(buffer, format="PNG")

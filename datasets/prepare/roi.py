@@ -190,7 +190,7 @@ class ClipTextScorer:
 
     def __init__(self, model_name: str = "ViT-B-16", pretrained: str | None = "openai", image_size: int = 224,
                  device: str = "cpu") -> None:
-        from scrapbench.methods.common.clip_backbone import load_clip
+        from scrapbench.methods.common.clip_weights import load_clip
 
         self.clip = load_clip(model_name, pretrained, image_size, device)
         self.device = device

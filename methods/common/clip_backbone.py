@@ -1,7 +1,7 @@
 """Reading the vision tokens of open_clip models, shared by every CLIP-based method.
 
-Loading a model with its weights (tags, files, QuickGELU, checks) lives in ``methods/common/clip_weights.py``;
-``load_clip`` and ``LoadedClip`` are re-exported here for the methods that import them from here.
+Loading a model with its weights (tags, files, QuickGELU, checks) lives in
+:mod:`scrapbench.methods.common.clip_weights`.
 """
 
 from __future__ import annotations
@@ -20,12 +20,8 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from PIL import Image
 from torch import nn
 
-from scrapbench.methods.common.clip_weights import (  # noqa: F401 - re-exported
-    MODEL_CONFIG_DIR,
-    LoadedClip,
-    load_clip,
-    resolve_clip_weights,
-)
+from scrapbench.methods.common.clip_weights import LoadedClip, load_clip
+from scrapbench.methods.common.map_ops import indices_by_size
 
 #: How images reach the model's input size (the official pipelines, plus a device-side stand-in for PIL):
 #: see :func:`preprocess_images`.
@@ -126,9 +122,7 @@ def preprocess_images(
     if resize == "pil":
         return normalise_pixels(uint8_batch(pil_resize_all(images, image_size), device))
     # Device-side resizes: one batch per input size (a benchmark's images mostly share one).
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for index, image in enumerate(images):
-        groups.setdefault(image.shape, []).append(index)
+    groups = indices_by_size(image.shape for image in images)
     rows: list[torch.Tensor | None] = [None] * len(images)
     for indices in groups.values():
         resized = resize_on_device(uint8_batch([images[i] for i in indices], device), image_size, resize)
@@ -269,8 +263,8 @@ def run_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
     Why not ``block(x)``: in inference ``nn.MultiheadAttention`` takes its fused fast path, which on
     the CPU materialises every B×heads×N×N score matrix; ``scaled_dot_product_attention`` picks a
-    flash kernel on CPU and GPU. Measured on ViT-L/14 at 518 px (2-core CPU): 17.4 s → 14.2 s per
-    forward, max |Δ| 4e-6 on tokens of magnitude 8. Blocks of another kind run as they are.
+    flash kernel on CPU and GPU, which is faster and agrees with it to float32 rounding. Blocks of
+    another kind run as they are.
     """
     if not sdpa_ready(block):
         return block(x)

@@ -2,10 +2,10 @@
 
 Workers decode each sample and resize it with PIL (the official pipeline, on the CPU) into a uint8
 3×S×S tensor with its S×S class-index target; the main process moves the uint8 batch to the device
-(pinned memory on CUDA) and normalises it there (``clip_backbone.normalise_pixels``). The batches
-themselves, which images and in which order, are chosen by the method per epoch (its own seeded
-order), so the loader changes neither the order nor the numbers: with 0 workers or 4 the steps see
-the same tensors.
+(pinned memory on CUDA) and normalises it there
+(:func:`scrapbench.methods.common.clip_backbone.normalise_pixels`). The batches themselves, which
+images and in which order, are chosen by the method per epoch (its own seeded order), so the loader
+changes neither the order nor the numbers: with 0 workers or 4 the steps see the same tensors.
 """
 
 from __future__ import annotations

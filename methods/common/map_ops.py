@@ -5,20 +5,25 @@ one map at a time; at GPU speed that filter costs more than the network. :func:`
 computes the same filter with torch on the maps' device, batched: scipy's kernel (``truncate`` 4σ,
 normalised, float64), its ``reflect`` border (the edge sample repeated: d c b a | a b c d), one axis
 after the other with the result rounded to the input type in between, as scipy writes each axis'
-output into an array of the input type. Measured against scipy on float32 maps (3×5 to 700×512,
-σ 0.5 to 5.3): bit-identical. On the CPU it calls scipy itself (8 maps of 518²: 0.06 s, against
-0.9 s for torch's element-wise passes there).
+output into an array of the input type, so float32 maps come out bit-identical to scipy's. On the
+CPU it calls scipy itself, which is faster there than torch's element-wise passes.
+
+Batches whose items have different sizes (maps, images) are processed one group of equal size at a
+time: :func:`indices_by_size` forms the groups for every caller.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from typing import TypeVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
+
+K = TypeVar("K", bound=Hashable)
 
 
 def gaussian_kernel(sigma: float, truncate: float = 4.0) -> torch.Tensor:
@@ -78,6 +83,14 @@ def gaussian_filter(maps: torch.Tensor, sigma: float, truncate: float = 4.0, use
     return flat.view(shape)
 
 
+def indices_by_size(sizes: Iterable[K]) -> dict[K, list[int]]:
+    """The positions of each distinct size in ``sizes``, sizes in order of first appearance."""
+    groups: dict[K, list[int]] = {}
+    for index, size in enumerate(sizes):
+        groups.setdefault(size, []).append(index)
+    return groups
+
+
 def resize_each(maps: torch.Tensor, sizes: Sequence[tuple[int, int]],
                 then: Callable[[torch.Tensor, tuple[int, int]], torch.Tensor] | None = None) -> list[np.ndarray]:
     """N×C×h×w (or N×h×w) maps → one float32 numpy array per map at its own size (bilinear,
@@ -86,10 +99,7 @@ def resize_each(maps: torch.Tensor, sizes: Sequence[tuple[int, int]],
     squeeze = maps.dim() == 3
     batch = maps[:, None] if squeeze else maps
     out: list[np.ndarray | None] = [None] * len(sizes)
-    groups: dict[tuple[int, int], list[int]] = {}
-    for index, size in enumerate(sizes):
-        groups.setdefault(tuple(size), []).append(index)
-    for size, indices in groups.items():
+    for size, indices in indices_by_size(tuple(size) for size in sizes).items():
         part = batch[indices]
         if tuple(part.shape[-2:]) != size:
             part = F.interpolate(part, size=size, mode="bilinear", align_corners=False)

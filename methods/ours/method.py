@@ -26,11 +26,12 @@ from tqdm.auto import tqdm
 from scrapbench.core.method import AnomalyMethod, FitContext, LearningType
 from scrapbench.core.precision import autocast, check_precision, grad_scaler, inference
 from scrapbench.datasets.types import Split
-from scrapbench.methods.common.clip_backbone import LoadedClip, load_clip_resized, preprocess_images, resize_masks
+from scrapbench.methods.common.clip_backbone import load_clip_resized, preprocess_images, resize_masks
 from scrapbench.methods.common.clip_loader import ChosenBatches, ResizedSamples, batch_loader, device_batch
+from scrapbench.methods.common.clip_weights import LoadedClip
+from scrapbench.methods.common.losses import class_balanced_weights, multiclass_segmentation_loss
 from scrapbench.methods.common.map_ops import gaussian_filter, resize_each, scaled_sigma
 from scrapbench.methods.ours.config import PRESETS, OursConfig
-from scrapbench.methods.ours.losses import class_balanced_weights, segmentation_loss
 from scrapbench.methods.ours.model import BINARY_SCORINGS, SteelScrapCLIP
 from scrapbench.run.seeding import seed_everything
 
@@ -138,9 +139,9 @@ class FineTunedCLIP(AnomalyMethod):
         """L_local (sum over stages) + L_MSM (stage-weighted), each term focal + dice."""
         local, msm = maps
         gamma = self.config.focal_gamma
-        loss = sum(segmentation_loss(m, target, gamma, class_weights) for m in local)
+        loss = sum(multiclass_segmentation_loss(m, target, gamma, class_weights) for m in local)
         if msm is not None:
-            loss = loss + sum(w * segmentation_loss(m, target, gamma, class_weights)
+            loss = loss + sum(w * multiclass_segmentation_loss(m, target, gamma, class_weights)
                               for w, m in zip(self.config.msm_stage_weights, msm, strict=True))
         return loss
 

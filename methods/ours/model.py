@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from scrapbench.core.precision import full_precision
-from scrapbench.methods.common.clip_backbone import LoadedClip, layer_tokens, project_tokens
+from scrapbench.methods.common.clip_backbone import layer_tokens, project_tokens
+from scrapbench.methods.common.clip_weights import LoadedClip
 from scrapbench.methods.common.prompt_learner import PromptLearner, class_prompt_texts
 from scrapbench.methods.ours.config import OursConfig
 from scrapbench.methods.ours.msm import MultiScaleMechanism

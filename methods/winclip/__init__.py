@@ -35,7 +35,8 @@ import torch.nn.functional as F
 from scrapbench.core.method import AnomalyMethod, FitContext, LearningType
 from scrapbench.core.precision import check_precision, inference
 from scrapbench.datasets.types import Split
-from scrapbench.methods.common.clip_backbone import load_clip, preprocess_images
+from scrapbench.methods.common.clip_backbone import preprocess_images
+from scrapbench.methods.common.clip_weights import load_clip
 from scrapbench.methods.common.map_ops import resize_each
 from scrapbench.methods.winclip.scores import (
     WINCLIP_TEMPLATES,

@@ -36,7 +36,7 @@ from scrapbench.methods.common.clip_backbone import (
 )
 
 with warnings.catch_warnings():
-    # Importing anything under anomalib.models loads all its models (~3 s); some of them warn about
+    # Importing anything under anomalib.models loads all its models; some of them warn about
     # their own deprecated modules, which says nothing about the functions used here.
     warnings.simplefilter("ignore", FutureWarning)
     from anomalib.models.image.winclip.prompting import TEMPLATES
@@ -87,7 +87,7 @@ def window_masks(grid_size: int, scales: Sequence[int], stride: int = 1) -> list
     return masks
 
 
-def _window_embeddings(visual: torch.nn.Module, tokens: torch.Tensor, mask: torch.Tensor, chunk: int) -> torch.Tensor:
+def window_embeddings(visual: torch.nn.Module, tokens: torch.Tensor, mask: torch.Tensor, chunk: int) -> torch.Tensor:
     """B×M×D embeddings of the windows in ``mask`` (s²×M) from first-block tokens B×(1+N)×width.
 
     All windows of all B images run as one batch of (B·M) short sequences (``chunk`` at a time),
@@ -122,7 +122,7 @@ def encode(
     by_layer = dict(zip(layers, taken, strict=False))
     image = F.normalize(project_tokens(visual, final[:, 0]).float(), dim=-1)
     first = embed_patches(visual, pixels)
-    windows = [_window_embeddings(visual, first, mask, window_chunk) for mask in masks]
+    windows = [window_embeddings(visual, first, mask, window_chunk) for mask in masks]
     post = visual.ln_post if memory_ln_post else torch.nn.Identity()
     patches = [F.normalize(post(by_layer[layer][:, 1:]).float(), dim=-1) for layer in memory_layers]
     return Encoding(image, windows, patches)

@@ -1,102 +1,42 @@
-"""Tables from finished runs: a tidy frame, then the paper's Table 2 / Table 3 layouts.
+"""From run folders to pooled numbers: the tidy frame of finished runs, the checks that decide which
+runs one report may pool, and each method's mean ± std over seeds.
 
-``collect_runs`` reads every run folder into one row per (run, metric). ``summary_table`` averages
-over seeds (mean ± sample std, in %) and marks the best mean per metric; the same table is written
-as CSV (numbers), Markdown and LaTeX (formatted, best in bold, rows flagged by ``ROW_MARKS``:
-† random-initialised weights, § non-deterministic kernels, ° one run reused for every seed). LaTeX
-is written by hand (booktabs) because pandas' ``to_latex`` needs jinja2, not one of our dependencies.
+``collect_runs`` reads every run folder into one row per (run, metric). ``select_group`` picks one
+(dataset, preset), or one public benchmark's categories, and refuses runs that must not be pooled
+(``check_poolable``: different data, evaluator or setting). ``summary_table`` averages over seeds
+(mean ± sample std, in %). How the numbers are written is :mod:`scrapbench.report.cells` and
+:mod:`scrapbench.report.render`.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from scrapbench.report.cells import (
+    MARK_COLUMNS,
+    ablation_label,
+    mark_notes,
+    marked,
+    mean_std_cell,
+    method_label,
+    metric_label,
+)
 from scrapbench.run.identity import identity_differences, without_seed
 from scrapbench.storage.run_folder import RunFolderError, iter_run_records, read_json_record
 
 PIXEL_METRICS = ("auroc", "aupro", "ap", "f1max")
 IMAGE_METRICS = ("image_auroc", "image_ap")
-METRIC_LABELS = {"auroc": "AUROC", "aupro": "AUPRO", "ap": "AP", "f1max": "F1-max",
-                 "image_auroc": "image AUROC", "image_ap": "image AP", "pixel_auroc": "pixel AUROC",
-                 "pixel_recall": "pixel recall at the F1-max threshold",
-                 "region_recall": "region recall at the F1-max threshold"}
-
-
-@dataclass(frozen=True)
-class RowMark:
-    """A flag a method's row can carry: its boolean column in the tidy frame, its symbol, its footnote."""
-
-    column: str
-    symbol: str
-    note: str
-
-
-ROW_MARKS = (
-    RowMark("random_init", "†", "† run with random-initialised pretrained weights (none were available offline): "
-                                "the numbers show that the pipeline runs, not what the method can do."),
-    RowMark("nondeterministic", "§", "§ ran kernels that have no deterministic implementation (run.json: "
-                                     "determinism.nondeterministic_ops): the same seed need not give the same "
-                                     "numbers."),
-    RowMark("seed_reused", "°", "° zero-shot with fixed weights: its maps do not depend on the seed, so one run was "
-                                "computed and its record reused for the other seeds (± 0 over one distinct run)."),
-)
-MARK_COLUMNS = tuple(mark.column for mark in ROW_MARKS)
-
-
-def marked(label: str, flags: Mapping[str, bool]) -> str:
-    """``label`` followed by the symbol of every mark whose flag is set (e.g. ``Ours †``)."""
-    symbols = "".join(mark.symbol for mark in ROW_MARKS if flags.get(mark.column))
-    return f"{label} {symbols}" if symbols else label
-
-
-def method_flags(tidy: pd.DataFrame) -> pd.DataFrame:
-    """Per method: a mark's flag is set when any of its runs has it (index: method)."""
-    return tidy.groupby("method")[list(MARK_COLUMNS)].any()
-
-
-def marked_labels(tidy: pd.DataFrame) -> dict[str, str]:
-    """Every method's label with its marks."""
-    flags = method_flags(tidy)
-    labels = tidy.drop_duplicates("method").set_index("method")["label"]
-    return {method: marked(label, flags.loc[method]) for method, label in labels.items()}
-
-
-def mark_notes(flags: pd.DataFrame) -> list[str]:
-    """The footnotes of the marks set in any row of ``flags`` (a frame with the mark columns)."""
-    return [mark.note for mark in ROW_MARKS if mark.column in flags and bool(flags[mark.column].any())]
-DISPLAY_NAMES = {"winclip": "WinCLIP", "winclip_plus": "WinCLIP+", "anomalyclip": "AnomalyCLIP",
-                 "yolov8_sam": "YOLOv8-seg + SAM", "yolo11_sam": "YOLO11-seg + SAM", "mask_rcnn": "Mask R-CNN",
-                 "ours": "Ours", "ours_no_msm": "Ours w/o MSM", "ours_msm_5_11": "Ours, MSM 5×5 & 11×11",
-                 "ours_msm_7_13": "Ours, MSM 7×7 & 13×13"}
 
 
 class ReportError(ValueError):
     """No usable runs, or an ambiguous selection; the message says what to pass."""
-
-
-def method_label(method: str, config: dict[str, Any]) -> str:
-    """How the paper names a method row (WinCLIP+ gets its shot count)."""
-    label = DISPLAY_NAMES.get(method, method)
-    if method == "winclip_plus" and config.get("k_shot"):
-        label += f" ({config['k_shot']} shot{'s' if config['k_shot'] != 1 else ''})"
-    return label
-
-
-def ablation_label(method: str, config: dict[str, Any]) -> str:
-    """Table 3 names rows by the MSM setting: ``3×3 & 9×9`` or ``w/o MSM``."""
-    if config.get("use_msm") is False:
-        return "w/o MSM"
-    scales = config.get("msm_scales")
-    if isinstance(scales, (list, tuple)) and scales:
-        return " & ".join(f"{s}×{s}" for s in scales)
-    return method_label(method, config)
 
 
 def collect_runs(runs_dir: str | Path) -> pd.DataFrame:
@@ -286,13 +226,9 @@ class SummaryTable:
             best = self.best(metric)
             cells = []
             for method, row in self.numbers.iterrows():
-                mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
-                if pd.isna(mean):
-                    cells.append("–")
-                    continue
-                cell = f"{mean:.2f}" + (f" {pm} {std:.2f}" if row["n_seeds"] > 1 and not pd.isna(std) else "")
+                cell = mean_std_cell(row[f"{metric}_mean"], row[f"{metric}_std"], row["n_seeds"], pm)
                 cells.append(f"{bold[0]}{cell}{bold[1]}" if method in best else cell)
-            out[f"{METRIC_LABELS[metric]} (%)"] = cells
+            out[f"{metric_label(metric)} (%)"] = cells
         out["images/s"] = [f"{v:.1f}" if not pd.isna(v) else "–" for v in self.numbers["images_per_s"]]
         out["seeds"] = self.numbers["n_seeds"].astype(int).astype(str)
         return out.reset_index(drop=True)
@@ -337,75 +273,3 @@ def suite_methods(tidy: pd.DataFrame, suite: str) -> list[str]:
         chosen = [m for m, s in zip(runs["method"], runs["suites"], strict=True)
                   if "table2" in s.split(",") or not s]
     return method_order(chosen)
-
-
-# -- renderers ---------------------------------------------------------------------------------
-
-
-def to_markdown(frame: pd.DataFrame) -> str:
-    """A GitHub Markdown table (numbers right-aligned, the first column left)."""
-    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
-    align = "|" + "|".join("---:" if i > 0 and _numeric_column(frame.iloc[:, i]) else ":---"
-                           for i in range(len(frame.columns))) + "|"
-    body = ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, align, *body]) + "\n"
-
-
-def _numeric_column(values: pd.Series) -> bool:
-    """Cells that start with a number (``85.40 ± 1.2``, ``**85.40**``, ``–``) are aligned right."""
-    text = [str(v).strip("*+ ") for v in values]
-    return all(t in ("–", "") or t[:1].isdigit() or t[:1] == "-" for t in text)
-
-
-_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                  "×": r"$\times$", "±": r"$\pm$", "†": r"$^\dagger$", "–": "--", "Δ": r"$\Delta$",
-                  "§": r"\S{}", "°": r"$^\circ$", "‡": r"$^\ddagger$"}
-
-
-def latex_escape(text: str) -> str:
-    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in str(text))
-
-
-def to_latex(frame: pd.DataFrame, caption: str, label: str, notes: Sequence[str] = ()) -> str:
-    """A booktabs table; cells already holding ``\\textbf{...}`` keep their command."""
-    def cell(value: Any) -> str:
-        text = str(value)
-        if text.startswith("\\textbf{") and text.endswith("}"):
-            return "\\textbf{" + latex_escape(text[len("\\textbf{"):-1]) + "}"
-        return latex_escape(text)
-
-    spec = "l" + "r" * (len(frame.columns) - 1)
-    lines = ["\\begin{table}[t]", "\\centering", f"\\caption{{{latex_escape(caption)}}}", f"\\label{{{label}}}",
-             f"\\begin{{tabular}}{{{spec}}}", "\\toprule", " & ".join(cell(c) for c in frame.columns) + " \\\\",
-             "\\midrule"]
-    lines += [" & ".join(cell(v) for v in row) + " \\\\" for row in frame.itertuples(index=False)]
-    lines += ["\\bottomrule", "\\end{tabular}"]
-    lines += [f"\\par\\smallskip{{\\footnotesize {latex_escape(note)}}}" for note in notes]
-    lines.append("\\end{table}")
-    return "\n".join(lines) + "\n"
-
-
-def write_summary(table: SummaryTable, out_dir: Path, stem: str, caption: str) -> dict[str, Path]:
-    """``<stem>.csv`` (numbers), ``<stem>.md`` and ``<stem>.tex`` (formatted); returns the paths."""
-    from scrapbench.storage.run_folder import atomic_write_text
-
-    numbers = table.numbers.reset_index()
-    numbers = numbers.rename(columns={c: c.replace("_mean", "_mean_pct").replace("_std", "_std_pct")
-                                      for c in numbers.columns})
-    notes = table.notes()
-    paths = {"csv": out_dir / f"{stem}.csv", "md": out_dir / f"{stem}.md", "tex": out_dir / f"{stem}.tex"}
-    atomic_write_text(paths["csv"], numbers.to_csv(index=False, float_format="%.6f"))
-    markdown = to_markdown(table.formatted()) + "".join(f"\n{note}\n" for note in notes)
-    atomic_write_text(paths["md"], markdown)
-    latex = to_latex(table.formatted(bold=("\\textbf{", "}")), caption, f"tab:{stem}", notes)
-    atomic_write_text(paths["tex"], latex)
-    return paths
-
-
-def markdown_page(header: Sequence[str], sections: Sequence[str], notes: Sequence[str] = ()) -> str:
-    """A report page: header lines, then each section, then the notes as a list under "## Notes"."""
-    body = "\n".join(header) + "\n" + "\n".join(section.rstrip() + "\n" for section in sections)
-    if notes:
-        body += "\n## Notes\n\n" + "".join(f"- {note}\n" for note in notes)
-    return body

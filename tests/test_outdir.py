@@ -158,8 +158,8 @@ def test_guards_refuse_clearly(tmp_path):
 _LEAVE_STAGING = """
 import os, sys
 from pathlib import Path
-from scrapbench.storage.outdir import _make_staging
-staging = _make_staging(Path(sys.argv[1]))
+from scrapbench.storage.outdir import make_staging
+staging = make_staging(Path(sys.argv[1]))
 (staging / "half.png").write_bytes(b"x")
 print(staging)
 os._exit(0)  # like a process killed mid-way: nothing cleans up
@@ -171,9 +171,9 @@ def test_stale_staging_of_a_dead_writer_is_removed_a_live_one_and_foreign_ones_a
     dead = Path(subprocess.run([sys.executable, "-c", _LEAVE_STAGING, str(target)], capture_output=True, text=True,
                                check=True).stdout.strip())
     assert dead.is_dir()
-    from scrapbench.storage.outdir import _make_staging
+    from scrapbench.storage.outdir import make_staging
 
-    live = _make_staging(target)  # ours, still running
+    live = make_staging(target)  # ours, still running
     foreign = tmp_path / ".data.scrapbench-staging-1-abc"  # the name alone does not make it ours
     foreign.mkdir()
     removed = clean_stale_staging(tmp_path)

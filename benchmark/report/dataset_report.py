@@ -42,7 +42,8 @@ from scrapbench.report.tables import (
     to_markdown,
     write_summary,
 )
-from scrapbench.storage.run_folder import atomic_write_text, iter_failed_runs, read_json_record
+from scrapbench.storage.atomic import atomic_write_text
+from scrapbench.storage.run_folder import iter_failed_runs, read_json_record
 
 __all__ = ["ReportError", "build_report"]
 

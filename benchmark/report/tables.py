@@ -388,7 +388,7 @@ def to_latex(frame: pd.DataFrame, caption: str, label: str, notes: Sequence[str]
 
 def write_summary(table: SummaryTable, out_dir: Path, stem: str, caption: str) -> dict[str, Path]:
     """``<stem>.csv`` (numbers), ``<stem>.md`` and ``<stem>.tex`` (formatted); returns the paths."""
-    from scrapbench.storage.run_folder import atomic_write_text
+    from scrapbench.storage.atomic import atomic_write_text
 
     numbers = table.numbers.reset_index()
     numbers = numbers.rename(columns={c: c.replace("_mean", "_mean_pct").replace("_std", "_std_pct")

@@ -26,7 +26,7 @@ from scrapbench.datasets.io.filecheck import check_files
 from scrapbench.datasets.io.images import image_size
 from scrapbench.datasets.prepare.tiling import tile_starts
 from scrapbench.datasets.types import DatasetError
-from scrapbench.storage.run_folder import atomic_write_bytes, atomic_write_json, atomic_write_text
+from scrapbench.storage.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 _FLOAT16_MAX = 65504.0
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from scrapbench import __version__
 from scrapbench.core.method import AnomalyMethod, ModelFolderError, config_from_dict, config_to_dict
-from scrapbench.storage.run_folder import atomic_write_json
+from scrapbench.storage.atomic import atomic_write_json
 from scrapbench.storage.state_io import StateFormatError, join_state, read_tensors, split_state, write_tensors
 
 FORMAT = "scrapbench-model"

@@ -288,7 +288,7 @@ def preview_rois(sources: Sequence[SourceImage], roi: RoiProvider, out_dir: str 
 
 
 def _write_manifest(path: Path, records: list[_PatchRecord]) -> None:
-    from scrapbench.storage.run_folder import atomic_write_text
+    from scrapbench.storage.atomic import atomic_write_text
 
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(_PatchRecord.__dataclass_fields__))

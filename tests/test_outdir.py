@@ -195,24 +195,6 @@ def test_killed_synthetic_generation_is_cleaned_from_the_cache(tmp_path):
     assert synthetic.read_folder_dataset(entry).fingerprint == data.fingerprint
 
 
-def test_stale_staging_folders_of_older_versions_are_cleaned_from_the_cache(tmp_path):
-    from scrapbench.datasets.synthetic.generator import SYNTHETIC_PRESETS, cache_key, synthetic_dataset
-
-    config = SYNTHETIC_PRESETS["smoke"]
-    key = cache_key(config, 0)
-    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                              text=True, check=True)
-    dead = int(finished.stdout)
-    parent = tmp_path / "synthetic"
-    leftovers = [parent / f".{key}.{dead}", parent / f"..{key}.{dead}.k3j_x9a2"]
-    live = parent / f".{key}.{os.getpid()}"
-    unrelated = parent / f".notes.{dead}"
-    for folder in (*leftovers, live, unrelated):
-        (folder / "train").mkdir(parents=True)
-    synthetic_dataset(config, seed=0, cache_dir=tmp_path)
-    assert sorted(p.name for p in parent.iterdir()) == sorted([key, live.name, unrelated.name])
-
-
 def test_a_report_that_fails_half_way_can_be_written_again(tmp_path):
     runs = tmp_path / "runs"
     runs.mkdir()

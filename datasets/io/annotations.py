@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from scrapbench.datasets.folder import IMAGE_SUFFIXES, check_class_names, read_json_file, read_mask
-from scrapbench.datasets.io.images import check_pixel_limit, image_size, open_image
+from scrapbench.datasets.folder import IMAGE_SUFFIXES, check_class_names, read_json_file
+from scrapbench.datasets.io.images import check_pixel_limit, image_size, open_image, read_mask
 from scrapbench.datasets.types import DatasetError
 
 ANNOTATION_FORMATS = ("masks", "coco", "mvtec")

@@ -68,7 +68,7 @@ def _record_files(records: Sequence[ImageRecord]) -> list[tuple[Path, str]]:
 
 def check_records(records: Sequence[ImageRecord], root: Path, cache_dir: Path | None = None,
                   show_progress: bool | None = None, workers: int | None = None) -> dict[Path, FileFacts]:
-    """Read, hash and fully decode every image and mask once (see :func:`filecheck.check_files`).
+    """Read, hash and fully decode every image and mask once (see :func:`scrapbench.datasets.io.filecheck.check_files`).
 
     ``root``: the folder whose remembered checks are used (one per category: a check of one category
     then never forgets another's). ``cache_dir``: where checks are remembered (None: nowhere).

@@ -71,18 +71,25 @@ def read_class_names(root: Path) -> tuple[tuple[str, ...], dict]:
     return check_class_names(classes, f"{meta_path}: `classes`"), meta
 
 
+def files_by_stem(folder: Path, suffixes: tuple[str, ...], duplicate: str) -> dict[str, Path]:
+    """The files of ``folder`` whose suffix (in any letter case) is one of ``suffixes``, by stem; hidden files
+    are skipped. Two files with one stem are refused: ``duplicate`` begins what the message says of them."""
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() not in suffixes or path.name.startswith("."):
+            continue
+        if path.stem in found:
+            raise DatasetError(f"{path}: {duplicate} {path.stem!r} (also {found[path.stem].name})")
+        found[path.stem] = path
+    return found
+
+
 def _index_split(root: Path, split: str) -> tuple[dict[str, Path], dict[str, Path]]:
     """Images and masks of a split by stem; suffixes match in any case (``a.PNG`` is a PNG)."""
     image_dir, mask_dir = root / split / "images", root / split / "masks"
     if not image_dir.is_dir():
         raise DatasetError(f"{image_dir}: missing folder (expected ROOT/{split}/images/*.png)")
-    images: dict[str, Path] = {}
-    for path in sorted(image_dir.iterdir()):
-        if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
-            continue
-        if path.stem in images:
-            raise DatasetError(f"{path}: duplicate stem {path.stem!r} (also {images[path.stem].name})")
-        images[path.stem] = path
+    images = files_by_stem(image_dir, IMAGE_SUFFIXES, "duplicate stem")
     if not images:
         raise DatasetError(f"{image_dir}: empty split, no images with suffix {IMAGE_SUFFIXES}")
     masks: dict[str, Path] = {}
@@ -92,10 +99,7 @@ def _index_split(root: Path, split: str) -> tuple[dict[str, Path], dict[str, Pat
         foreign = [p.name for p in entries if p.suffix.lower() != ".png"]
         if foreign:
             raise DatasetError(f"{mask_dir}: masks must be PNG files of class indices, found {foreign[:5]}")
-        for path in entries:
-            if path.stem in masks:
-                raise DatasetError(f"{path}: two masks for image {path.stem!r} (also {masks[path.stem].name})")
-            masks[path.stem] = path
+        masks = files_by_stem(mask_dir, (".png",), "two masks for image")
         orphans = sorted(p.name for stem, p in masks.items() if stem not in images)
         if orphans:
             raise DatasetError(f"{mask_dir}: masks without an image (names must match an image's, letter case "

@@ -6,31 +6,29 @@
 
 Everything is checked when the dataset is opened, so that a run never dies half-way on a bad file:
 every image and mask is decoded completely once (see :mod:`scrapbench.datasets.io.filecheck`), mask
-sizes and values are checked, and the images of a split must share one size. The same pass hashes
-every file into :attr:`Dataset.fingerprint`. Pixels are decoded again lazily when a method asks.
+sizes and values are checked, and the images of a split must share one size
+(:mod:`scrapbench.datasets.split`). The same pass hashes every file into :attr:`Dataset.fingerprint`
+(:func:`scrapbench.datasets.fingerprint.manifest_fingerprint`). Pixels are decoded again lazily when
+a method asks.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-import numpy as np
 import yaml
 from PIL import Image
 
+from scrapbench.datasets.fingerprint import manifest_fingerprint
 from scrapbench.datasets.io.cache import default_cache_dir
-from scrapbench.datasets.io.filecheck import FileFacts, check_files, check_one_size
-from scrapbench.datasets.io.images import read_image, read_mask
-from scrapbench.datasets.types import Dataset, DatasetError, Sample, Split
+from scrapbench.datasets.io.filecheck import check_files
+from scrapbench.datasets.split import ImageRecord, checked_split
+from scrapbench.datasets.types import Dataset, DatasetError, Sample
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 SPLITS = ("train", "test")
-
-__all__ = ["IMAGE_SUFFIXES", "read_folder_dataset", "read_image", "read_mask", "write_folder_dataset"]
-
 
 def read_json_file(path: Path, what: str) -> object:
     """Parse a JSON file, or raise DatasetError naming it (missing file, bad JSON)."""
@@ -73,18 +71,25 @@ def read_class_names(root: Path) -> tuple[tuple[str, ...], dict]:
     return check_class_names(classes, f"{meta_path}: `classes`"), meta
 
 
+def files_by_stem(folder: Path, suffixes: tuple[str, ...], duplicate: str) -> dict[str, Path]:
+    """The files of ``folder`` whose suffix (in any letter case) is one of ``suffixes``, by stem; hidden files
+    are skipped. Two files with one stem are refused: ``duplicate`` begins what the message says of them."""
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() not in suffixes or path.name.startswith("."):
+            continue
+        if path.stem in found:
+            raise DatasetError(f"{path}: {duplicate} {path.stem!r} (also {found[path.stem].name})")
+        found[path.stem] = path
+    return found
+
+
 def _index_split(root: Path, split: str) -> tuple[dict[str, Path], dict[str, Path]]:
     """Images and masks of a split by stem; suffixes match in any case (``a.PNG`` is a PNG)."""
     image_dir, mask_dir = root / split / "images", root / split / "masks"
     if not image_dir.is_dir():
         raise DatasetError(f"{image_dir}: missing folder (expected ROOT/{split}/images/*.png)")
-    images: dict[str, Path] = {}
-    for path in sorted(image_dir.iterdir()):
-        if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
-            continue
-        if path.stem in images:
-            raise DatasetError(f"{path}: duplicate stem {path.stem!r} (also {images[path.stem].name})")
-        images[path.stem] = path
+    images = files_by_stem(image_dir, IMAGE_SUFFIXES, "duplicate stem")
     if not images:
         raise DatasetError(f"{image_dir}: empty split, no images with suffix {IMAGE_SUFFIXES}")
     masks: dict[str, Path] = {}
@@ -94,61 +99,12 @@ def _index_split(root: Path, split: str) -> tuple[dict[str, Path], dict[str, Pat
         foreign = [p.name for p in entries if p.suffix.lower() != ".png"]
         if foreign:
             raise DatasetError(f"{mask_dir}: masks must be PNG files of class indices, found {foreign[:5]}")
-        for path in entries:
-            if path.stem in masks:
-                raise DatasetError(f"{path}: two masks for image {path.stem!r} (also {masks[path.stem].name})")
-            masks[path.stem] = path
+        masks = files_by_stem(mask_dir, (".png",), "two masks for image")
         orphans = sorted(p.name for stem, p in masks.items() if stem not in images)
         if orphans:
             raise DatasetError(f"{mask_dir}: masks without an image (names must match an image's, letter case "
                                f"included): {orphans[:5]}")
     return images, masks
-
-
-def manifest_fingerprint(class_names: Sequence[str], files: dict[str, FileFacts]) -> str:
-    """``sha256:<hex>`` over the class names and each file's relative name, size and content hash."""
-    digest = hashlib.sha256()
-    digest.update(json.dumps({"classes": list(class_names)}).encode() + b"\n")
-    for name in sorted(files):
-        digest.update(f"{name}\t{files[name].size}\t{files[name].sha256}\n".encode())
-    return f"sha256:{digest.hexdigest()}"
-
-
-def _split(root: Path, name: str, images: dict[str, Path], masks: dict[str, Path],
-           facts: dict[Path, FileFacts], num_classes: int) -> Split:
-    ids, has_anomaly, presence = [], [], []
-    for stem, path in images.items():
-        classes: frozenset[int] = frozenset()
-        mask_path = masks.get(stem)
-        if mask_path is not None:
-            image, mask = facts[path], facts[mask_path]
-            if (mask.height, mask.width) != (image.height, image.width):
-                raise DatasetError(
-                    f"{mask_path}: mask is {mask.width}x{mask.height} but its image is {image.width}x{image.height} "
-                    f"(width x height); masks must match their image"
-                )
-            bad = [v for v in mask.values or () if not 0 <= v <= num_classes]
-            if bad:
-                raise DatasetError(
-                    f"{mask_path}: mask has values {bad[:5]} but dataset.yaml declares {num_classes} classes "
-                    f"(allowed 0..{num_classes}); binary 0/255 masks need `scrapbench prepare --format mvtec`"
-                )
-            classes = frozenset(v for v in mask.values or () if v)
-        ids.append(stem)
-        has_anomaly.append(bool(classes))
-        presence.append(classes)
-    check_one_size(list(images.values()), facts, str(root / name / "images"),
-                   ": cut them into patches with `scrapbench prepare`")
-
-    def load(i: int) -> Sample:
-        stem = ids[i]
-        image = read_image(images[stem])
-        mask_path = masks.get(stem)
-        mask = read_mask(mask_path, image.shape[:2], num_classes) if mask_path is not None else \
-            np.zeros(image.shape[:2], np.uint8)
-        return Sample(image=image, mask=mask, id=stem)
-
-    return Split(name, ids, load, has_anomaly, presence)
 
 
 def read_folder_dataset(root: str | Path, cache_dir: str | Path | None = None, use_cache: bool = True,
@@ -168,7 +124,11 @@ def read_folder_dataset(root: str | Path, cache_dir: str | Path | None = None, u
              for path in group.values()]
     cache = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) if use_cache else None
     facts = check_files(files, root, cache_dir=cache, show_progress=show_progress, workers=workers)
-    train, test = (_split(root, split, *indexed[split], facts, len(class_names)) for split in SPLITS)
+    train, test = (checked_split(split, [ImageRecord(stem, path, indexed[split][1].get(stem), None)
+                                         for stem, path in indexed[split][0].items()],
+                                 facts, str(root / split / "images"), num_classes=len(class_names),
+                                 size_fix=": cut them into patches with `scrapbench prepare`")
+                   for split in SPLITS)
     if not any(test.has_anomaly):
         raise DatasetError(f"{root / 'test'}: no anomalous pixel in the test split; pixel metrics need some")
     manifest = {path.relative_to(root).as_posix(): facts[path] for path, _ in files}

@@ -21,9 +21,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from scrapbench.datasets.fingerprint import PREFIX, records_fingerprint
 from scrapbench.datasets.io.cache import default_cache_dir
-from scrapbench.datasets.records import check_records, concat_splits, records_fingerprint, records_split
 from scrapbench.datasets.resolve import benchmark_categories, parse_benchmark_spec
+from scrapbench.datasets.split import check_records, checked_split, concat_splits
 from scrapbench.datasets.types import Dataset, DatasetError, Split
 
 
@@ -66,11 +67,11 @@ def cross_dataset_training(spec: str, show_progress: bool | None = None, use_cac
             records = read_split_file(parsed.root)[category]["test"]
         facts = check_records(records, folder, cache, show_progress)
         where = f"{parsed.kind} {category} test"
-        parts.append((category, records_split("train", records, facts, where, one_size=False)))
+        parts.append((category, checked_split("train", records, facts, where, one_size=False)))
         manifest[category] = records_fingerprint({"category": category}, {"test": records}, facts, folder)
     header = json.dumps({"cross_dataset_train": parsed.kind, "classes": ["anomaly"], "categories": manifest},
                         sort_keys=True)
-    fingerprint = "sha256:" + hashlib.sha256(header.encode()).hexdigest()
+    fingerprint = PREFIX + hashlib.sha256(header.encode()).hexdigest()
     return TrainingData(spec, concat_splits("train", parts), fingerprint, tuple(categories))
 
 

@@ -1,7 +1,7 @@
 """Turn a ``--dataset`` argument into datasets.
 
     synthetic                     the seeded synthetic set sized by the preset (default)
-    PATH                          a folder in scrapbench's own format (datasets/folder.py)
+    PATH                          a folder in scrapbench's own format (scrapbench.datasets.folder)
     mvtec:ROOT                    MVTec AD read in place: one dataset per category
     mvtec:ROOT#bottle,cable       only these categories
     visa:ROOT[#candle,pcb1]       VisA read in place through ROOT/split_csv/1cls.csv

@@ -141,7 +141,7 @@ def test_mvtec_bad_files_are_named(mvtec, case):
 
 def test_first_bad_file_in_order_is_reported_whatever_the_threads(mvtec):
     from scrapbench.datasets.public.mvtec import category_dir, mvtec_records
-    from scrapbench.datasets.records import validated_split
+    from scrapbench.datasets.split import validated_split
 
     root, _ = mvtec
     for stem in ("000", "002"):

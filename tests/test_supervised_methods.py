@@ -296,7 +296,7 @@ def test_importing_ultralytics_leaves_pil_alone(tmp_path):
     """Our folder reader must still report a corrupt image as such after a YOLO run in the process."""
     from PIL import Image
 
-    from scrapbench.datasets.folder import read_image
+    from scrapbench.datasets.io.images import read_image
     from scrapbench.datasets.types import DatasetError
     from scrapbench.methods.yolo_sam.offline import import_ultralytics
 

@@ -312,8 +312,8 @@ def evaluate(
     import json
 
     from scrapbench.metrics import evaluate_folders
+    from scrapbench.storage.atomic import atomic_write_json
     from scrapbench.storage.outdir import guard_output_file
-    from scrapbench.storage.run_folder import atomic_write_json
 
     try:
         if out is not None:

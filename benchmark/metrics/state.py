@@ -75,7 +75,7 @@ def gather(m: Statistics, group: str, key: str) -> np.ndarray:
 
 def save(m: Statistics, path: str | Path) -> None:
     """Write every statistic of ``m`` to ``path`` (.npz, compressed, atomic)."""
-    from scrapbench.storage.run_folder import atomic_write_bytes
+    from scrapbench.storage.atomic import atomic_write_bytes
 
     meta = {"format": FORMAT, "fpr_limit": m.fpr_limit, "class_names": m.class_names, "compat": m.compat,
             "bins": m.bins, "bootstrap_bins": m.bootstrap_bins, "size_cutoffs": m.size_cutoffs,

@@ -35,7 +35,7 @@ from scrapbench.report.published import (
     published_for,
 )
 from scrapbench.report.render import markdown_page, to_latex, to_markdown, write_summary
-from scrapbench.storage.run_folder import atomic_write_text
+from scrapbench.storage.atomic import atomic_write_text
 
 #: Metrics of the benchmark tables, in the order of the papers' tables.
 BENCHMARK_METRICS = ("auroc", "aupro", "ap", "f1max", "image_auroc")

@@ -38,7 +38,8 @@ from scrapbench.report.collect import (
     summary_table,
 )
 from scrapbench.report.render import markdown_page, to_markdown, write_summary
-from scrapbench.storage.run_folder import atomic_write_text, iter_failed_runs, read_json_record
+from scrapbench.storage.atomic import atomic_write_text
+from scrapbench.storage.run_folder import iter_failed_runs, read_json_record
 
 __all__ = ["ReportError", "build_report"]
 

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from scrapbench.report.collect import SummaryTable
-from scrapbench.storage.run_folder import atomic_write_text
+from scrapbench.storage.atomic import atomic_write_text
 
 
 def to_markdown(frame: pd.DataFrame) -> str:

@@ -44,11 +44,9 @@ from scrapbench.run.identity import compute_settings, identity_differences, run_
 from scrapbench.run.lease import try_lease, wait_for_lease
 from scrapbench.run.seed_reuse import copy_seed_twin, find_seed_twin
 from scrapbench.run.seeding import NondeterminismMonitor, seed_everything
+from scrapbench.storage.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from scrapbench.storage.run_folder import (
     RunFolderError,
-    atomic_write_bytes,
-    atomic_write_json,
-    atomic_write_text,
     attempt_token,
     check_run_folder,
     ensure_writable_dir,

@@ -20,13 +20,13 @@ from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
 from scrapbench.core.method import AnomalyMethod, check_maps
-from scrapbench.datasets.folder import IMAGE_SUFFIXES, read_image, read_json_file
+from scrapbench.datasets.folder import IMAGE_SUFFIXES, read_json_file
 from scrapbench.datasets.io.cache import default_cache_dir
 from scrapbench.datasets.io.filecheck import check_files
-from scrapbench.datasets.io.images import image_size
+from scrapbench.datasets.io.images import image_size, read_image
 from scrapbench.datasets.prepare.tiling import tile_starts
 from scrapbench.datasets.types import DatasetError
-from scrapbench.storage.run_folder import atomic_write_bytes, atomic_write_json, atomic_write_text
+from scrapbench.storage.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 _FLOAT16_MAX = 65504.0
 

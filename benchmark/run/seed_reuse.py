@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from scrapbench.run.identity import without_seed
-from scrapbench.storage.run_folder import RunFolderError, atomic_write_json, is_finished, read_json_record
+from scrapbench.storage.atomic import atomic_write_json
+from scrapbench.storage.run_folder import RunFolderError, is_finished, read_json_record
 
 
 def find_seed_twin(directory: Path, identity: dict[str, Any]) -> tuple[Path, dict[str, Any]] | None:

@@ -1,1 +1,1 @@
-"""What scrapbench writes: atomic files and folders, run folders, the --out rule, model folders."""
+"""What scrapbench writes: atomic files and folders, writer records, run folders, the --out rule, model folders."""

@@ -8,9 +8,10 @@
 
 Loading never runs code from the folder: the method is looked up by name in the registry (built-ins,
 entry points, ``@register_method``) and the stored class path is only compared with the registry's,
-never imported; the state files are data formats (see ``state_io``). A folder of format 1 (an older
-scrapbench's ``state.pt``, a pickle that may nest further pickles) is refused, not read. Every
-refusal is a :class:`~scrapbench.core.method.ModelFolderError` with one line naming the file and the fix.
+never imported; the state files are data formats (see :mod:`scrapbench.storage.state_io`). A folder
+of format 1 (an older scrapbench's ``state.pt``, a pickle that may nest further pickles) is refused,
+not read. Every refusal is a :class:`~scrapbench.core.method.ModelFolderError` with one line naming
+the file and the fix.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 from scrapbench import __version__
 from scrapbench.core.method import AnomalyMethod, ModelFolderError, config_from_dict, config_to_dict
-from scrapbench.storage.run_folder import atomic_write_json
+from scrapbench.storage.atomic import atomic_write_json
 from scrapbench.storage.state_io import StateFormatError, join_state, read_tensors, split_state, write_tensors
 
 FORMAT = "scrapbench-model"

@@ -9,8 +9,9 @@ The rule every ``--out`` follows (``synth``, ``prepare``, ``predict``, ``report`
   after resolving symbolic links).
 - A new folder is written into a hidden staging folder beside it and swapped in at the end, so the
   old result stays whole until the new one is complete, and an interrupted command leaves the old
-  result as it was. Staging folders left by a killed process are removed later, but only when the
-  process that made them (recorded inside) is gone.
+  result as it was (:func:`scrapbench.storage.atomic.swap_in`). Staging folders left by a killed
+  process are removed later, but only when the process that made them (recorded inside, see
+  :mod:`scrapbench.storage.writers`) is gone.
 """
 
 from __future__ import annotations
@@ -18,19 +19,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import tempfile
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from scrapbench.storage.atomic import swap_in
+from scrapbench.storage.writers import make_owned_folder, release, remove_abandoned
+
 MARKER = ".scrapbench-output"
-_STAGING_TAG = ".scrapbench-staging-"
-_WRITER_FILE = ".scrapbench-writer"
-# A staging folder made on another machine (shared disk; a container's host name changes on restart)
-# cannot be checked by pid: it counts as abandoned only when nothing was written into it for this long.
-_FOREIGN_STALE_S = 7 * 24 * 3600
+STAGING_TAG = ".scrapbench-staging-"
 
 
 class OutputError(ValueError):
@@ -90,99 +87,14 @@ def write_marker(folder: str | Path, command: str) -> None:
     (Path(folder) / MARKER).write_text(json.dumps(doc, indent=2) + "\n")
 
 
-def _process_start(pid: int) -> float | None:
-    import psutil
-
-    try:
-        return psutil.Process(pid).create_time()
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-        return None
-
-
-def _make_staging(target: Path) -> Path:
-    """A hidden folder beside ``target`` that records which process writes it."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}{_STAGING_TAG}{os.getpid()}-", dir=target.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; the final folder should read like any other
-    writer = {"pid": os.getpid(), "host": socket.gethostname(), "process_start": _process_start(os.getpid()),
-              "created": time.time()}
-    (staging / _WRITER_FILE).write_text(json.dumps(writer))
-    return staging
-
-
-def _writer_is_gone(staging: Path) -> bool:
-    """Whether the process that made ``staging`` is gone: on this host, no such pid any more (or the pid
-    now belongs to a process started later); on another host, nothing written for a week."""
-    try:
-        writer = json.loads((staging / _WRITER_FILE).read_text())
-        pid, host = int(writer["pid"]), str(writer["host"])
-        started = writer.get("process_start")
-    except (OSError, ValueError, KeyError, TypeError):
-        return False  # not one of ours, or unreadable: leave it alone
-    if host != socket.gethostname():
-        return time.time() - _last_write(staging) > _FOREIGN_STALE_S
-    now_start = _process_start(pid)
-    if now_start is None:
-        import psutil
-
-        return not psutil.pid_exists(pid)
-    return started is not None and now_start > float(started) + 1.0
-
-
-def _last_write(folder: Path) -> float:
-    """The newest modification time of ``folder`` and the folders below it (a live writer adds files)."""
-    newest = 0.0
-    for current, _, _ in os.walk(folder):
-        try:
-            newest = max(newest, os.stat(current).st_mtime)
-        except OSError:
-            continue
-    return newest
+def make_staging(target: Path) -> Path:
+    """A new hidden folder beside ``target`` that records which process writes it."""
+    return make_owned_folder(target.parent, f".{target.name}{STAGING_TAG}{os.getpid()}-")
 
 
 def clean_stale_staging(parent: str | Path) -> list[Path]:
     """Remove staging folders in ``parent`` left by scrapbench processes that are gone; returns them."""
-    parent = Path(parent)
-    removed = []
-    try:
-        entries = list(parent.iterdir())
-    except OSError:
-        return removed
-    for entry in entries:
-        if not (entry.name.startswith(".") and _STAGING_TAG in entry.name) or entry.is_symlink() \
-                or not entry.is_dir():
-            continue
-        if _writer_is_gone(entry):
-            shutil.rmtree(entry, ignore_errors=True)
-            removed.append(entry)
-    return removed
-
-
-def _publish(staging: Path, target: Path, keep_existing: bool, option: str) -> None:
-    (staging / _WRITER_FILE).unlink()
-    if keep_existing and target.exists():
-        shutil.rmtree(staging)  # someone else finished the same output first: theirs stays
-        return
-    if not target.exists():
-        try:
-            os.rename(staging, target)
-            return
-        except OSError:
-            if keep_existing and target.exists():
-                shutil.rmtree(staging)
-                return
-            raise
-    # Check again right before replacing: the folder may have changed while we were writing.
-    check_replaceable(target, option=option)
-    trash = _make_staging(target)
-    os.rename(target, trash / "replaced")
-    try:
-        os.rename(staging, target)
-    except OSError:
-        os.rename(trash / "replaced", target)  # put the old result back
-        shutil.rmtree(trash, ignore_errors=True)
-        raise
-    shutil.rmtree(trash, ignore_errors=True)
+    return remove_abandoned(Path(parent), f".*{STAGING_TAG}*")
 
 
 @contextmanager
@@ -198,11 +110,13 @@ def staged_output(out: str | Path, command: str, inputs: Iterable[str | Path | N
     inputs = list(inputs)
     target = guard_output(out, inputs, allow_inside=allow_inside, option=option)
     clean_stale_staging(target.parent)
-    staging = _make_staging(target)
+    staging = make_staging(target)
     try:
         yield staging
         write_marker(staging, command)
-        _publish(staging, target, keep_existing, option)
+        release(staging)
+        swap_in(staging, target, make_staging, keep_existing=keep_existing,
+                check_replaceable=lambda existing: check_replaceable(existing, option=option))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

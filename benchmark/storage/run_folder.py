@@ -1,4 +1,4 @@
-"""Results on disk: atomic writes and the layout of a results folder.
+"""The layout of a results folder, and how a run folder is staged and put in place.
 
     OUT/<dataset>/<preset>/<method>/seed<k>/
         run.json        # written last: its presence marks a finished run
@@ -25,43 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: str | Path, payload: Any) -> None:
-    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=False, default=_json_default) + "\n")
-
-
-def _json_default(value: Any) -> Any:
-    import numpy as np
-
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+from scrapbench.storage.atomic import swap_in
 
 
 class RunFolderError(ValueError):
@@ -191,8 +155,16 @@ def check_run_folder(directory: Path) -> None:
                              f"before this run is recomputed")
 
 
+def _old_attempt_dir(directory: Path) -> Path:
+    """Where the attempt being replaced goes for the moment of the swap (removed by :func:`remove_stale_attempts`)."""
+    aside = directory.with_name(f".{directory.name}.old-{attempt_token()}")
+    aside.mkdir()
+    return aside
+
+
 def place_run_folder(staging: Path, directory: Path) -> None:
-    """Move a complete run folder to ``directory`` in one rename, replacing an earlier attempt there.
+    """Move a complete run folder to ``directory`` (:func:`scrapbench.storage.atomic.swap_in`), replacing an
+    earlier attempt there.
 
     ``staging`` may lie anywhere (e.g. a worker's local temp folder): it is first moved beside
     ``directory``, so the final step is always a rename on one filesystem. The caller holds the lease.
@@ -202,11 +174,4 @@ def place_run_folder(staging: Path, directory: Path) -> None:
         beside = directory.with_name(f".{directory.name}.tmp-{attempt_token()}")
         shutil.move(str(staging), str(beside))
         staging = beside
-    replaced = None
-    if directory.exists() or directory.is_symlink():
-        check_run_folder(directory)
-        replaced = directory.with_name(f".{directory.name}.old-{attempt_token()}")
-        os.rename(directory, replaced)
-    os.rename(staging, directory)
-    if replaced is not None:
-        shutil.rmtree(replaced)
+    swap_in(staging, directory, _old_attempt_dir, check_replaceable=check_run_folder)

@@ -17,13 +17,13 @@ paths) is refused when saving, so a nested pickle can never be written in the fi
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from scrapbench.storage.atomic import atomic_path
 
 TENSOR_REF = "__tensor__"
 ARRAY_REF = "__ndarray__"
@@ -117,16 +117,8 @@ def write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     """Write ``tensors`` as safetensors, atomically (readers see the old file or the new one)."""
     from safetensors.torch import save_file
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata={"format": "pt"})
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:

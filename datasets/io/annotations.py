@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from scrapbench.datasets.folder import IMAGE_SUFFIXES, check_class_names, read_json_file, read_mask
-from scrapbench.datasets.io.images import check_pixel_limit, image_size, open_image
+from scrapbench.datasets.folder import IMAGE_SUFFIXES, check_class_names, files_by_stem, read_json_file
+from scrapbench.datasets.io.images import check_pixel_limit, image_size, open_image, read_mask
 from scrapbench.datasets.types import DatasetError
 
 ANNOTATION_FORMATS = ("masks", "coco", "mvtec")
@@ -42,13 +42,7 @@ class SourceImage:
 def _images_in(folder: Path) -> dict[str, Path]:
     if not folder.is_dir():
         raise DatasetError(f"{folder}: image folder does not exist")
-    found: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
-            continue
-        if path.stem in found:
-            raise DatasetError(f"{path}: duplicate image stem {path.stem!r} (also {found[path.stem].name})")
-        found[path.stem] = path
+    found = files_by_stem(folder, IMAGE_SUFFIXES, "duplicate image stem")
     if not found:
         raise DatasetError(f"{folder}: no images with suffix {IMAGE_SUFFIXES}")
     return found
@@ -56,14 +50,7 @@ def _images_in(folder: Path) -> dict[str, Path]:
 
 def _png_masks_in(folder: Path) -> dict[str, Path]:
     """PNG files by stem, the suffix in any case (``a.PNG``); two masks for one stem are refused."""
-    found: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.suffix.lower() != ".png" or path.name.startswith("."):
-            continue
-        if path.stem in found:
-            raise DatasetError(f"{path}: two masks for {path.stem!r} (also {found[path.stem].name})")
-        found[path.stem] = path
-    return found
+    return files_by_stem(folder, (".png",), "two masks for")
 
 
 # -- class-index PNG masks ---------------------------------------------------------------------

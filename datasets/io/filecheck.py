@@ -120,7 +120,7 @@ class _Cache:
         dropped = set(self.entries) - keep
         if not (self.changed or dropped):
             return
-        from scrapbench.storage.run_folder import atomic_write_text
+        from scrapbench.storage.atomic import atomic_write_text
 
         files = {k: v for k, v in self.entries.items() if k in keep}
         doc = {"format": _CACHE_FORMAT, "root": str(self.root), "pillow": PIL.__version__, "files": files}

@@ -154,18 +154,24 @@ def decode_mask(path: Path, data: bytes | None = None) -> np.ndarray:
 def check_mask(path: Path, mask: np.ndarray, image_size: tuple[int, int] | None, num_classes: int) -> np.ndarray:
     """Check a decoded mask's size against its image and its values against the classes; uint8 result."""
     if image_size is not None and mask.shape != tuple(image_size):
-        raise DatasetError(
-            f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
-            f"{image_size[1]}x{image_size[0]} (width x height); masks must match their image"
-        )
+        raise mask_size_error(path, mask.shape[:2], tuple(image_size))
     bad = mask_values(mask)
     bad = [v for v in bad if not 0 <= v <= num_classes]
     if bad:
-        raise DatasetError(
-            f"{path}: mask has values {bad[:5]} but dataset.yaml declares {num_classes} "
-            f"classes (allowed 0..{num_classes}); binary 0/255 masks need `scrapbench prepare --format mvtec`"
-        )
+        raise mask_values_error(path, bad, num_classes)
     return mask.astype(np.uint8)
+
+
+def mask_size_error(path: Path, mask: tuple[int, ...], image: tuple[int, ...]) -> DatasetError:
+    """The error for a mask whose (H, W) is not its image's."""
+    return DatasetError(f"{path}: mask is {mask[1]}x{mask[0]} but its image is {image[1]}x{image[0]} "
+                        f"(width x height); masks must match their image")
+
+
+def mask_values_error(path: Path, bad: list[int], num_classes: int) -> DatasetError:
+    """The error for a class-index mask with values outside 0..``num_classes``."""
+    return DatasetError(f"{path}: mask has values {bad[:5]} but dataset.yaml declares {num_classes} classes "
+                        f"(allowed 0..{num_classes}); binary 0/255 masks need `scrapbench prepare --format mvtec`")
 
 
 def mask_values(mask: np.ndarray) -> list[int]:

@@ -25,10 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from scrapbench.datasets.folder import check_class_names, read_image, write_folder_dataset
+from scrapbench.datasets.folder import check_class_names, write_folder_dataset
 from scrapbench.datasets.io.annotations import SourceImage, read_coco, read_mask_folder, read_mvtec
 from scrapbench.datasets.io.cache import default_cache_dir
 from scrapbench.datasets.io.filecheck import check_files
+from scrapbench.datasets.io.images import read_image
 from scrapbench.datasets.prepare.roi import Roi, full_image_roi, save_roi_preview
 from scrapbench.datasets.types import DatasetError, Sample
 
@@ -288,7 +289,7 @@ def preview_rois(sources: Sequence[SourceImage], roi: RoiProvider, out_dir: str 
 
 
 def _write_manifest(path: Path, records: list[_PatchRecord]) -> None:
-    from scrapbench.storage.run_folder import atomic_write_text
+    from scrapbench.storage.atomic import atomic_write_text
 
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(_PatchRecord.__dataclass_fields__))

@@ -10,7 +10,7 @@ The official layout (Bergmann et al., CVPR 2019; also what anomalib's ``MVTecAD`
 ``ROOT`` may also be one category folder itself. Masks are binarised (> 0 is anomalous) into the
 single class ``anomaly``, or, with ``per_defect_type``, into one class per defect type of the
 category (class names = the defect folders, sorted). Nothing is copied; every file is read, hashed and
-decoded once when the category is opened, as for dataset folders (see :mod:`scrapbench.datasets.records`),
+decoded once when the category is opened, as for dataset folders (see :mod:`scrapbench.datasets.split`),
 which also gives the category its fingerprint.
 """
 
@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from scrapbench.datasets.fingerprint import records_fingerprint
 from scrapbench.datasets.folder import IMAGE_SUFFIXES
 from scrapbench.datasets.io.cache import default_cache_dir
-from scrapbench.datasets.records import ImageRecord, check_records, records_fingerprint, records_split
+from scrapbench.datasets.split import ImageRecord, check_records, checked_split
 from scrapbench.datasets.types import Dataset, DatasetError
 
 NORMAL = "good"
@@ -130,8 +131,8 @@ def read_mvtec_category(root: str | Path, category: str, per_defect_type: bool =
     records, class_names = mvtec_records(folder, per_defect_type)
     cache = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) if use_cache else None
     facts = check_records(records["train"] + records["test"], folder, cache, show_progress, workers)
-    train = records_split("train", records["train"], facts, str(folder / "train"))
-    test = records_split("test", records["test"], facts, str(folder / "test"))
+    train = checked_split("train", records["train"], facts, str(folder / "train"))
+    test = checked_split("test", records["test"], facts, str(folder / "test"))
     name = object_name(category)
     header = {"benchmark": "mvtec", "category": category, "object_name": name, "classes": list(class_names)}
     notes = {"benchmark": "mvtec", "category": category, "spec": f"mvtec:{root}#{category}",

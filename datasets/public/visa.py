@@ -19,8 +19,9 @@ import csv
 import functools
 from pathlib import Path
 
+from scrapbench.datasets.fingerprint import records_fingerprint
 from scrapbench.datasets.io.cache import default_cache_dir
-from scrapbench.datasets.records import ImageRecord, check_records, records_fingerprint, records_split
+from scrapbench.datasets.split import ImageRecord, check_records, checked_split
 from scrapbench.datasets.types import Dataset, DatasetError
 
 SPLIT_FILE = Path("split_csv") / "1cls.csv"
@@ -126,8 +127,8 @@ def read_visa_category(root: str | Path, category: str, per_defect_type: bool = 
     folder = Path(root) / category
     cache = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) if use_cache else None
     facts = check_records(records["train"] + records["test"], folder, cache, show_progress, workers)
-    train = records_split("train", records["train"], facts, f"{split_file} object {category!r} train")
-    test = records_split("test", records["test"], facts, f"{split_file} object {category!r} test")
+    train = checked_split("train", records["train"], facts, f"{split_file} object {category!r} train")
+    test = checked_split("test", records["test"], facts, f"{split_file} object {category!r} test")
     name = object_name(category)
     header = {"benchmark": "visa", "category": category, "object_name": name, "classes": ["anomaly"]}
     notes = {"benchmark": "visa", "category": category, "spec": f"visa:{root}#{category}",

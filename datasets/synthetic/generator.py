@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 from collections import deque
 from collections.abc import Iterator
@@ -316,35 +315,14 @@ def synthetic_dataset(
     """
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder = root / "synthetic" / cache_key(config, seed)
-    _remove_legacy_staging(folder.parent)
     if not (folder / "dataset.yaml").is_file():
         if folder.exists():
-            shutil.rmtree(folder, ignore_errors=True)  # a stray, incomplete entry of an older version
+            shutil.rmtree(folder, ignore_errors=True)  # an incomplete entry (not published by write_synthetic)
         # Rendered into a staging folder beside the entry, then renamed; when two processes fill the
         # same entry at once, the first one's folder stays (a reader may already be using it). Staging
-        # folders of killed processes are removed here too (scrapbench.storage.outdir.clean_stale_staging).
+        # folders of killed processes are removed here too (scrapbench.storage.writers.remove_abandoned).
         write_synthetic(folder, config, seed, workers, show_progress, keep_existing=True)
     return read_folder_dataset(folder, cache_dir=root)
-
-
-# Staging folders of scrapbench ≤ 0.1.0 in the cache: ".<key>.<pid>" and the writer's ".<.key.pid>.<random>".
-_LEGACY_STAGING = re.compile(r"^\.\.?[\w.-]+-seed-?\d+-[0-9a-f]{12}\.(?P<pid>\d+)(\.[\w]+)?$")
-
-
-def _remove_legacy_staging(synthetic_dir: Path) -> None:
-    """Remove staging folders an older scrapbench left in the cache when killed, if their process is gone.
-
-    Newer staging folders record their writer and are cleaned by :func:`scrapbench.storage.outdir.clean_stale_staging`.
-    A pid that exists again (reused) keeps its folder: never delete what may be a live writer's.
-    """
-    import psutil
-
-    if not synthetic_dir.is_dir():
-        return
-    for entry in synthetic_dir.iterdir():
-        match = _LEGACY_STAGING.match(entry.name)
-        if match and entry.is_dir() and not entry.is_symlink() and not psutil.pid_exists(int(match["pid"])):
-            shutil.rmtree(entry, ignore_errors=True)
 
 
 def _jsonable(value):

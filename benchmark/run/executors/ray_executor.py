@@ -33,9 +33,7 @@ import hashlib
 import io
 import json
 import logging
-import os
 import secrets
-import shutil
 import socket
 import tarfile
 import tempfile
@@ -46,8 +44,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import psutil
 
 from scrapbench.core.registry import MethodSpec, add_spec, get_spec
 from scrapbench.datasets.fingerprint import dataset_fingerprint
@@ -73,6 +69,7 @@ from scrapbench.run.lifecycle import (
 from scrapbench.run.seeding import seed_everything
 from scrapbench.run.shards import predict_shard, shard_bounds
 from scrapbench.storage.run_folder import read_json_record, run_dir
+from scrapbench.storage.writers import scratch_folder
 
 STORAGE_MODES = ("auto", "shared", "ship")
 INSTALL_HINT = "pip install 'scrapbench[ray]'"
@@ -564,13 +561,9 @@ def _worker_run_one(source: DataSource, specs: Sequence[MethodSpec], method: str
 
 @contextmanager
 def _worker_folder() -> Iterator[Path]:
-    """A temporary folder on the worker's disk, named by its process: folders of killed workers are removed here."""
-    for stale in Path(tempfile.gettempdir()).glob("scrapbench-ray-*-*"):
-        pid = stale.name.split("-")[2]
-        if pid.isdigit() and not psutil.pid_exists(int(pid)) and stale.is_dir() and not stale.is_symlink():
-            shutil.rmtree(stale, ignore_errors=True)
-    with tempfile.TemporaryDirectory(prefix=f"scrapbench-ray-{os.getpid()}-") as tmp:
-        yield Path(tmp)
+    """A temporary folder on the worker's disk; folders of killed workers are removed here."""
+    with scratch_folder(Path(tempfile.gettempdir()), "scrapbench-ray-") as tmp:
+        yield tmp
 
 
 def _worker_execute(source: DataSource, specs: Sequence[MethodSpec], plan: RunPlan, options: RunOptions,

@@ -1,18 +1,17 @@
-"""Image records of a public benchmark → validated, lazily loaded :class:`Split` objects and a fingerprint.
+"""Image records → one checked, lazily loaded :class:`Split`: the one way every reader builds a split.
 
-The MVTec AD and VisA readers only list files: one :class:`ImageRecord` per image (its path, its
-mask's path, its label). Everything else is here, once, through the same file checks as dataset
-folders (:mod:`scrapbench.datasets.io.filecheck`): every image and mask is read once, hashed and
-decoded fully before any method runs (16-bit images, the pixel limit and remembered checks work as
-for folders), masks are binarised (any value > 0 is anomalous: MVTec AD stores 0/255, VisA small
-non-zero values) and take the record's class index, every error names the file, and the dataset's
-fingerprint comes from the same pass (no second decode anywhere).
+A reader only lists files: one :class:`ImageRecord` per image (its path, its mask's path, its
+label). The dataset folder reader (:mod:`scrapbench.datasets.folder`) and the public-benchmark
+readers (:mod:`scrapbench.datasets.public.mvtec`, :mod:`scrapbench.datasets.public.visa`) then
+build their splits here, from the facts of one full pass over the files
+(:mod:`scrapbench.datasets.io.filecheck`: every image and mask read, hashed and decoded once before
+any method runs). Masks are checked against their images and labels here, every error names the
+file, and pixels are decoded again only when a method asks for a sample. The dataset's fingerprint
+comes from the same facts (:mod:`scrapbench.datasets.fingerprint`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,41 +20,40 @@ from pathlib import Path
 import numpy as np
 
 from scrapbench.datasets.io.filecheck import FileFacts, check_files, check_one_size
-from scrapbench.datasets.io.images import decode_mask, read_image
+from scrapbench.datasets.io.images import decode_mask, mask_size_error, mask_values_error, read_image, read_mask
 from scrapbench.datasets.types import DatasetError, Sample, Split
 
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """One image of a benchmark split.
+    """One image of a split.
 
     ``label``: 0 for a normal image; for an anomalous one the class index (1..K) its mask's
-    anomalous pixels get. ``group``: the stratum used by per-seed splits (MVTec AD: the defect type,
-    ``good`` for normal images; VisA: ``normal`` / ``anomaly``).
+    anomalous pixels get (benchmark masks are binary: any value > 0 is anomalous, MVTec AD stores
+    0/255, VisA small non-zero values). ``None``: the mask holds class indices itself (the dataset
+    folder format), and the image is anomalous when its mask has a non-zero pixel. ``group``: the
+    stratum used by per-seed splits (MVTec AD: the defect type, ``good`` for normal images; VisA:
+    ``normal`` / ``anomaly``).
     """
 
     id: str
     image: Path
     mask: Path | None
-    label: int
-    group: str
+    label: int | None
+    group: str = ""
 
     @property
     def is_anomalous(self) -> bool:
-        return self.label > 0
+        """Whether the label says anomalous (False for a class-index mask: its mask decides)."""
+        return bool(self.label)
 
 
 def read_binary_mask(path: Path, image_size: tuple[int, int] | None) -> np.ndarray:
     """Decode a single-channel mask → bool (value > 0), checking its size against its image's (H, W)."""
     mask = decode_mask(path)
     if image_size is not None and mask.shape != tuple(image_size):
-        raise DatasetError(_size_mismatch(path, mask.shape, image_size))
+        raise mask_size_error(path, mask.shape, image_size)
     return mask > 0
-
-
-def _size_mismatch(path: Path, mask: tuple[int, ...], image: tuple[int, ...]) -> str:
-    return (f"{path}: mask is {mask[1]}x{mask[0]} but its image is {image[1]}x{image[0]} (width x height); "
-            f"masks must match their image")
 
 
 def _record_files(records: Sequence[ImageRecord]) -> list[tuple[Path, str]]:
@@ -70,7 +68,7 @@ def _record_files(records: Sequence[ImageRecord]) -> list[tuple[Path, str]]:
 
 def check_records(records: Sequence[ImageRecord], root: Path, cache_dir: Path | None = None,
                   show_progress: bool | None = None, workers: int | None = None) -> dict[Path, FileFacts]:
-    """Read, hash and fully decode every image and mask once (see :func:`filecheck.check_files`).
+    """Read, hash and fully decode every image and mask once (see :func:`scrapbench.datasets.io.filecheck.check_files`).
 
     ``root``: the folder whose remembered checks are used (one per category: a check of one category
     then never forgets another's). ``cache_dir``: where checks are remembered (None: nowhere).
@@ -79,80 +77,70 @@ def check_records(records: Sequence[ImageRecord], root: Path, cache_dir: Path | 
                        workers=workers)
 
 
-def _check_record(record: ImageRecord, facts: Mapping[Path, FileFacts]) -> None:
+def _record_classes(record: ImageRecord, facts: Mapping[Path, FileFacts], num_classes: int | None) -> frozenset[int]:
+    """The classes present in ``record``'s image, after checking its mask against the image and the label."""
     image = facts[record.image]
     if record.mask is None:
         if record.is_anomalous:
             raise DatasetError(f"{record.image}: anomalous image without a ground-truth mask")
-        return
+        return frozenset()
     mask = facts[record.mask]
     if (mask.height, mask.width) != (image.height, image.width):
-        raise DatasetError(_size_mismatch(record.mask, (mask.height, mask.width), (image.height, image.width)))
-    anomalous = any(v > 0 for v in mask.values or ())
+        raise mask_size_error(record.mask, (mask.height, mask.width), (image.height, image.width))
+    values = mask.values or ()
+    if record.label is None:
+        if num_classes is None:
+            raise ValueError("records with class-index masks need num_classes")
+        bad = [v for v in values if not 0 <= v <= num_classes]
+        if bad:
+            raise mask_values_error(record.mask, bad, num_classes)
+        return frozenset(v for v in values if v)
+    anomalous = any(v > 0 for v in values)
     if record.is_anomalous and not anomalous:
         # The image label says anomalous, the mask says normal: metrics would silently count it normal.
         raise DatasetError(f"{record.mask}: mask of the anomalous image {record.image.name} has no anomalous pixel")
     if not record.is_anomalous and anomalous:
         raise DatasetError(f"{record.mask}: mask of the normal image {record.image.name} has anomalous pixels")
+    return frozenset({record.label}) if record.is_anomalous else frozenset()
 
 
-def records_split(name: str, records: Sequence[ImageRecord], facts: Mapping[Path, FileFacts],
-                  description: str = "", one_size: bool = True) -> Split:
+def checked_split(name: str, records: Sequence[ImageRecord], facts: Mapping[Path, FileFacts],
+                  description: str = "", one_size: bool = True, num_classes: int | None = None,
+                  size_fix: str = "") -> Split:
     """A lazily loading :class:`Split` of checked records (``facts`` from :func:`check_records`).
 
-    Ids must be unique within the split; labels must agree with the masks; with ``one_size`` the
-    images must share one size. Masks load as class-index arrays: the record's ``label`` where the
-    mask is > 0, else 0.
+    Ids must be unique within the split; masks must match their images, and labels their masks; with
+    ``one_size`` the images must share one size (``size_fix`` ends that message: what to do).
+    ``description`` names the split in messages. Masks load as class-index arrays: for a labelled
+    record, its ``label`` where the mask is > 0, else 0; for a class-index mask, its values, which
+    must lie in 0..``num_classes``.
     """
     records = list(records)
     description = description or name
     if not records:
         raise DatasetError(f"{description}: empty split")
     seen: dict[str, Path] = {}
+    presence: list[frozenset[int]] = []
     for record in records:
         if record.id in seen:
             raise DatasetError(f"{record.image}: sample id {record.id!r} also used by {seen[record.id]}")
         seen[record.id] = record.image
-        _check_record(record, facts)
+        presence.append(_record_classes(record, facts, num_classes))
     if one_size:
-        check_one_size([r.image for r in records], facts, description, "")
+        check_one_size([r.image for r in records], facts, description, size_fix)
 
     def load(i: int) -> Sample:
         record = records[i]
         image = read_image(record.image)
         if record.mask is None:
             mask = np.zeros(image.shape[:2], np.uint8)
+        elif record.label is None:
+            mask = read_mask(record.mask, image.shape[:2], num_classes)
         else:
             mask = read_binary_mask(record.mask, image.shape[:2]).astype(np.uint8) * np.uint8(record.label)
         return Sample(image=image, mask=mask, id=record.id)
 
-    return Split(name, [r.id for r in records], load, [r.is_anomalous for r in records],
-                 [frozenset({r.label}) if r.is_anomalous else frozenset() for r in records])
-
-
-def records_fingerprint(header: Mapping[str, object], splits: Mapping[str, Sequence[ImageRecord]],
-                        facts: Mapping[Path, FileFacts], root: Path) -> str:
-    """``sha256:<hex>`` over ``header`` (benchmark, category, class names...) and, split by split, each
-    record's id, label and its files' names (relative to ``root``), sizes and content hashes.
-
-    The records are part of it, not only the files: VisA's split file decides which image is in
-    which split, so the same files under another split file give another fingerprint.
-    """
-    prefix = os.path.abspath(root).rstrip(os.sep) + os.sep
-
-    def entry(path: Path | None) -> str:
-        if path is None:
-            return "-\t-\t-"
-        full = os.path.abspath(path)  # the usual case is a plain prefix: no path parsing
-        name = full[len(prefix):] if full.startswith(prefix) else os.path.relpath(full, prefix)
-        return f"{name.replace(os.sep, '/')}\t{facts[path].size}\t{facts[path].sha256}"
-
-    digest = hashlib.sha256(json.dumps(dict(header), sort_keys=True).encode() + b"\n")
-    for name, records in splits.items():
-        digest.update(f"split {name} {len(records)}\n".encode())
-        for record in records:
-            digest.update(f"{record.id}\t{record.label}\t{entry(record.image)}\t{entry(record.mask)}\n".encode())
-    return f"sha256:{digest.hexdigest()}"
+    return Split(name, [r.id for r in records], load, [bool(c) for c in presence], presence)
 
 
 def validated_split(name: str, records: Sequence[ImageRecord], show_progress: bool = False,
@@ -163,7 +151,7 @@ def validated_split(name: str, records: Sequence[ImageRecord], show_progress: bo
         raise DatasetError(f"{description or name}: empty split")
     root = Path(os.path.commonpath([os.path.abspath(r.image) for r in records]))
     facts = check_records(records, root, show_progress=show_progress, workers=workers)
-    return records_split(name, records, facts, description, one_size)
+    return checked_split(name, records, facts, description, one_size)
 
 
 def concat_splits(name: str, parts: Sequence[tuple[str, Split]]) -> Split:

@@ -144,6 +144,9 @@ class AnomalyMethod(ABC):
         """Where the pretrained weights came from; ``{"random_init": True}`` marks untrained rows."""
         return {"random_init": False}
 
+    def to_device(self, device: str) -> None:  # noqa: B027 (an optional hook: most methods override it)
+        """Move the networks to ``device`` (a loaded method, before its state is restored). Default: nothing to move."""
+
     # -- save / load ---------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
         """Write config, class names and fitted state to ``directory`` (see ``scrapbench.storage.model_folder``)."""

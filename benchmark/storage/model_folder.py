@@ -80,8 +80,7 @@ def load_method(directory: str | Path, device: str = "cpu", expected: type | Non
     state = _read_state(directory, meta_path, _field(meta_path, meta, "files", dict))
 
     method = instantiate(meta["method"], method_cls, config, class_names)
-    if hasattr(method, "to_device"):
-        method.to_device(device)
+    method.to_device(device)
     try:
         method.load_state_dict(state)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:

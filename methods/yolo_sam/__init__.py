@@ -139,7 +139,8 @@ class YoloSam(AnomalyMethod):
                 f"assets ({RELEASES}) and put it there or set `yolo_weights` to its path; "
                 f"yolo_weights=null trains from the model YAML (random init)."
             )
-        verify_yolo_checkpoint(path, self.config.yolo_family, self.config.yolo_weights_sha256, self._pin_setting())
+        verify_yolo_checkpoint(path, self.config.yolo_family, self.config.yolo_weights_sha256,
+                               self._pin_setting(self.registry_name))
         return path
 
     @staticmethod
@@ -150,11 +151,9 @@ class YoloSam(AnomalyMethod):
                                                yolo_scale=config.yolo_scale)).expanduser()
 
     @staticmethod
-    def _pin_setting_of(name: str) -> str:
-        return f"{name}.yolo_weights_sha256"
-
-    def _pin_setting(self) -> str:
-        return self._pin_setting_of(self.registry_name or "METHOD")
+    def _pin_setting(name: str | None) -> str:
+        """The setting that pins the checkpoint's SHA-256 (``METHOD.…`` for a method built by hand)."""
+        return f"{name or 'METHOD'}.yolo_weights_sha256"
 
     @classmethod
     def _yolo_check(cls, config: YoloSamConfig, setting: str, pin_setting: str) -> WeightCheck:
@@ -165,12 +164,12 @@ class YoloSam(AnomalyMethod):
     @classmethod
     def weight_checks(cls, config: YoloSamConfig, name: str) -> list[WeightCheck]:
         """The YOLO checkpoint, then SAM's."""
-        return [cls._yolo_check(config, f"{name}.yolo_weights={config.yolo_weights}", cls._pin_setting_of(name)),
+        return [cls._yolo_check(config, f"{name}.yolo_weights={config.yolo_weights}", cls._pin_setting(name)),
                 inspect_sam(config.sam_model, config.sam_checkpoint, f"{name}.sam_checkpoint={config.sam_checkpoint}")]
 
     def inspect_weights(self, setting: str) -> WeightCheck:
         """A :class:`WeightCheck` of this method's YOLO checkpoint (static checks; nothing unpickled)."""
-        return self._yolo_check(self.config, setting, self._pin_setting())
+        return self._yolo_check(self.config, setting, self._pin_setting(self.registry_name))
 
     def _new_yolo(self, weights: Path | None, workdir: Path) -> Any:
         """A YOLO from the verified checkpoint (ultralytics reads a hashed copy in ``workdir``) or from the YAML."""

@@ -102,7 +102,8 @@ def load_dataset(spec: str, preset: str = "cpu", seed: int = 0, cache_dir: str |
 
         return read_visa_category(parsed.root, categories[0], per_defect_type, show_progress)
     if spec == "synthetic":
-        from scrapbench.datasets.synthetic.generator import SYNTHETIC_PRESETS, synthetic_dataset
+        from scrapbench.core.presets import SYNTHETIC_PRESETS
+        from scrapbench.datasets.synthetic.generator import synthetic_dataset
 
         if preset not in SYNTHETIC_PRESETS:
             raise DatasetError(f"no synthetic size for preset {preset!r}; known: {sorted(SYNTHETIC_PRESETS)}")

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from scrapbench.core.method import AnomalyMethod, FitContext, LearningType
 from scrapbench.core.precision import autocast, check_precision, full_precision
 from scrapbench.datasets.types import Split
+from scrapbench.methods.common.checkpoints import WeightCheck
 from scrapbench.methods.common.clip_backbone import (
     load_clip_resized,
     preprocess_images,
@@ -44,6 +45,7 @@ from scrapbench.methods.common.clip_backbone import (
     upsample_maps,
 )
 from scrapbench.methods.common.clip_loader import ChosenBatches, ResizedSamples, batch_loader, device_batch
+from scrapbench.methods.common.clip_weights import clip_config_check
 from scrapbench.methods.common.losses import binary_dice_loss, binary_focal_loss
 from scrapbench.methods.common.map_ops import gaussian_filter, resize_each
 from scrapbench.methods.common.prompt_learner import ANOMALY_PROMPT, NORMAL_PROMPT, PromptLearner
@@ -103,6 +105,10 @@ class AnomalyCLIP(AnomalyMethod):
                 "epochs": 8, "batch_size": 8, "max_train_images": 300, "gaussian_sigma": 1.0,
                 "loader_workers": 0},
     }
+
+    @classmethod
+    def weight_checks(cls, config: AnomalyCLIPConfig, name: str) -> list[WeightCheck]:
+        return [clip_config_check(config, name)]
 
     def __init__(self, config: AnomalyCLIPConfig, class_names: Sequence[str]) -> None:
         super().__init__(config, class_names)

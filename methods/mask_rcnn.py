@@ -154,6 +154,11 @@ class MaskRCNN(AnomalyMethod):
                 info["sha256"] = file_digest(path)
         return info
 
+    @classmethod
+    def weight_checks(cls, config: MaskRCNNConfig, name: str) -> list[WeightCheck]:
+        """The configured checkpoint, checked by :meth:`inspect_weights` (building a Mask R-CNN loads nothing)."""
+        return [cls(config, ("class",)).inspect_weights(f"{name}.weights={config.weights}")]
+
     def inspect_weights(self, setting: str) -> WeightCheck:
         """A :class:`WeightCheck` of the configured checkpoint (read on the meta device: no tensor data)."""
         check = WeightCheck(f"Mask R-CNN {self.config.weights or 'random init'}", setting, "random")

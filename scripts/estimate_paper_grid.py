@@ -61,7 +61,8 @@ MEASURED = {
 # -- measure -------------------------------------------------------------------------------------
 
 def _dataset(cache: Path):
-    from scrapbench.datasets.synthetic.generator import SYNTHETIC_PRESETS, split_by_ratio, synthetic_dataset
+    from scrapbench.core.presets import SYNTHETIC_PRESETS
+    from scrapbench.datasets.synthetic.generator import split_by_ratio, synthetic_dataset
 
     config = replace(SYNTHETIC_PRESETS["paper"], name="paper-grid-probe", train_normal=10,
                      train_anomalous=split_by_ratio(MEASURED_TRAIN), test_normal=1, test_anomalous=(1, 0, 0))

@@ -182,8 +182,9 @@ def test_stale_staging_of_a_dead_writer_is_removed_a_live_one_and_foreign_ones_a
 
 
 def test_killed_synthetic_generation_is_cleaned_from_the_cache(tmp_path):
+    from scrapbench.core.presets import SYNTHETIC_PRESETS
     from scrapbench.datasets.synthetic import generator as synthetic
-    from scrapbench.datasets.synthetic.generator import SYNTHETIC_PRESETS, cache_key, synthetic_dataset
+    from scrapbench.datasets.synthetic.generator import cache_key, synthetic_dataset
 
     config = SYNTHETIC_PRESETS["smoke"]
     entry = tmp_path / "synthetic" / cache_key(config, 0)

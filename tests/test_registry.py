@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import pytest
 
 from scrapbench.core import registry
@@ -76,3 +78,30 @@ def test_decorated_plugin_refines_its_entry_point(monkeypatch):
 
     registry.register_method("colour_plugin", "decorated", suites=("table2",))(ColourDistance)
     assert registry.get_spec("colour_plugin").description == "decorated"
+
+
+def test_what_a_method_declares_is_read_without_building_it(monkeypatch):
+    """Learning type and weights come from classmethods; a `paper` entry in `presets` is refused (paper is
+    the Config defaults); the registry name is set by the registry's factory."""
+    from toy_method import ColourDistance
+
+    from scrapbench.core.method import LearningType
+    from scrapbench.core.weights import method_weight_checks
+
+    registry.get_spec("winclip")  # the built-ins first, so that setitem below adds to them
+    monkeypatch.setitem(registry._REGISTRY, "toy", registry.MethodSpec("toy", ColourDistance, "toy"))
+    winclip = registry.get_spec("winclip").load_class()
+    assert winclip.learning_type_for(registry.build_config("winclip_plus", "smoke")) is LearningType.FEW_SHOT
+    assert winclip.learning_type_for(registry.build_config("winclip", "smoke")) is LearningType.ZERO_SHOT
+    assert [c.setting for c in method_weight_checks("yolov8_sam", "smoke")] == [
+        "yolov8_sam.yolo_weights=None", "yolov8_sam.sam_checkpoint=None"]
+    assert method_weight_checks("toy", "smoke") == []
+
+    class DeclaresPaper(ColourDistance):
+        presets: ClassVar[dict[str, dict[str, Any]]] = {"smoke": {}, "cpu": {}, "paper": {"max_images": 2}}
+
+    monkeypatch.setitem(registry._REGISTRY, "declares_paper", registry.MethodSpec("declares_paper", DeclaresPaper, ""))
+    with pytest.raises(ValueError, match="Config defaults"):
+        registry.build_config("declares_paper", "paper")
+    assert ColourDistance(registry.build_config("toy", "smoke"), ("a",)).registry_name is None
+    assert registry.create_method("toy", ("a",), "smoke").registry_name == "toy"

@@ -151,8 +151,9 @@ def test_resume_refuses_other_data_under_the_same_name(smoke_dataset, tmp_path):
 
 def test_synthetic_folders_of_other_seeds_are_told_apart(tmp_path):
     """Two `scrapbench synth` folders of different seeds carry the same name; their runs must not mix."""
+    from scrapbench.core.presets import SYNTHETIC_PRESETS
     from scrapbench.datasets.folder import read_folder_dataset
-    from scrapbench.datasets.synthetic.generator import SYNTHETIC_PRESETS, write_synthetic
+    from scrapbench.datasets.synthetic.generator import write_synthetic
 
     a = read_folder_dataset(write_synthetic(tmp_path / "s0", SYNTHETIC_PRESETS["smoke"], seed=0))
     b = read_folder_dataset(write_synthetic(tmp_path / "s1", SYNTHETIC_PRESETS["smoke"], seed=1))

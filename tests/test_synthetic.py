@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from scrapbench.core.presets import SYNTHETIC_PRESETS
 from scrapbench.datasets.folder import read_folder_dataset
 from scrapbench.datasets.synthetic import generator as synthetic
 from scrapbench.datasets.synthetic.generator import (
     CLASS_NAMES,
     PAPER_CLASS_RATIO,
-    SYNTHETIC_PRESETS,
     SyntheticConfig,
     generate_sample,
     split_plan,

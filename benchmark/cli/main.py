@@ -40,7 +40,7 @@ def _with_weights(names: list[str], overrides: dict, weights: str | None) -> dic
         return overrides
     if len(names) != 1:
         _fail("--weights needs exactly one method (use --set METHOD.FIELD=PATH for several)")
-    field_name = getattr(get_spec(names[0]).load_class(), "weights_field", None)
+    field_name = get_spec(names[0]).load_class().weights_field
     if field_name is None:
         _fail(f"method {names[0]!r} takes no pretrained weights")
     overrides.setdefault(names[0], {})[field_name] = weights
@@ -290,7 +290,8 @@ def synth(
     seed: int = typer.Option(0, help="Generator seed."),
 ) -> None:
     """Write the synthetic steel-scrap dataset to a folder, to look at or to edit."""
-    from scrapbench.datasets.synthetic.generator import SYNTHETIC_PRESETS, write_synthetic
+    from scrapbench.core.presets import SYNTHETIC_PRESETS
+    from scrapbench.datasets.synthetic.generator import write_synthetic
 
     if preset not in SYNTHETIC_PRESETS:
         _fail(f"unknown preset {preset!r}; choose from {sorted(SYNTHETIC_PRESETS)}")

@@ -12,11 +12,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from scrapbench.datasets.types import Split
+
+if TYPE_CHECKING:
+    from scrapbench.methods.common.checkpoints import WeightCheck
 
 
 class LearningType(str, Enum):
@@ -53,8 +56,12 @@ class FitContext:
 class AnomalyMethod(ABC):
     """Base class for every method plugin.
 
-    Subclasses set ``Config`` (a frozen dataclass whose defaults are the paper's configuration),
-    ``presets`` (field overrides per preset name: data, not branches) and ``learning_type``.
+    What the rest of scrapbench knows about a method without building it is class data and
+    classmethods here: ``Config`` (a frozen dataclass whose defaults are the paper's configuration),
+    ``presets`` (the method's own smoke/cpu values; the rule that applies them is
+    ``scrapbench.core.presets``), ``learning_type`` (or :meth:`learning_type_for` when the config
+    decides it), ``weights_field`` and :meth:`weight_checks`. Building a method may load weights, so
+    the planner and ``scrapbench weights check`` never build one to ask.
     """
 
     Config: ClassVar[type]
@@ -62,6 +69,9 @@ class AnomalyMethod(ABC):
     learning_type: ClassVar[LearningType]
     #: The config field that ``--weights`` sets (e.g. ``"clip_pretrained"``); ``None``: no weights.
     weights_field: ClassVar[str | None] = None
+    #: The name it is registered under; set only by ``scrapbench.core.registry.instantiate`` (which
+    #: ``create_method`` and the model-folder loader use); ``None`` for a method built by hand.
+    registry_name: str | None = None
     #: Precision the networks run in ("fp32" / "bf16" / "fp16", see ``scrapbench.core.precision``): ``fit``
     #: takes it from ``FitContext.precision``; ``scrapbench predict`` sets it on a loaded method.
     precision: str = "fp32"
@@ -115,10 +125,27 @@ class AnomalyMethod(ABC):
         only when it provably holds."""
         return False
 
+    @classmethod
+    def learning_type_for(cls, config: Any) -> LearningType:
+        """The learning type of this method with ``config``: ``learning_type``, unless the config decides
+        it (WinCLIP: ``k_shot``), in which case the method overrides this."""
+        return cls.learning_type
+
+    @classmethod
+    def weight_checks(cls, config: Any, name: str) -> list[WeightCheck]:
+        """One :class:`~scrapbench.methods.common.checkpoints.WeightCheck` per pretrained weight ``config``
+        names, in the order the method loads them, read without building the method or loading a model
+        (``scrapbench.core.weights``). ``name``: the registered name, for the settings the rows show.
+        Default: no weights."""
+        return []
+
     # -- provenance ----------------------------------------------------------------------------
     def weights_info(self) -> dict[str, Any]:
         """Where the pretrained weights came from; ``{"random_init": True}`` marks untrained rows."""
         return {"random_init": False}
+
+    def to_device(self, device: str) -> None:  # noqa: B027 (an optional hook: most methods override it)
+        """Move the networks to ``device`` (a loaded method, before its state is restored). Default: nothing to move."""
 
     # -- save / load ---------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:

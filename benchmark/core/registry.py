@@ -11,12 +11,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
-from scrapbench.core.method import AnomalyMethod, config_from_dict, config_to_dict
+from scrapbench.core.method import AnomalyMethod
 
 ENTRY_POINT_GROUP = "scrapbench.methods"
 TABLE2 = "table2"
@@ -128,26 +128,25 @@ def resolve_method_names(names: Iterable[str]) -> list[str]:
 
 
 def build_config(name: str, preset: str = "cpu", overrides: dict[str, Any] | None = None) -> Any:
-    """The config of method ``name``: defaults < preset < the name's own fixed fields < overrides."""
+    """The config of method ``name`` under ``preset`` and ``overrides`` (layered by ``scrapbench.core.presets``)."""
+    from scrapbench.core.presets import layered_config  # loads the synthetic generator: only when needed
+
     spec = get_spec(name)
-    cls = spec.load_class()
-    if preset not in cls.presets and preset != "paper":
-        raise KeyError(f"method {name!r} has no preset {preset!r}; presets: {sorted(cls.presets)}")
-    values = config_to_dict(cls.Config())
-    values.update(cls.presets.get(preset, {}))
-    values.update(spec.overrides)
-    values.update(overrides or {})
-    return config_from_dict(cls.Config, values)
+    return layered_config(spec.load_class(), name, preset, spec.overrides, overrides)
+
+
+def instantiate(name: str, cls: type[AnomalyMethod], config: Any, class_names: Sequence[str]) -> AnomalyMethod:
+    """Build ``cls`` as the registered method ``name``: the one place a method gets its ``registry_name``."""
+    method = cls(config, class_names)
+    method.registry_name = name
+    return method
 
 
 def create_method(
     name: str, class_names: Iterable[str], preset: str = "cpu", overrides: dict[str, Any] | None = None
 ) -> AnomalyMethod:
     """Build a method by registered name, e.g. ``create_method("winclip", classes, preset="smoke")``."""
-    cls = get_spec(name).load_class()
-    method = cls(build_config(name, preset, overrides), tuple(class_names))
-    method.registry_name = name
-    return method
+    return instantiate(name, get_spec(name).load_class(), build_config(name, preset, overrides), tuple(class_names))
 
 
 def config_fields(name: str) -> list[str]:

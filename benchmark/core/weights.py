@@ -4,15 +4,13 @@
 any data, so a long GPU run fails in seconds, naming the file, instead of after the dataset.
 
 The check reads files without loading models: names, shapes and dtypes (the meta device), the
-SHA-256 of the bytes, and, for ultralytics checkpoints, the class names in the pickle's opcodes. A
-method's weights are found from its config: ``clip_model`` + ``clip_pretrained`` (open_clip), and
-``sam_model`` + ``sam_checkpoint`` (Segment Anything), plus what a method checks itself through an
-``inspect_weights(setting)`` method (YOLO, Mask R-CNN; their constructors load nothing).
+SHA-256 of the bytes, and, for ultralytics checkpoints, the class names in the pickle's opcodes. Which
+weights a method needs and how to check them is the method's to say
+(``AnomalyMethod.weight_checks``); this module only asks each method and merges the rows.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,26 +29,8 @@ class WeightReport:
 
 def method_weight_checks(method: str, preset: str, overrides: Mapping[str, Any] | None = None) -> list[WeightCheck]:
     """The checks of every weight ``method`` is configured with under ``preset`` and ``overrides``."""
-    cls = get_spec(method).load_class()
     config = build_config(method, preset, dict(overrides or {}))
-    fields = {f.name for f in dataclasses.fields(config)}
-    checks = []
-    if {"clip_model", "clip_pretrained"} <= fields:
-        from scrapbench.methods.common.clip_weights import inspect_clip
-
-        checks.append(inspect_clip(config.clip_model, config.clip_pretrained,
-                                   f"{method}.clip_pretrained={config.clip_pretrained}"))
-    if hasattr(cls, "inspect_weights"):
-        instance = cls(config, ("class",))
-        instance.registry_name = method
-        field_name = cls.weights_field or "weights"
-        checks.append(instance.inspect_weights(f"{method}.{field_name}={getattr(config, field_name, None)}"))
-    if {"sam_model", "sam_checkpoint"} <= fields:
-        from scrapbench.methods.common.sam_refiner import inspect_sam
-
-        checks.append(inspect_sam(config.sam_model, config.sam_checkpoint,
-                                  f"{method}.sam_checkpoint={config.sam_checkpoint}"))
-    return checks
+    return get_spec(method).load_class().weight_checks(config, method)
 
 
 def check_weights(methods: Iterable[str], preset: str,

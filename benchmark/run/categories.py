@@ -25,7 +25,6 @@ runs trained on other data are never reused for, nor pooled with, runs that were
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -82,13 +81,8 @@ class CategoryRuns:
 
 def planned_learning_type(name: str, options: RunOptions) -> LearningType:
     """A method's learning type from its config, without building it (no weights are loaded)."""
-    cls = get_spec(name).load_class()
-    declared = inspect.getattr_static(cls, "learning_type")
-    if isinstance(declared, property):  # decided by the config (WinCLIP: k_shot); read it on a bare instance
-        probe = cls.__new__(cls)
-        probe.config = build_config(name, options.preset, options.overrides.get(name))
-        return LearningType(declared.fget(probe))
-    return LearningType(declared)
+    config = build_config(name, options.preset, options.overrides.get(name))
+    return LearningType(get_spec(name).load_class().learning_type_for(config))
 
 
 def learns_from_anomalies(name: str, options: RunOptions) -> bool:

@@ -33,7 +33,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from scrapbench import __version__
-from scrapbench.core.method import AnomalyMethod, FitContext, check_maps, check_scores, config_to_dict
+from scrapbench.core.method import AnomalyMethod, FitContext, LearningType, check_maps, check_scores, config_to_dict
 from scrapbench.core.precision import resolve_precision
 from scrapbench.core.registry import build_config, create_method, get_spec
 from scrapbench.datasets.fingerprint import dataset_fingerprint
@@ -379,7 +379,7 @@ def _build_method(name: str, dataset: Dataset, options: RunOptions) -> AnomalyMe
     try:
         return create_method(name, dataset.class_names, options.preset, options.overrides.get(name))
     except Exception as exc:
-        field_name = getattr(get_spec(name).load_class(), "weights_field", None)
+        field_name = get_spec(name).load_class().weights_field
         weights = (options.overrides.get(name) or {}).get(field_name) if field_name else None
         source = f" from weights {weights}" if weights is not None else ""
         raise MethodBuildError(f"{name} could not be built{source} ({one_line_error(exc)})") from exc
@@ -425,7 +425,7 @@ def fit_run(dataset: Dataset, plan: RunPlan, options: RunOptions, directory: Pat
         fit_s = time.perf_counter() - start
     method.save(directory / "model")
     record = FitRecord(
-        learning_type=getattr(method.learning_type, "value", str(method.learning_type)),
+        learning_type=LearningType(type(method).learning_type_for(method.config)).value,
         config=config_to_dict(method.config), weights=method.weights_info(), fit_s=fit_s,
         peak_rss_mb=memory.peak_mb, nondeterministic_ops=sorted(nondeterminism.ops),
         environment={"device": device_description(options.device), "versions": library_versions(),

@@ -67,7 +67,7 @@ def predict_tiled(
     total = np.zeros((height, width), np.float64)
     count = np.zeros((height, width), np.int32)
     class_total: np.ndarray | None = None
-    name = getattr(method, "registry_name", type(method).__name__)
+    name = method.registry_name or type(method).__name__
     for begin in range(0, len(boxes), batch_size):
         batch = boxes[begin:begin + batch_size]
         tiles = [np.ascontiguousarray(image[y0:y1, x0:x1]) for x0, y0, x1, y1 in batch]
@@ -173,7 +173,7 @@ def training_patch_size(model_dir: Path) -> int | None:
         return int(dataset["patch_size"])
     spec = dataset.get("spec")
     if spec == "synthetic":
-        from scrapbench.datasets.synthetic.generator import SYNTHETIC_PRESETS
+        from scrapbench.core.presets import SYNTHETIC_PRESETS
 
         preset = record.get("preset")
         return SYNTHETIC_PRESETS[preset].patch_size if preset in SYNTHETIC_PRESETS else None
@@ -272,7 +272,7 @@ def predict_folder(
                               "regions": [asdict(r) for r in regions]})
         summary = {
             "model": str(model_dir),
-            "method": getattr(method, "registry_name", type(method).__name__),
+            "method": method.registry_name or type(method).__name__,
             "class_names": list(method.class_names),
             "threshold": threshold,
             "threshold_source": threshold_source,

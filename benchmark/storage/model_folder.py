@@ -62,6 +62,8 @@ def save_method(method: AnomalyMethod, directory: str | Path) -> Path:
 
 def load_method(directory: str | Path, device: str = "cpu", expected: type | None = None) -> AnomalyMethod:
     """Rebuild the method saved in ``directory`` (a subclass of ``expected`` when given)."""
+    from scrapbench.core.registry import instantiate
+
     directory = Path(directory)
     meta_path = directory / METHOD_FILE
     if not meta_path.is_file():
@@ -78,10 +80,8 @@ def load_method(directory: str | Path, device: str = "cpu", expected: type | Non
         raise ModelFolderError(f"{meta_path}: class_names must be a non-empty list of strings")
     state = _read_state(directory, meta_path, _field(meta_path, meta, "files", dict))
 
-    method = method_cls(config, class_names)
-    method.registry_name = meta["method"]
-    if hasattr(method, "to_device"):
-        method.to_device(device)
+    method = instantiate(meta["method"], method_cls, config, class_names)
+    method.to_device(device)
     try:
         method.load_state_dict(state)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
@@ -97,7 +97,7 @@ def _registered_spec(method: AnomalyMethod):
     from scrapbench.core.registry import get_spec, list_methods
 
     cls = type(method)
-    name = getattr(method, "registry_name", None)
+    name = method.registry_name
     if name is None:
         # Compare classes, not paths: a registry entry may name a re-export ("pkg:Class" for "pkg.mod:Class").
         matches = [s for s in list_methods()

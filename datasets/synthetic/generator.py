@@ -10,10 +10,9 @@ Every sample is drawn from its own ``numpy`` generator seeded by (seed, split, i
 seed gives byte-identical data and any sample can be produced alone. ``synthetic_dataset`` writes the
 data once in the on-disk folder format and reads it back with the same reader as user data.
 
-Presets (``SYNTHETIC_PRESETS``): ``smoke`` (64 px, 24 train / 12 test images) for tests; ``cpu``
-(128 px, 300 / 100, the default) whose anomalous share is boosted to 20 % (Table 1 has ~8.6 % in
-train) so CPU-sized runs see enough anomalies; ``paper`` (512 px, Table 1 counts). Any other size:
-``SYNTHETIC_PRESETS["cpu"].scaled(2.0)`` or ``dataclasses.replace(config, patch_size=...)``.
+The preset sizes (smoke, cpu = ``SyntheticConfig()``, paper = Table 1) are
+``scrapbench.core.presets.SYNTHETIC_PRESETS``; any other size: ``config.scaled(2.0)`` or
+``dataclasses.replace(config, patch_size=...)``.
 """
 
 from __future__ import annotations
@@ -132,30 +131,6 @@ class SyntheticConfig:
             (self.train_normal, self.train_anomalous) if split == "train" else (self.test_normal, self.test_anomalous)
         )
         return {"normal": normal, **dict(zip(self.class_names, anomalous, strict=True))}
-
-
-SYNTHETIC_PRESETS: dict[str, SyntheticConfig] = {
-    "smoke": SyntheticConfig(
-        name="smoke",
-        patch_size=64,
-        train_normal=16,
-        train_anomalous=split_by_ratio(8),
-        test_normal=8,
-        test_anomalous=split_by_ratio(4),
-    ),
-    # The default. Anomalous images are 20 % of each split here versus ~8.6 % (train) and ~14.6 %
-    # (test) in Table 1: a CPU-sized run needs enough anomalies to learn from and to score.
-    "cpu": SyntheticConfig(),
-    # Table 1 exactly; test anomalies (353, class split unreported) follow the training ratio.
-    "paper": SyntheticConfig(
-        name="paper",
-        patch_size=512,
-        train_normal=7838,
-        train_anomalous=PAPER_CLASS_RATIO,
-        test_normal=2065,
-        test_anomalous=split_by_ratio(353),
-    ),
-}
 
 
 def split_plan(config: SyntheticConfig, seed: int, split: str) -> list[int]:
@@ -336,7 +311,6 @@ def _jsonable(value):
 __all__ = [
     "CLASS_NAMES",
     "GENERATOR_VERSION",
-    "SYNTHETIC_PRESETS",
     "SyntheticConfig",
     "default_cache_dir",
     "default_workers",

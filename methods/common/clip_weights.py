@@ -420,3 +420,9 @@ def inspect_clip(model_name: str, pretrained: str | None, setting: str) -> Weigh
     check.status = "ok" if accepted else "invalid"
     check.detail = "" if accepted else check.checksum
     return check
+
+
+def clip_config_check(config: Any, name: str) -> WeightCheck:
+    """The :class:`WeightCheck` of the CLIP a method's config names (``clip_model``, ``clip_pretrained``): what a
+    CLIP-based method's ``weight_checks`` returns, with ``name`` (its registered name) in the setting."""
+    return inspect_clip(config.clip_model, config.clip_pretrained, f"{name}.clip_pretrained={config.clip_pretrained}")

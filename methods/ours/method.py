@@ -26,9 +26,10 @@ from tqdm.auto import tqdm
 from scrapbench.core.method import AnomalyMethod, FitContext, LearningType
 from scrapbench.core.precision import autocast, check_precision, grad_scaler, inference
 from scrapbench.datasets.types import Split
+from scrapbench.methods.common.checkpoints import WeightCheck
 from scrapbench.methods.common.clip_backbone import load_clip_resized, preprocess_images, resize_masks
 from scrapbench.methods.common.clip_loader import ChosenBatches, ResizedSamples, batch_loader, device_batch
-from scrapbench.methods.common.clip_weights import LoadedClip
+from scrapbench.methods.common.clip_weights import LoadedClip, clip_config_check
 from scrapbench.methods.common.losses import class_balanced_weights, multiclass_segmentation_loss
 from scrapbench.methods.common.map_ops import gaussian_filter, resize_each, scaled_sigma
 from scrapbench.methods.ours.config import PRESETS, OursConfig
@@ -43,6 +44,10 @@ class FineTunedCLIP(AnomalyMethod):
     presets: ClassVar[dict[str, dict[str, Any]]] = PRESETS
     learning_type = LearningType.SUPERVISED
     weights_field = "clip_pretrained"
+
+    @classmethod
+    def weight_checks(cls, config: OursConfig, name: str) -> list[WeightCheck]:
+        return [clip_config_check(config, name)]
 
     def __init__(self, config: OursConfig, class_names: Sequence[str]) -> None:
         super().__init__(config, class_names)

@@ -35,8 +35,9 @@ import torch.nn.functional as F
 from scrapbench.core.method import AnomalyMethod, FitContext, LearningType
 from scrapbench.core.precision import check_precision, inference
 from scrapbench.datasets.types import Split
+from scrapbench.methods.common.checkpoints import WeightCheck
 from scrapbench.methods.common.clip_backbone import preprocess_images
-from scrapbench.methods.common.clip_weights import load_clip
+from scrapbench.methods.common.clip_weights import clip_config_check, load_clip
 from scrapbench.methods.common.map_ops import resize_each
 from scrapbench.methods.winclip.scores import (
     WINCLIP_TEMPLATES,
@@ -112,9 +113,18 @@ class WinCLIP(AnomalyMethod):
         self._memory: Encoding | None = None
         self._reference_ids: list[str] = []
 
+    @classmethod
+    def learning_type_for(cls, config: WinCLIPConfig) -> LearningType:
+        """WinCLIP is zero-shot; WinCLIP+ (``k_shot`` > 0) few-shot."""
+        return LearningType.FEW_SHOT if config.k_shot > 0 else LearningType.ZERO_SHOT
+
     @property
     def learning_type(self) -> LearningType:  # type: ignore[override]
-        return LearningType.FEW_SHOT if self.config.k_shot > 0 else LearningType.ZERO_SHOT
+        return self.learning_type_for(self.config)
+
+    @classmethod
+    def weight_checks(cls, config: WinCLIPConfig, name: str) -> list[WeightCheck]:
+        return [clip_config_check(config, name)]
 
     @classmethod
     def seed_independent(cls, config: WinCLIPConfig) -> bool:

@@ -38,7 +38,7 @@ from scrapbench.methods.common.instances import (
     detections_to_class_maps,
     training_indices,
 )
-from scrapbench.methods.common.sam_refiner import SamBoxRefiner, build_sam
+from scrapbench.methods.common.sam_refiner import SamBoxRefiner, build_sam, inspect_sam
 from scrapbench.methods.yolo_sam.dataset import write_yolo_dataset
 from scrapbench.methods.yolo_sam.offline import (
     LOG_FILE_NAME,
@@ -130,7 +130,7 @@ class YoloSam(AnomalyMethod):
     # -- weights -----------------------------------------------------------------------------
     def yolo_weights_path(self) -> Path | None:
         """The configured YOLO checkpoint, verified (see ``weights.py`` here), or ``None`` for a YAML-built model."""
-        path = self._configured_yolo_path()
+        path = self._configured_yolo_path(self.config)
         if path is None:
             return None
         if not path.is_file():
@@ -139,23 +139,37 @@ class YoloSam(AnomalyMethod):
                 f"assets ({RELEASES}) and put it there or set `yolo_weights` to its path; "
                 f"yolo_weights=null trains from the model YAML (random init)."
             )
-        verify_yolo_checkpoint(path, self.config.yolo_family, self.config.yolo_weights_sha256, self._pin_setting())
+        verify_yolo_checkpoint(path, self.config.yolo_family, self.config.yolo_weights_sha256,
+                               self._pin_setting(self.registry_name))
         return path
 
-    def _configured_yolo_path(self) -> Path | None:
-        if self.config.yolo_weights is None:
+    @staticmethod
+    def _configured_yolo_path(config: YoloSamConfig) -> Path | None:
+        if config.yolo_weights is None:
             return None
-        return Path(self.config.yolo_weights.format(yolo_family=self.config.yolo_family,
-                                                    yolo_scale=self.config.yolo_scale)).expanduser()
+        return Path(config.yolo_weights.format(yolo_family=config.yolo_family,
+                                               yolo_scale=config.yolo_scale)).expanduser()
 
-    def _pin_setting(self) -> str:
-        return f"{getattr(self, 'registry_name', 'METHOD')}.yolo_weights_sha256"
+    @staticmethod
+    def _pin_setting(name: str | None) -> str:
+        """The setting that pins the checkpoint's SHA-256 (``METHOD.…`` for a method built by hand)."""
+        return f"{name or 'METHOD'}.yolo_weights_sha256"
+
+    @classmethod
+    def _yolo_check(cls, config: YoloSamConfig, setting: str, pin_setting: str) -> WeightCheck:
+        """A :class:`WeightCheck` of the configured YOLO checkpoint (static checks; nothing unpickled)."""
+        return inspect_yolo(cls._configured_yolo_path(config), config.yolo_family, config.yolo_scale,
+                            config.yolo_weights_sha256, setting, pin_setting)
+
+    @classmethod
+    def weight_checks(cls, config: YoloSamConfig, name: str) -> list[WeightCheck]:
+        """The YOLO checkpoint, then SAM's."""
+        return [cls._yolo_check(config, f"{name}.yolo_weights={config.yolo_weights}", cls._pin_setting(name)),
+                inspect_sam(config.sam_model, config.sam_checkpoint, f"{name}.sam_checkpoint={config.sam_checkpoint}")]
 
     def inspect_weights(self, setting: str) -> WeightCheck:
-        """A :class:`WeightCheck` of the configured YOLO checkpoint (static checks; nothing unpickled)."""
-        cfg = self.config
-        return inspect_yolo(self._configured_yolo_path(), cfg.yolo_family, cfg.yolo_scale, cfg.yolo_weights_sha256,
-                            setting, self._pin_setting())
+        """A :class:`WeightCheck` of this method's YOLO checkpoint (static checks; nothing unpickled)."""
+        return self._yolo_check(self.config, setting, self._pin_setting(self.registry_name))
 
     def _new_yolo(self, weights: Path | None, workdir: Path) -> Any:
         """A YOLO from the verified checkpoint (ultralytics reads a hashed copy in ``workdir``) or from the YAML."""

@@ -13,7 +13,7 @@ from scrapbench.core.registry import create_method
 from scrapbench.methods.anomalyclip import dice_loss, focal_loss
 from scrapbench.methods.common.clip_backbone import layer_tokens, load_clip, preprocess_images, project_tokens
 from scrapbench.methods.common.vv_attention import vv_layer_tokens
-from scrapbench.run.seeding import seed_everything
+from scrapbench.run.provenance import seed_everything
 
 CLASSES = ("motor", "cable", "spray_can")
 

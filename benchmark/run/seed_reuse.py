@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from scrapbench.run.identity import without_seed
+from scrapbench.run.provenance import without_seed
 from scrapbench.storage.run_folder import RunFolderError, atomic_write_json, is_finished, read_json_record
 
 

@@ -32,7 +32,7 @@ from scrapbench.methods.common.map_ops import gaussian_filter, resize_each, scal
 from scrapbench.methods.ours.config import PRESETS, OursConfig
 from scrapbench.methods.ours.losses import class_balanced_weights, segmentation_loss
 from scrapbench.methods.ours.model import BINARY_SCORINGS, SteelScrapCLIP
-from scrapbench.run.seeding import seed_everything
+from scrapbench.run.provenance import seed_everything
 
 
 class FineTunedCLIP(AnomalyMethod):

@@ -78,7 +78,7 @@ def learns_from_anomalies(name: str, options: RunOptions) -> bool:
 
 def run_groups(spec: str, dataset: Dataset, methods: Sequence[str], seeds: Sequence[int], learners: set[str],
                training: TrainingData | None) -> list[RunGroup]:
-    """The datasets each method runs on for one category (see the module docstring)."""
+    """The datasets each method runs on for one category (README, "Public benchmarks")."""
     others = [m for m in methods if m not in learners]
     chosen = [m for m in methods if m in learners]
     groups = [RunGroup(spec, dataset, others, list(seeds))] if others else []
@@ -107,7 +107,7 @@ def run_categories(
     say: Callable[[str], None] = lambda text: None,
     executor: Executor | None = None,
 ) -> CategoryRuns:
-    """Every (dataset of ``spec``, method, seed) with the protocol of the module docstring.
+    """Every (dataset of ``spec``, method, seed), each method trained as its learning type and ``train_on`` say.
 
     Raises DatasetError for what concerns every category (a spec that names nothing, ``--train-on``
     data that cannot be read or that is the evaluated data) and RunIdentityError when a finished run

@@ -50,7 +50,7 @@ from scrapbench.methods.common.losses import binary_dice_loss, binary_focal_loss
 from scrapbench.methods.common.map_ops import gaussian_filter, resize_each
 from scrapbench.methods.common.prompt_learner import ANOMALY_PROMPT, NORMAL_PROMPT, PromptLearner
 from scrapbench.methods.common.vv_attention import vv_layer_tokens
-from scrapbench.run.seeding import seed_everything
+from scrapbench.run.provenance import seed_everything
 
 IMAGE_SCORES = ("class_token", "map_max")
 

@@ -79,7 +79,7 @@ class _Peak:
     def __enter__(self) -> _Peak:
         import torch
 
-        from scrapbench.run.environment import PeakMemory
+        from scrapbench.run.provenance import PeakMemory
 
         if self.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()

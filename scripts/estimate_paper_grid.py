@@ -85,7 +85,7 @@ def measure_one(name: str, cache: Path) -> dict:
 
     from scrapbench.core.method import FitContext
     from scrapbench.core.registry import build_config, create_method
-    from scrapbench.run.seeding import seed_everything
+    from scrapbench.run.provenance import seed_everything
 
     _, settings, per_epoch = MEASURED[name]
     data = _dataset(cache)

@@ -36,7 +36,7 @@ from scrapbench.core.method import FitContext
 from scrapbench.core.registry import create_method
 from scrapbench.datasets import load_dataset
 from scrapbench.metrics import PixelMetrics, paired_bootstrap
-from scrapbench.run.seeding import seed_everything
+from scrapbench.run.provenance import seed_everything
 
 TRAIN_VARIANTS = {
     "images": {"class_balance_counts": "images", "class_balance_beta": None},

@@ -14,7 +14,7 @@ from scrapbench.methods.common.clip_backbone import layer_tokens, preprocess_ima
 from scrapbench.methods.common.clip_weights import load_clip
 from scrapbench.methods.common.losses import binary_dice_loss, binary_focal_loss
 from scrapbench.methods.common.vv_attention import vv_layer_tokens
-from scrapbench.run.seeding import seed_everything
+from scrapbench.run.provenance import seed_everything
 
 CLASSES = ("motor", "cable", "spray_can")
 

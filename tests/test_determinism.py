@@ -12,7 +12,7 @@ import warnings
 import pytest
 import torch
 
-from scrapbench.run.seeding import NondeterminismMonitor, seed_everything
+from scrapbench.run.provenance import NondeterminismMonitor, seed_everything
 
 _RUNS_SCRIPT = textwrap.dedent("""
     import hashlib, json, sys
@@ -20,13 +20,15 @@ _RUNS_SCRIPT = textwrap.dedent("""
 
     import numpy as np
     from scrapbench.datasets import load_dataset
-    from scrapbench.run.lifecycle import RunOptions, run_one
+    from scrapbench.run.lifecycle import run_one
+    from scrapbench.run.plan import RunOptions, plan_run
 
     cache, out, methods = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3].split(",")
     data = load_dataset("synthetic", preset="smoke", seed=0, cache_dir=cache)
     results = {}
     for name in methods:
-        run = run_one(data, name, 0, RunOptions(preset="smoke", out=out, show_progress=False, save_maps=True))
+        options = RunOptions(preset="smoke", out=out, show_progress=False, save_maps=True)
+        run = run_one(data, plan_run(data, name, 0, options), options)
         assert run.status == "done", run.error
         with np.load(run.directory / "maps.npz") as maps:
             digest = hashlib.sha256(b"".join(maps[k].tobytes() for k in sorted(maps.files))).hexdigest()

@@ -11,10 +11,11 @@ from typer.testing import CliRunner
 
 from scrapbench.cli.main import app
 from scrapbench.core import registry
+from scrapbench.run.compute import shard_bounds
 from scrapbench.run.executors import ExecutorError, create_executor, executor_class
 from scrapbench.run.executors.local import LocalExecutor
-from scrapbench.run.lifecycle import RunOptions, run_benchmark
-from scrapbench.run.shards import shard_bounds
+from scrapbench.run.grid import run_benchmark
+from scrapbench.run.plan import RunOptions
 
 FILES = ("metrics.json", "per_image.csv", "maps.npz", "metrics_state.npz")
 

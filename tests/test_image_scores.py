@@ -10,7 +10,8 @@ from toy_method import ColourDistance
 
 from scrapbench.core import registry
 from scrapbench.core.method import check_scores
-from scrapbench.run.lifecycle import RunOptions, run_benchmark
+from scrapbench.run.grid import run_benchmark
+from scrapbench.run.plan import RunOptions
 
 
 class ScoredColourDistance(ColourDistance):

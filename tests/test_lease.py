@@ -14,8 +14,10 @@ import pytest
 from toy_method import ColourDistance, RecordingColourDistance
 
 from scrapbench.core import registry
+from scrapbench.run.grid import run_benchmark
 from scrapbench.run.lease import lease_path, try_lease, wait_for_lease
-from scrapbench.run.lifecycle import RunOptions, plan_run, run_benchmark, run_one
+from scrapbench.run.lifecycle import run_one
+from scrapbench.run.plan import RunOptions, plan_run
 
 TESTS = Path(__file__).parent
 
@@ -28,7 +30,8 @@ sys.path.insert(0, sys.argv[1])
 from toy_method import RecordingColourDistance
 from scrapbench.core import registry
 from scrapbench.datasets import load_dataset
-from scrapbench.run.lifecycle import RunOptions, run_benchmark
+from scrapbench.run.grid import run_benchmark
+from scrapbench.run.plan import RunOptions
 
 registry.add_spec(registry.MethodSpec("recorder", RecordingColourDistance, "records fits", ("table2",)))
 registry.add_spec(registry.MethodSpec("recorder_broken", RecordingColourDistance, "fails", ("table2",),
@@ -87,20 +90,21 @@ def test_a_lease_excludes_others_until_released(tmp_path):
 
 def test_a_busy_run_is_left_alone_and_a_dead_holders_run_is_redone(smoke_dataset, tmp_path):
     options = RunOptions(preset="smoke", out=tmp_path / "runs", show_progress=False)
-    directory = plan_run(smoke_dataset, "toy", 0, options).directory
+    plan = plan_run(smoke_dataset, "toy", 0, options)
+    directory = plan.directory
     holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(directory)], stdout=subprocess.PIPE, text=True,
                               env=_env())
     try:
         assert holder.stdout.readline().strip() == "held"
         staging = directory.parent / ".seed0.tmp-otherhost-1-abcdef"
-        busy = run_one(smoke_dataset, "toy", 0, options)
+        busy = run_one(smoke_dataset, plan, options)
         assert busy.status == "busy"
         assert staging.is_dir() and not directory.exists()  # the holder's work is untouched
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     # The kernel dropped the dead holder's lock: the waiter takes it, clears the leftovers, computes the run.
-    result = run_one(smoke_dataset, "toy", 0, options, wait=True)
+    result = run_one(smoke_dataset, plan, options, wait=True)
     assert result.status == "done" and not result.elsewhere
     assert (directory / "run.json").is_file() and not staging.exists()
 

@@ -8,7 +8,7 @@ from saved_folder import assert_holds_no_pickle
 
 from scrapbench.core.method import AnomalyMethod, FitContext, check_maps
 from scrapbench.core.registry import create_method, list_methods
-from scrapbench.run.seeding import seed_everything
+from scrapbench.run.provenance import seed_everything
 
 METHOD_NAMES = [spec.name for spec in list_methods()]
 

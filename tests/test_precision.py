@@ -13,7 +13,8 @@ from toy_method import ColourDistance
 from scrapbench.core import registry
 from scrapbench.core.method import FitContext
 from scrapbench.core.precision import autocast, resolve_precision
-from scrapbench.run.lifecycle import RunIdentityError, RunOptions, run_benchmark
+from scrapbench.run.grid import run_benchmark
+from scrapbench.run.plan import RunIdentityError, RunOptions
 
 
 def test_auto_is_float32_on_the_cpu():

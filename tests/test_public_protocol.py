@@ -243,8 +243,8 @@ def test_report_selects_one_benchmark_or_one_category(data, tmp_path):
 
 
 def test_one_progress_bar_over_the_whole_grid(data, tmp_path, monkeypatch):
-    from scrapbench.run import categories
-    from scrapbench.run import lifecycle as runner
+    from scrapbench.run import categories, compute, grid
+    from scrapbench.run.plan import RunOptions
 
     bars = []
 
@@ -266,9 +266,10 @@ def test_one_progress_bar_over_the_whole_grid(data, tmp_path, monkeypatch):
             pass
 
     monkeypatch.setattr(categories, "tqdm", Recorder)
-    monkeypatch.setattr(runner, "tqdm", lambda iterable=None, *a, **k: iterable if iterable is not None
-                        else Recorder(*a, **k))
-    options = runner.RunOptions(preset="smoke", out=tmp_path / "runs", show_progress=False)
+    for module in (grid, compute):
+        monkeypatch.setattr(module, "tqdm", lambda iterable=None, *a, **k: iterable if iterable is not None
+                            else Recorder(*a, **k))
+    options = RunOptions(preset="smoke", out=tmp_path / "runs", show_progress=False)
     outcome = categories.run_categories(f"mvtec:{data / 'mvtec'}", ["toy", "toy_supervised"], [0, 1], options)
     assert len(outcome.results) == 2 * 2 * 2 and [f.spec.rsplit("#")[1] for f in outcome.failures] == ["screw"]
     assert bars == [("runs", 8)]  # one bar for 2 categories × 2 methods × 2 seeds, none per category

@@ -24,8 +24,9 @@ from toy_method import (  # noqa: E402
 
 from scrapbench.core import registry  # noqa: E402
 from scrapbench.run.executors.local import LocalExecutor  # noqa: E402
-from scrapbench.run.executors.ray_executor import RayExecutor  # noqa: E402
-from scrapbench.run.lifecycle import RunOptions, run_benchmark  # noqa: E402
+from scrapbench.run.executors.ray.driver import RayExecutor  # noqa: E402
+from scrapbench.run.grid import run_benchmark  # noqa: E402
+from scrapbench.run.plan import RunOptions  # noqa: E402
 
 TESTS = Path(__file__).parent
 FILES = ("metrics.json", "per_image.csv", "maps.npz", "metrics_state.npz")

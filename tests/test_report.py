@@ -214,7 +214,8 @@ def test_report_of_real_runner_output(smoke_dataset, tmp_path, monkeypatch):
     from toy_method import ColourDistance
 
     from scrapbench.core import registry
-    from scrapbench.run.lifecycle import RunOptions, run_benchmark
+    from scrapbench.run.grid import run_benchmark
+    from scrapbench.run.plan import RunOptions
 
     monkeypatch.setenv("SCRAPBENCH_CACHE", str(tmp_path / "cache"))  # the qualitative figure reloads the data
     registry.list_methods()

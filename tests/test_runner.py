@@ -9,7 +9,8 @@ import pytest
 from toy_method import ColourDistance, LoadsWeightsWhenBuilt
 
 from scrapbench.core import registry
-from scrapbench.run.lifecycle import RunIdentityError, RunOptions, run_benchmark
+from scrapbench.run.grid import run_benchmark
+from scrapbench.run.plan import RunIdentityError, RunOptions
 
 
 @pytest.fixture(autouse=True)

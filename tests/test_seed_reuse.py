@@ -12,7 +12,8 @@ from scrapbench.core import registry
 from scrapbench.core.registry import build_config
 from scrapbench.report.cells import method_flags
 from scrapbench.report.collect import collect_runs
-from scrapbench.run.lifecycle import RunOptions, run_benchmark
+from scrapbench.run.grid import run_benchmark
+from scrapbench.run.plan import RunOptions
 
 
 @pytest.fixture(autouse=True)
@@ -106,7 +107,7 @@ def test_zero_shot_winclip_is_seed_independent_and_nothing_else_is():
 def test_random_init_winclip_gives_every_seed_the_same_maps(smoke_dataset, tmp_path):
     """What WinCLIP.seed_independent claims for its random-initialised presets: seeds change nothing."""
     from scrapbench.core.method import FitContext
-    from scrapbench.run.seeding import seed_everything
+    from scrapbench.run.provenance import seed_everything
 
     images = [sample.image for sample in smoke_dataset.test][:4]
     maps = []

@@ -111,9 +111,9 @@ def test_run_refuses_a_crafted_clip_checkpoint_and_runs_nothing(isolated):
 
 
 def test_run_shows_progress_with_eta_while_it_renders_the_synthetic_data(isolated, monkeypatch):
-    import scrapbench.run.lifecycle
+    import scrapbench.run.grid
 
-    monkeypatch.setattr(scrapbench.run.lifecycle, "run_benchmark", lambda *args, **kwargs: [])
+    monkeypatch.setattr(scrapbench.run.grid, "run_benchmark", lambda *args, **kwargs: [])
     result, output = _invoke("run", "--preset", "smoke", "-m", "winclip", "--seeds", "1", "--out",
                              str(isolated / "runs"))
     assert result.exit_code == 0, output

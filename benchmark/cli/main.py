@@ -110,7 +110,8 @@ def run(
     from scrapbench.datasets import DatasetError, load_dataset
     from scrapbench.datasets.resolve import parse_benchmark_spec
     from scrapbench.run.executors import ExecutorError, create_executor
-    from scrapbench.run.lifecycle import RunIdentityError, RunOptions, run_benchmark
+    from scrapbench.run.grid import run_benchmark
+    from scrapbench.run.plan import RunIdentityError, RunOptions
     from scrapbench.storage.run_folder import RunFolderError
 
     try:

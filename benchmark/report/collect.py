@@ -28,7 +28,7 @@ from scrapbench.report.cells import (
     method_label,
     metric_label,
 )
-from scrapbench.run.identity import identity_differences, without_seed
+from scrapbench.run.provenance import identity_differences, without_seed
 from scrapbench.storage.run_folder import RunFolderError, iter_run_records, read_json_record
 
 PIXEL_METRICS = ("auroc", "aupro", "ap", "f1max")

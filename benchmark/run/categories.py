@@ -1,25 +1,9 @@
-"""``scrapbench run`` on a public benchmark: one run per (category, method, seed), and the training protocols.
+"""``scrapbench run`` on a public benchmark: one run per (category, method, seed), each category its own dataset.
 
-``--dataset mvtec:ROOT`` (or ``visa:ROOT``, ``...#cat1,cat2``) is the field's protocol: every category
-is its own dataset (``mvtec-bottle``, with its own fingerprint) and gets its own runs, under
-``OUT/mvtec-bottle/<preset>/<method>/seed<k>/`` exactly as a single dataset's. Every category is
-opened (every file checked) before any method runs; a category that cannot be opened is reported
-and left out, the others go on. What each method trains on:
-
-* zero-shot and few-shot methods (WinCLIP, WinCLIP+): the category's own train split, as in their
-  papers (WinCLIP+ takes its k normal references from it); ``--train-on`` does not apply to them;
-* methods that learn from anomalous images (``learning_type`` supervised: AnomalyCLIP, ours, the
-  YOLO+SAM and Mask R-CNN baselines):
-
-  - with ``--train-on SPEC`` (AnomalyCLIP's zero-shot protocol), the test images of every category of
-    SPEC (:func:`scrapbench.datasets.protocols.cross_dataset_training`), then evaluated on each
-    category's full test split;
-  - without it, on a benchmark (whose train splits hold normal images only), a split of each
-    category's test images drawn by the run's seed (:func:`scrapbench.datasets.protocols.supervised_split`):
-    their test set is then a part of the published one, which the report says.
-
-Both are recorded in each run's identity (:func:`scrapbench.datasets.protocols.training_identity`), so
-runs trained on other data are never reused for, nor pooled with, runs that were not.
+Every category is opened before any method runs (one that cannot be opened is reported and left out), and the
+whole grid is planned and checked at once. What a method trains on follows its learning type and ``--train-on``
+(README, "Public benchmarks"; ``scrapbench.datasets.protocols``); the identity records it, so runs trained on
+other data are never reused for, nor pooled with, runs that were not.
 """
 
 from __future__ import annotations
@@ -42,14 +26,10 @@ from scrapbench.datasets.protocols import (
 )
 from scrapbench.datasets.resolve import parse_benchmark_spec
 from scrapbench.datasets.types import Dataset
-from scrapbench.run.lifecycle import (
-    Executor,
-    RunOptions,
-    RunResult,
-    _refuse_identity_mismatches,
-    plan_run,
-    run_benchmark,
-)
+from scrapbench.run.executors.base import Executor
+from scrapbench.run.executors.local import LocalExecutor
+from scrapbench.run.grid import prepare, run_plans
+from scrapbench.run.plan import RunOptions, RunResult, plan_grid, refuse_identity_mismatches, with_fingerprint
 
 
 @dataclass(frozen=True)
@@ -92,7 +72,7 @@ def learns_from_anomalies(name: str, options: RunOptions) -> bool:
 
 def run_groups(spec: str, dataset: Dataset, methods: Sequence[str], seeds: Sequence[int], learners: set[str],
                training: TrainingData | None) -> list[RunGroup]:
-    """The datasets each method runs on for one category (see the module docstring)."""
+    """The datasets each method runs on for one category (README, "Public benchmarks")."""
     others = [m for m in methods if m not in learners]
     chosen = [m for m in methods if m in learners]
     groups = [RunGroup(spec, dataset, others, list(seeds))] if others else []
@@ -121,7 +101,7 @@ def run_categories(
     say: Callable[[str], None] = lambda text: None,
     executor: Executor | None = None,
 ) -> CategoryRuns:
-    """Every (dataset of ``spec``, method, seed) with the protocol of the module docstring.
+    """Every (dataset of ``spec``, method, seed), each method trained as its learning type and ``train_on`` say.
 
     Raises DatasetError for what concerns every category (a spec that names nothing, ``--train-on``
     data that cannot be read or that is the evaluated data) and RunIdentityError when a finished run
@@ -170,15 +150,19 @@ def run_categories(
         say(f"{', '.join(m for m in methods if m in learners)}: no --train-on, so each trains on a seeded half of "
             f"each defect type's test images and is evaluated on the rest (supervised split): not the published "
             f"test set")
-    if executor is not None:  # the identities below are those of the processes that will compute the runs
-        options = dataclasses.replace(options, compute_settings=executor.compute_settings(options))
-    per_group = [dataclasses.replace(options, dataset_spec=g.spec) for g in groups]
+    executor = executor if executor is not None else LocalExecutor()
+    # The identities are those of the processes that will compute the runs.
+    options = dataclasses.replace(options, compute_settings=executor.compute_settings(options))
+    planned = []
+    for group in groups:
+        group_options = dataclasses.replace(options, dataset_spec=group.spec)
+        dataset = with_fingerprint(group.dataset)
+        planned.append((dataset, group_options, plan_grid(dataset, group.methods, group.seeds, group_options)))
     # Every finished run of the whole grid is checked before any runs: a grid half-resumed is worse than none.
-    _refuse_identity_mismatches([plan_run(g.dataset, m, s, o) for g, o in zip(groups, per_group, strict=True)
-                                 for m in g.methods for s in g.seeds], options)
-    total = sum(len(g.methods) * len(g.seeds) for g in groups)
+    refuse_identity_mismatches([plan for _, _, plans in planned for plan in plans], options)
+    total = sum(len(plans) for _, _, plans in planned)
     with tqdm(total=total, desc="runs", unit="run", disable=not options.show_progress) as progress:
-        for group, group_options in zip(groups, per_group, strict=True):
-            outcome.results += run_benchmark(group.dataset, group.methods, group.seeds, group_options,
-                                             on_result=on_result, progress=progress, executor=executor)
+        for dataset, group_options, plans in planned:
+            dataset, group_options = prepare(dataset, group_options, executor)
+            outcome.results += run_plans(dataset, plans, group_options, executor, on_result, progress)
     return outcome

@@ -2,7 +2,7 @@
 
 A method whose result cannot depend on the seed for a given config (``AnomalyMethod.seed_independent``:
 e.g. zero-shot WinCLIP with pretrained weights: nothing drawn, nothing initialised at random) gives the
-same maps for every seed, so computing it again per seed only costs time. The runner looks, under the
+same maps for every seed, so computing it again per seed only costs time. ``run_one`` looks, under the
 run's lease, for a finished run of the same method whose identity differs from the one asked for in the
 seed alone (its "twin"), and copies it into the new run's staging folder. The copy's ``run.json``
 carries its own seed and identity (so resuming treats it as any finished run) and ``reused_from``
@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from scrapbench.run.identity import without_seed
+from scrapbench.run.provenance import without_seed
 from scrapbench.storage.atomic import atomic_write_json
 from scrapbench.storage.run_folder import RunFolderError, is_finished, read_json_record
 

@@ -51,7 +51,7 @@ from scrapbench.methods.common.checksums import (
     file_digest,
     hugging_face_etag,
 )
-from scrapbench.run.environment import restored_environ
+from scrapbench.run.provenance import restored_environ
 
 MODEL_CONFIG_DIR = Path(__file__).parents[1] / "model_configs"
 open_clip.add_model_config(MODEL_CONFIG_DIR)

@@ -34,7 +34,7 @@ from scrapbench.methods.common.losses import class_balanced_weights, multiclass_
 from scrapbench.methods.common.map_ops import gaussian_filter, resize_each, scaled_sigma
 from scrapbench.methods.ours.config import PRESETS, OursConfig
 from scrapbench.methods.ours.model import BINARY_SCORINGS, SteelScrapCLIP
-from scrapbench.run.seeding import seed_everything
+from scrapbench.run.provenance import seed_everything
 
 
 class FineTunedCLIP(AnomalyMethod):

@@ -39,7 +39,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TextIO
 
-from scrapbench.run.environment import restored_environ
+from scrapbench.run.provenance import restored_environ
 
 _INTEGRATION_SETTINGS = ("clearml", "comet", "dvc", "mlflow", "raytune", "tensorboard", "wandb", "sync")
 _LOGGER_NAME = "ultralytics"  # ultralytics.utils.LOGGING_NAME (read without importing ultralytics)

@@ -13,7 +13,7 @@ from typing import Any
 
 EXECUTORS = {
     "local": "scrapbench.run.executors.local:LocalExecutor",
-    "ray": "scrapbench.run.executors.ray_executor:RayExecutor",
+    "ray": "scrapbench.run.executors.ray.driver:RayExecutor",
 }
 
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from scrapbench.datasets.types import Dataset
-from scrapbench.run.lifecycle import RunOptions, RunResult, run_one
+from scrapbench.run.executors.base import Report
+from scrapbench.run.lifecycle import run_one
+from scrapbench.run.plan import RunOptions, RunPlan, RunResult
 
 
 class LocalExecutor:
-    """Runs each (method, seed) here; runs another process holds are waited for after the others."""
+    """Runs each plan here; runs another process holds are waited for after the others."""
 
     def __enter__(self) -> LocalExecutor:
         return self
@@ -24,20 +26,20 @@ class LocalExecutor:
     def prepare(self, dataset: Dataset, options: RunOptions) -> RunOptions:
         return options
 
-    def run_grid(self, dataset: Dataset, pairs: Sequence[tuple[str, int]], options: RunOptions,
-                 retry: Mapping[tuple[str, int], str | None], report: Callable[[RunResult], None],
+    def run_grid(self, dataset: Dataset, plans: Sequence[RunPlan], options: RunOptions,
+                 retry: Mapping[tuple[str, int], str | None], report: Report,
                  progress: Any) -> dict[tuple[str, int], RunResult]:
         results: dict[tuple[str, int], RunResult] = {}
-        busy: list[tuple[str, int]] = []
-        for pair in pairs:
-            result = run_one(dataset, *pair, options, retry=retry[pair])
+        busy: list[RunPlan] = []
+        for plan in plans:
+            result = run_one(dataset, plan, options, retry=retry[plan.pair])
             report(result)
             if result.status == "busy":
-                busy.append(pair)
+                busy.append(plan)
             else:
-                results[pair] = result
-        for pair in busy:
-            progress.set_postfix_str(f"waiting for {pair[0]} seed {pair[1]}")
-            results[pair] = run_one(dataset, *pair, options, wait=True, retry=retry[pair])
-            report(results[pair])
+                results[plan.pair] = result
+        for plan in busy:
+            progress.set_postfix_str(f"waiting for {plan.method} seed {plan.seed}")
+            results[plan.pair] = run_one(dataset, plan, options, wait=True, retry=retry[plan.pair])
+            report(results[plan.pair])
         return results

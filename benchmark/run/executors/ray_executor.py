@@ -49,9 +49,9 @@ from typing import Any
 
 import psutil
 
-from scrapbench.core.registry import MethodSpec, add_spec, get_spec
+from scrapbench.core.registry import MethodSpec, adopt_specs, get_spec
 from scrapbench.datasets.fingerprint import dataset_fingerprint
-from scrapbench.datasets.types import Dataset, Split
+from scrapbench.datasets.types import Dataset, in_memory
 from scrapbench.run.executors import ExecutorError
 from scrapbench.run.identity import identity_differences
 from scrapbench.run.lease import wait_for_lease
@@ -184,7 +184,9 @@ class RayExecutor:
         storage, data_mode = self._probe(nodes, options)
         if data_mode != "regenerated" and _rearranged(dataset):
             data_mode = "shipped"  # a split made by the driver (--train-on, supervised split): no file holds it
-        shipped = ray.put(_in_memory(dataset)) if data_mode == "shipped" else None
+        shipped = None
+        if data_mode == "shipped":
+            shipped = ray.put(dataclasses.replace(in_memory(dataset), fingerprint=dataset_fingerprint(dataset)))
         self._source = DataSource(data_mode, _absolute_spec(options.dataset_spec), options.preset, options.data_seed,
                                   dataset_fingerprint(dataset), _layout(dataset), shipped)
         self._storage = storage
@@ -430,17 +432,6 @@ def _layout(dataset: Dataset) -> str:
     return digest.hexdigest()
 
 
-def _in_memory(dataset: Dataset) -> Dataset:
-    """A copy with every sample decoded, to ship through the object store (a lazy split reads local files)."""
-
-    def loaded(split: Split) -> Split:
-        samples = list(split)
-        return Split(split.name, split.ids, samples.__getitem__, split.has_anomaly, split.class_presence)
-
-    return dataclasses.replace(dataset, train=loaded(dataset.train), test=loaded(dataset.test),
-                               fingerprint=dataset_fingerprint(dataset))
-
-
 def _worker_options(options: RunOptions) -> RunOptions:
     """Workers draw no progress bars: their output goes to Ray's logs (or, with --verbose, interleaved here)."""
     return dataclasses.replace(options, show_progress=False)
@@ -512,14 +503,7 @@ def _enter(source: DataSource, specs: Sequence[MethodSpec], options: RunOptions,
     """Set a task up on its worker: threads, methods, numerics and data checked against the driver's."""
     planned = dict(options.compute_settings or {})
     _set_threads(int(planned.get("torch_threads", 1)))
-    for spec in specs:  # methods registered in the driver (plugins, tests) are known here too
-        try:
-            known = get_spec(spec.name)
-        except KeyError:
-            add_spec(spec)
-        else:
-            if known.target_path != spec.target_path:
-                add_spec(spec)  # raises: one name, two classes
+    adopt_specs(specs)  # methods registered in the driver (plugins, tests) are known here too
     seed_everything(seed)
     here = process_numerics(options)
     if here != planned:

@@ -14,11 +14,13 @@ from pathlib import Path
 
 import psutil
 import pytest
+from public_layouts import write_mvtec
 from toy_method import (
     ColourDistance,
     DiesOnceWhileFitting,
     DiesWhileFitting,
     SeedIndependentColourDistance,
+    SupervisedColourDistance,
 )
 from typer.testing import CliRunner
 
@@ -40,7 +42,8 @@ def toy_methods(monkeypatch):
              registry.MethodSpec("toy_broken", ColourDistance, "fails", (), {"fail_on_predict": True}),
              registry.MethodSpec("toy_fixed", SeedIndependentColourDistance, "seed-independent toy"),
              registry.MethodSpec("dies_once", DiesOnceWhileFitting, "loses its worker once"),
-             registry.MethodSpec("dies", DiesWhileFitting, "loses its worker every time")]
+             registry.MethodSpec("dies", DiesWhileFitting, "loses its worker every time"),
+             registry.MethodSpec("toy_supervised", SupervisedColourDistance, "supervised toy", (), {"noise": 20.0})]
     for spec in specs:
         monkeypatch.setitem(registry._REGISTRY, spec.name, spec)
 
@@ -101,6 +104,21 @@ def test_pool_grid_equals_the_local_executor_and_resumes(smoke_dataset, tmp_path
     again = run_benchmark(smoke_dataset, methods, seeds, _options(tmp_path / "pool", overrides=overrides),
                           executor=pool)
     assert [r.status for r in again] == ["skipped"] * 6 + ["failed"] * 2  # resumed; the failures retried
+
+
+def test_benchmark_categories_in_the_pool_equal_local(tmp_path, pool, one_thread):
+    from scrapbench.run.categories import run_categories
+
+    write_mvtec(tmp_path / "mvtec", {"bottle": {"train": 3, "good": 2, "broken_large": 2, "contamination": 3},
+                                     "metal_nut": {"train": 2, "good": 1, "bent": 2}})
+    spec, methods = f"mvtec:{tmp_path / 'mvtec'}", ["toy_noisy", "toy_supervised"]
+    local = run_categories(spec, methods, [0, 1], _options(tmp_path / "local"))
+    pooled = run_categories(spec, methods, [0, 1], _options(tmp_path / "pool"), executor=pool)
+    assert not local.failures and not pooled.failures
+    assert [r.status for r in pooled.results] == ["done"] * 8  # supervised splits drawn here reach the workers
+    for mine, theirs in zip(local.results, pooled.results, strict=True):
+        for name in FILES:
+            assert (mine.directory / name).read_bytes() == (theirs.directory / name).read_bytes(), (mine, name)
 
 
 def test_a_dead_worker_is_its_runs_failure_and_the_grid_goes_on(smoke_dataset, tmp_path):

@@ -105,8 +105,9 @@ class PoolExecutor:
         self._known_pids: set[int] = set()
         self._pool: ProcessPoolExecutor | None = None
         self._measured: dict[tuple[str, int, str], dict[str, Any]] = {}
-        self._folder: Path | None = None  # holds the pickled datasets while the executor is open
-        self._shipped: dict[str, Path] = {}  # fingerprint → file
+        self._folder: Path | None = None  # holds the pickled dataset while the executor is open
+        self._shipped: tuple[Dataset, Path] | None = None  # the dataset of the grid (its object) and its file
+        self._files = 0
 
     # -- life of the pool -------------------------------------------------------------------------
     def __enter__(self) -> PoolExecutor:
@@ -122,7 +123,7 @@ class PoolExecutor:
             self._pool = None
         if self._folder is not None:
             shutil.rmtree(self._folder, ignore_errors=True)
-            self._folder, self._shipped = None, {}
+            self._folder, self._shipped = None, None
 
     def _submit(self, function: Callable, *args: Any) -> Future:
         """``function(*args)`` in a worker; a pool broken by a dead worker is replaced first."""
@@ -167,16 +168,20 @@ class PoolExecutor:
         return dataclasses.replace(options, compute_settings=self.compute_settings(options), execution=execution)
 
     def _ship(self, dataset: Dataset) -> Path:
-        """The dataset's file for the workers (written once per dataset)."""
-        assert dataset.fingerprint is not None  # run_benchmark sets it before the grid runs
-        if dataset.fingerprint not in self._shipped:
-            if self._folder is None:
-                self._folder = Path(tempfile.mkdtemp(prefix="scrapbench-pool-"))
-            path = self._folder / f"dataset-{len(self._shipped)}.pickle"
-            with open(path, "wb") as sink:
-                pickle.dump(in_memory(dataset), sink, protocol=pickle.HIGHEST_PROTOCOL)
-            self._shipped[dataset.fingerprint] = path
-        return self._shipped[dataset.fingerprint]
+        """The dataset's file for the workers, written once per dataset object: not per fingerprint, which
+        datasets with other splits of the same data share (a supervised split per seed, ``--train-on``)."""
+        if self._shipped is not None and self._shipped[0] is dataset:
+            return self._shipped[1]
+        if self._shipped is not None:  # the previous grid is over: no worker reads its file any more
+            self._shipped[1].unlink(missing_ok=True)
+        if self._folder is None:
+            self._folder = Path(tempfile.mkdtemp(prefix="scrapbench-pool-"))
+        path = self._folder / f"dataset-{self._files}.pickle"
+        self._files += 1
+        with open(path, "wb") as sink:
+            pickle.dump(in_memory(dataset), sink, protocol=pickle.HIGHEST_PROTOCOL)
+        self._shipped = (dataset, path)
+        return path
 
     # -- the grid ---------------------------------------------------------------------------------
     def run_grid(self, dataset: Dataset, pairs: Sequence[Pair], options: RunOptions,

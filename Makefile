@@ -6,7 +6,9 @@ STAMP := $(VENV)/.scrapbench-installed
 # torch is installed first, on its own: this pair lies on the build machines' local disk; elsewhere pip
 # falls back to the newest release it finds (the project itself only asks for torch>=2.1).
 TORCH ?= torch==2.14.1 torchvision==0.29.1
-RUN_ARGS ?= --methods all --seeds 3
+# --jobs auto: one run per core with one torch thread each (as far as memory allows), so the main job keeps
+# every core busy and its numbers do not depend on the core count (README, "Running").
+RUN_ARGS ?= --methods all --seeds 3 --jobs auto
 OUT ?= runs
 
 .PHONY: setup run test lint reference bench clean

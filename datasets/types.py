@@ -6,6 +6,7 @@ A sample is an RGB image (uint8, H×W×3), a class-index mask (uint8, H×W; 0 = 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,3 +125,14 @@ class Dataset:
     def num_classes(self) -> int:
         """Number of anomaly classes K (masks hold 0..K)."""
         return len(self.class_names)
+
+
+def in_memory(dataset: Dataset) -> Dataset:
+    """A copy with every sample decoded and nothing but data in it, so that it can be pickled to another process
+    (a lazy split reads files through a closure, which pickle refuses)."""
+
+    def loaded(split: Split) -> Split:
+        samples = list(split)
+        return Split(split.name, split.ids, samples.__getitem__, split.has_anomaly, split.class_presence)
+
+    return dataclasses.replace(dataset, train=loaded(dataset.train), test=loaded(dataset.test))

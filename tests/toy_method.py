@@ -128,3 +128,10 @@ class SeedIndependentColourDistance(RecordingColourDistance):
     @classmethod
     def seed_independent(cls, config: RecordingConfig) -> bool:
         return config.noise == 0.0
+
+
+class DiesWhileFitting(ColourDistance):
+    """The toy method, whose every fit kills its process (a run that cannot be computed where it is)."""
+
+    def fit(self, train, ctx: FitContext) -> None:
+        os.kill(os.getpid(), 9)

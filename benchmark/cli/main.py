@@ -94,8 +94,11 @@ def run(
     verbose: bool = typer.Option(False, "--verbose", help="Show third-party libraries' own output."),
     shards: int = typer.Option(1, min=1, help="Predict each run's test set in this many parts (on as many Ray "
                                               "workers), merged exactly: same numbers as 1."),
-    executor: str = typer.Option("local", help="local (this process) or ray (a Ray cluster: README, 'Running on "
-                                               "several GPUs or machines')."),
+    executor: str = typer.Option("local", help="local (this process; with --jobs N, N worker processes) or ray (a "
+                                               "Ray cluster: README, 'Running on several GPUs or machines')."),
+    jobs: str = typer.Option("1", help="Runs side by side in as many worker processes, each with the torch threads "
+                                       "divided among them (part of a run's identity: other numbers than 1) | auto "
+                                       "(one run per core, one thread each, as far as memory allows; 1 on a GPU)."),
     ray_address: str = typer.Option(None, help="Ray cluster: auto | ray://HOST:PORT (default: start a local Ray)."),
     gpus_per_run: float = typer.Option(None, min=0, help="Ray: GPUs per run (default 1 with --device cuda, else 0)."),
     cpus_per_run: int = typer.Option(None, min=1, help="Ray: CPUs per run = its torch threads (default 1)."),
@@ -123,8 +126,9 @@ def run(
         if unknown:
             _fail(f"settings for methods not being run: {unknown}")
         _require_weights(names, resolved.name, overrides, preset)
-        settings = _executor_settings(executor, ray_address, gpus_per_run, cpus_per_run, ray_storage, verbose)
-        runner = create_executor(executor, **settings)  # before the data: a missing Ray is told at once
+        chosen, settings = _executor_settings(executor, jobs, device, ray_address, gpus_per_run, cpus_per_run,
+                                              ray_storage, verbose)
+        runner = create_executor(chosen, **settings)  # before the data: a missing Ray is told at once
         per_category = train_on is not None or parse_benchmark_spec(dataset) is not None
         if not per_category:
             data = load_dataset(dataset, preset=resolved.name, seed=data_seed, show_progress=progress)
@@ -203,20 +207,30 @@ def _run_per_category(spec: str, names: list[str], seeds: range, options, train_
                           say=lambda text: console.print(f"note: {text}"), executor=executor)
 
 
-def _executor_settings(name: str, address: str | None, gpus_per_run: float | None, cpus_per_run: int | None,
-                       storage: str, verbose: bool) -> dict:
-    """The executor's keyword arguments; Ray's options with another executor are an error, not ignored."""
+def _executor_settings(name: str, jobs: str, device: str, address: str | None, gpus_per_run: float | None,
+                       cpus_per_run: int | None, storage: str, verbose: bool) -> tuple[str, dict]:
+    """The executor's name and keyword arguments (``--executor local --jobs N``, N > 1: the pool); an executor's
+    options given with another executor are an error, not ignored."""
+    from scrapbench.run.executors import ExecutorError
+    from scrapbench.run.executors.pool import resolve_jobs
+
     ray_options = {"--ray-address": address, "--gpus-per-run": gpus_per_run, "--cpus-per-run": cpus_per_run,
                    "--ray-storage": None if storage == "auto" else storage}
-    if name != "ray":
-        given = [flag for flag, value in ray_options.items() if value is not None]
-        if given:
-            _fail(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --executor ray")
-        return {}
-    settings = {"address": address, "gpus_per_run": gpus_per_run, "storage": storage, "verbose": verbose}
-    if cpus_per_run is not None:
-        settings["cpus_per_run"] = cpus_per_run
-    return settings
+    if name == "ray":
+        if jobs != "1":
+            raise ExecutorError("--jobs runs worker processes on this machine; with --executor ray use "
+                                "--cpus-per-run and Ray's resources")
+        settings = {"address": address, "gpus_per_run": gpus_per_run, "storage": storage, "verbose": verbose}
+        if cpus_per_run is not None:
+            settings["cpus_per_run"] = cpus_per_run
+        return name, settings
+    given = [flag for flag, value in ray_options.items() if value is not None]
+    if given:
+        _fail(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --executor ray")
+    count = resolve_jobs(jobs, device)
+    if name == "pool" or (name == "local" and count > 1):
+        return "pool", {"jobs": count}
+    return name, {}
 
 
 def _require_weights(names: list[str], preset_name: str, overrides: dict, preset_arg: str) -> None:

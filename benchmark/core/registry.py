@@ -80,6 +80,21 @@ def add_spec(spec: MethodSpec) -> None:
     _REGISTRY[spec.name] = spec  # a decorator met after its entry point refines the entry
 
 
+def adopt_specs(specs: Iterable[MethodSpec]) -> None:
+    """Register another process's specs here (a worker adopting its driver's methods: plugins, tests).
+
+    A name already known here with the same class is kept; one with another class fails as in :func:`add_spec`.
+    """
+    for spec in specs:
+        try:
+            known = get_spec(spec.name)
+        except KeyError:
+            add_spec(spec)
+        else:
+            if known.target_path != spec.target_path:
+                add_spec(spec)  # raises: one name, two classes
+
+
 def _target_path(target: str | type) -> str:
     return target if isinstance(target, str) else f"{target.__module__}:{target.__qualname__}"
 

@@ -1,4 +1,5 @@
 """Executors: what computes the runs of a grid. ``local`` (default): this process, one run after another;
+``pool`` (``--jobs N``): N worker processes on this machine, N runs side by side;
 ``ray``: a Ray cluster, one task per (method, seed) on the GPUs and machines it has.
 
 A small lazy table, like the method registry: an executor's module (and Ray) is imported only when chosen.
@@ -13,6 +14,7 @@ from typing import Any
 
 EXECUTORS = {
     "local": "scrapbench.run.executors.local:LocalExecutor",
+    "pool": "scrapbench.run.executors.pool:PoolExecutor",
     "ray": "scrapbench.run.executors.ray.driver:RayExecutor",
 }
 

@@ -23,7 +23,7 @@ from typing import Any
 from scrapbench.core.method import AnomalyMethod
 from scrapbench.core.registry import MethodSpec, get_spec
 from scrapbench.datasets.fingerprint import dataset_fingerprint
-from scrapbench.datasets.types import Dataset
+from scrapbench.datasets.types import Dataset, in_memory
 from scrapbench.run.compute import Compute, FitRecord, Predictions, one_line_error, shard_bounds, shard_label
 from scrapbench.run.executors import ExecutorError
 from scrapbench.run.executors.base import Report
@@ -31,7 +31,6 @@ from scrapbench.run.executors.ray import worker
 from scrapbench.run.executors.ray.transfer import (
     DataSource,
     absolute_spec,
-    in_memory,
     layout,
     pack,
     rearranged,
@@ -140,7 +139,9 @@ class RayExecutor:
         storage, data_mode = self._probe(nodes, options)
         if data_mode != "regenerated" and rearranged(dataset):
             data_mode = "shipped"  # a split made by the driver (--train-on, supervised split): no file holds it
-        shipped = ray.put(in_memory(dataset)) if data_mode == "shipped" else None
+        shipped = None
+        if data_mode == "shipped":
+            shipped = ray.put(dataclasses.replace(in_memory(dataset), fingerprint=dataset_fingerprint(dataset)))
         self._source = DataSource(data_mode, absolute_spec(options.dataset_spec), options.preset, options.data_seed,
                                   dataset_fingerprint(dataset), layout(dataset), shipped)
         self._storage = storage

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import json
@@ -11,8 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scrapbench.datasets.fingerprint import dataset_fingerprint
-from scrapbench.datasets.types import Dataset, Split
+from scrapbench.datasets.types import Dataset
 from scrapbench.run.executors import ExecutorError
 
 
@@ -61,17 +59,6 @@ def layout(dataset: Dataset) -> str:
     for split in (dataset.train, dataset.test):
         digest.update(json.dumps([split.name, list(split.ids), list(split.has_anomaly)]).encode())
     return digest.hexdigest()
-
-
-def in_memory(dataset: Dataset) -> Dataset:
-    """A copy with every sample decoded, to ship through the object store (a lazy split reads local files)."""
-
-    def loaded(split: Split) -> Split:
-        samples = list(split)
-        return Split(split.name, split.ids, samples.__getitem__, split.has_anomaly, split.class_presence)
-
-    return dataclasses.replace(dataset, train=loaded(dataset.train), test=loaded(dataset.test),
-                               fingerprint=dataset_fingerprint(dataset))
 
 
 def pack(folder: Path) -> bytes:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from scrapbench.core.registry import MethodSpec, add_spec, get_spec
+from scrapbench.core.registry import MethodSpec, adopt_specs
 from scrapbench.datasets.fingerprint import dataset_fingerprint
 from scrapbench.datasets.types import Dataset
 from scrapbench.run.compute import Compute, FitRecord, Predictions, fit_run, predict_shard
@@ -53,14 +53,7 @@ def _enter(source: DataSource, specs: Sequence[MethodSpec], options: RunOptions,
     """Set a task up on its worker: threads, methods, numerics and data checked against the driver's."""
     planned = dict(options.compute_settings or {})
     _set_threads(int(planned.get("torch_threads", 1)))
-    for spec in specs:  # methods registered in the driver (plugins, tests) are known here too
-        try:
-            known = get_spec(spec.name)
-        except KeyError:
-            add_spec(spec)
-        else:
-            if known.target_path != spec.target_path:
-                add_spec(spec)  # raises: one name, two classes
+    adopt_specs(specs)  # methods registered in the driver (plugins, tests) are known here too
     seed_everything(seed)
     here = process_numerics(options)
     if here != planned:

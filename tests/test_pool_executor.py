@@ -141,7 +141,7 @@ def test_ctrl_c_stops_the_workers_and_leaves_nothing_half_written(tmp_path):
         from scrapbench.datasets import load_dataset
         from scrapbench.run.executors.pool import PoolExecutor
         from scrapbench.run.grid import run_benchmark
-from scrapbench.run.plan import RunOptions
+        from scrapbench.run.plan import RunOptions
 
         registry.add_spec(registry.MethodSpec("slow", RecordingColourDistance, "slow toy"))
         data = load_dataset("synthetic", preset="smoke", seed=0)

@@ -7,17 +7,21 @@ STAMP := $(VENV)/.scrapbench-installed
 # falls back to the newest release it finds (the project itself only asks for torch>=2.1).
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 RUN_ARGS ?= --methods all --seeds 3
+# pytest-xdist workers for `make test` (each test file runs whole on one worker; see tests/conftest.py).
+TEST_JOBS ?= 2
 OUT ?= runs
 
 .PHONY: setup run test lint reference bench clean
 
 setup: $(STAMP)
 
+# setuptools' "Editable installation" note is InformationOnly (a folder named like the package would shadow
+# it; this layout has none): -W "ignore:Editable installation" keeps that one note out of pip's output.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH) || $(BIN)/python -m pip install --quiet torch torchvision
-	$(BIN)/python -m pip install --quiet -e ".[dev,ray]"
+	$(BIN)/python -W "ignore:Editable installation" -m pip install --quiet -e ".[dev,ray]"
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -25,7 +29,7 @@ run: $(STAMP)
 	$(BIN)/scrapbench report $(OUT)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -9,17 +9,21 @@ TORCH ?= torch==2.14.1 torchvision==0.29.1
 # --jobs auto: one run per core with one torch thread each (as far as memory allows), so the main job keeps
 # every core busy and its numbers do not depend on the core count (README, "Running").
 RUN_ARGS ?= --methods all --seeds 3 --jobs auto
+# pytest-xdist workers for `make test` (each test file runs whole on one worker; see tests/conftest.py).
+TEST_JOBS ?= 2
 OUT ?= runs
 
 .PHONY: setup run test lint reference bench clean
 
 setup: $(STAMP)
 
+# setuptools' "Editable installation" note is InformationOnly (a folder named like the package would shadow
+# it; this layout has none): -W "ignore:Editable installation" keeps that one note out of pip's output.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH) || $(BIN)/python -m pip install --quiet torch torchvision
-	$(BIN)/python -m pip install --quiet -e ".[dev,ray]"
+	$(BIN)/python -W "ignore:Editable installation" -m pip install --quiet -e ".[dev,ray]"
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -27,7 +31,7 @@ run: $(STAMP)
 	$(BIN)/scrapbench report $(OUT)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

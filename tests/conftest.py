@@ -1,4 +1,9 @@
-"""Shared fixtures: the smoke-sized synthetic dataset, generated once per test session."""
+"""Shared fixtures (the smoke-sized synthetic dataset, generated once per test session) and the test order.
+
+`make test` runs the suite on two pytest-xdist workers, one test file per work unit (``--dist loadfile``).
+Files that hold a ``slow`` test are handed out first, so that the long end-to-end runs start at once
+instead of leaving one worker busy at the end while the other idles.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("YOLO_OFFLINE", "1")
 # Sleeping (not spinning) OpenMP threads: see benchmark/cli/main.py; set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist, files with a ``slow`` test go first; the order inside each file is kept."""
+    if not hasattr(config, "workerinput"):  # a plain (one-process) run keeps pytest's own order
+        return
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: same-file tests stay together, in order
 
 
 @pytest.fixture(scope="session", autouse=True)

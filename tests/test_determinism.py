@@ -53,6 +53,7 @@ def _result(proc: subprocess.Popen) -> dict:
     return json.loads(out.strip().splitlines()[-1].removeprefix("RESULT "))
 
 
+@pytest.mark.slow
 def test_detectors_give_identical_numbers_alone_after_other_methods_and_under_load(tmp_path):
     from scrapbench.datasets import load_dataset
 

@@ -109,6 +109,7 @@ def test_a_busy_run_is_left_alone_and_a_dead_holders_run_is_redone(smoke_dataset
     assert (directory / "run.json").is_file() and not staging.exists()
 
 
+@pytest.mark.slow
 def test_two_processes_compute_every_run_exactly_once(smoke_dataset, tmp_path):
     out, log, go = tmp_path / "runs", tmp_path / "fits.log", tmp_path / "go"
     workers = [subprocess.Popen([sys.executable, "-c", _WORKER, str(TESTS), str(smoke_dataset.root), str(out),

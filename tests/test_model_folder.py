@@ -229,6 +229,7 @@ def test_cli_predict_refuses_a_crafted_folder_in_one_line(tmp_path):
 
 
 # -- YOLO: tensors + architecture rebuild the exact model ----------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["yolov8", "yolo11"])
 def test_yolo_fine_tuned_from_a_checkpoint_reloads_exactly(family, smoke_dataset, tmp_path):
     """Fine-tuning from an 80-class checkpoint widens the head's class branch beyond what the YAML at

@@ -81,6 +81,7 @@ def _leftovers(out: Path) -> list[Path]:
     return [p for p in out.rglob(".*") if ".tmp-" in p.name or ".old-" in p.name or "probe" in p.name]
 
 
+@pytest.mark.slow
 def test_smoke_grid_on_ray_equals_the_local_executor(smoke_dataset, tmp_path, one_thread):
     methods, seeds = ["winclip", "anomalyclip", "ours", "toy_noisy"], [0, 1]
     local = run_benchmark(smoke_dataset, methods, seeds, _options(tmp_path / "local"))
@@ -146,6 +147,7 @@ def test_sharded_runs_on_ray_are_bit_identical_to_unsharded(smoke_dataset, tmp_p
     assert json.loads((parts.directory / "run.json").read_text())["execution"]["shards"] == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("storage", ["shared", "ship"])
 def test_a_killed_worker_is_retried_and_leaves_the_same_run(smoke_dataset, tmp_path, one_thread, storage):
     marker = tmp_path / "died"
@@ -162,6 +164,7 @@ def test_a_killed_worker_is_retried_and_leaves_the_same_run(smoke_dataset, tmp_p
     _same_run(clean.directory, result.directory)
 
 
+@pytest.mark.slow
 def test_two_drivers_and_a_local_process_compute_each_run_once(smoke_dataset, tmp_path, one_thread):
     log = tmp_path / "fits.log"
     options = _options(tmp_path / "runs", overrides={"recorder": {"fit_log": str(log), "fit_seconds": 1.0}})

@@ -95,6 +95,7 @@ def test_missing_weights_fail_before_training_with_the_file_name(smoke_dataset, 
 
 
 # -- Mask R-CNN ----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_mask_rcnn_fine_tunes_from_a_coco_style_checkpoint(smoke_dataset, tmp_path):
     classes = smoke_dataset.class_names
     donor = create_method("mask_rcnn", ("x",) * 90, preset="smoke", overrides={"weights": "coco"})
@@ -181,6 +182,7 @@ def _ultralytics_artefacts(root: Path) -> set[str]:
     return found
 
 
+@pytest.mark.slow
 def test_yolo_trains_offline_and_writes_only_into_workdir(tmp_path):
     home, cwd = tmp_path / "home", tmp_path / "cwd"
     for folder in (home, cwd, tmp_path / "weights"):

@@ -1,0 +1,48 @@
+"""``scrapbench report``: tables, intervals and figures from a results folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from scrapbench.cli.console import console, error_text, fail
+
+
+def report(
+    runs: Path = typer.Argument(Path("runs"), help="Results folder written by `scrapbench run`."),
+    out: Path = typer.Option(None, help="Report folder (default: RUNS/report)."),
+    dataset: str = typer.Option(None, help="Only runs on this dataset, or on this benchmark's categories (mvtec, "
+                                           "visa); needed when RUNS holds several."),
+    preset: str = typer.Option(None, help="Only runs of this preset (needed when RUNS holds several)."),
+    n_boot: int = typer.Option(1000, help="Paired bootstrap resamples (0: no confidence intervals)."),
+    ci: float = typer.Option(0.95, help="Confidence level of the bootstrap intervals."),
+    primary_metric: str = typer.Option("ap", help="Metric that picks the best method for the bootstrap."),
+    rows: int = typer.Option(4, help="Test images in the qualitative figure."),
+    figures: bool = typer.Option(True, "--figures/--no-figures", help="Draw the PNG figures."),
+    published: bool = typer.Option(False, "--published", help="MVTec AD / VisA runs: the papers' numbers beside the "
+                                                              "measured means over categories, with the difference."),
+) -> None:
+    """Tables (Table 2 / Table 3 layout, or per category for MVTec AD / VisA), intervals and figures from runs."""
+    import csv
+
+    from scrapbench.report.dataset_report import ReportError, build_report
+    from scrapbench.storage.outdir import OutputError, guard_output, write_marker
+    from scrapbench.storage.run_folder import RunFolderError
+
+    out = out or runs / "report"
+    try:
+        guard_output(out, [runs], allow_inside=True)  # RUNS/report is the default; RUNS itself is refused
+        out.mkdir(parents=True, exist_ok=True)
+        write_marker(out, "report")  # first: a report that fails half-way can still be rewritten
+        path = build_report(runs, out, dataset=dataset, preset=preset, n_boot=n_boot, ci=ci,
+                            primary_metric=primary_metric, qualitative_rows=rows, figures=figures, published=published)
+    except (ReportError, RunFolderError, OutputError, OSError) as exc:
+        fail(error_text(exc))
+    console.print(f"report written to {path}")
+    with open(path.parent / "failed_runs.csv", newline="") as handle:
+        failed = list(csv.DictReader(handle))
+    if failed:
+        console.print(f"{len(failed)} failed run(s), listed in the report and left out of its tables:", style="red")
+        for row in failed:
+            console.print(f"  ✗ {row['method']} seed {row['seed']}: {row['message']} ({row['folder']})", style="red")

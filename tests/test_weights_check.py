@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 from official_formats import register_tiny_openai_config, tiny_openai_clip, write_openai_torchscript
-from rich.console import Console
 from typer.testing import CliRunner
 
 import scrapbench.cli.main as cli
+from scrapbench.cli.console import console as cli_console
 
 OFFICIAL_FILES = ("ViT-L-14-336px.pt", "vit_b_16_plus_240-laion400m_e31-8fb26589.pt", "yolov8x-seg.pt",
                   "yolo11x-seg.pt", "sam_vit_h_4b8939.pth", "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth")
@@ -26,7 +26,9 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("SCRAPBENCH_CACHE", str(tmp_path / "data_cache"))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.chdir(tmp_path / "cwd")
-    monkeypatch.setattr(cli, "console", Console(width=400, color_system=None))
+    # The one console every command prints through: wide and colourless, so that lines can be matched.
+    monkeypatch.setattr(cli_console, "width", 400)
+    monkeypatch.setattr(cli_console, "_color_system", None)
     return tmp_path
 
 

@@ -33,9 +33,9 @@ DEFAULT_BOOTSTRAP_BINS = 1024
 # Region area as a fraction of its image: at the paper's 512×512 patches these are COCO's 32² and 96² pixels.
 SIZE_CUTOFFS = (1 / 256, 9 / 256)
 COMPAT_RECIPES = ("mvtec", "anomalyclip")
-# Each class keeps two fine histograms (4 MB at 2**18 bins): a cap keeps instance-id or noisy masks from eating memory.
+# Each class keeps two fine histograms (2**18 bins each): a cap keeps instance-id or noisy masks from eating memory.
 MAX_CLASSES = 32
-# Pixels quantised together: bounds the int64 temporaries to ~32 MB whatever batch the caller passes.
+# Pixels quantised together: bounds the int64 temporaries whatever batch the caller passes.
 _CHUNK_PIXELS = 1 << 22
 
 

@@ -70,9 +70,9 @@ class OursConfig:
 # weights (nothing can be downloaded here) and have a minute of CPU, so they differ from it in:
 # - lr 1e-3 (three orders larger), with a short warm-up and a little weight decay;
 # - each epoch: every anomalous image plus a small random draw of normal ones (anomalous images are
-#   ~98 % normal pixels already), so 7 epochs fit in ~40 s on 2 cores (cpu: 60 + 10 images/epoch);
-# - augment: random flips / 90° turns. From random weights the encoder overfits 60 anomalous images
-#   quickly; on the synthetic cpu set, 3 seeds: pixel AUROC 0.72 ± 0.01 with, 0.63 ± 0.06 without;
+#   ~98 % normal pixels already), so that the cpu preset's epochs fit in a minute of CPU;
+# - augment: random flips / 90° turns: from random weights the encoder overfits the few anomalous
+#   images quickly without them (results/reference has the numbers with it);
 # - smaller scrapbench ViTs (layers 2/4/6/8 of 8 keep the paper's quarter spacing), shorter prompts,
 #   deep prompts in every layer of the small text towers (9 of 12 in the paper), and the test
 #   smoothing σ scaled with the input size (4 px at 518 ≈ 1 px at 128).

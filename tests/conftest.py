@@ -52,3 +52,14 @@ def clip_checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("weights") / "tiny_clip.pt"
     torch.save(model.state_dict(), path)
     return path, model.state_dict()
+
+
+@pytest.fixture
+def one_thread():
+    """This process with the torch threads of a worker that computes with one (the thread count is in the identity)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

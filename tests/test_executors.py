@@ -6,30 +6,21 @@ import importlib.util
 import json
 
 import pytest
-from toy_method import ColourDistance
+from executor_checks import register_toys, same_files
 from typer.testing import CliRunner
 
 from scrapbench.cli.main import app
-from scrapbench.core import registry
 from scrapbench.run.compute import shard_bounds
 from scrapbench.run.executors import ExecutorError, create_executor, executor_class
 from scrapbench.run.executors.local import LocalExecutor
 from scrapbench.run.grid import run_benchmark
 from scrapbench.run.plan import RunOptions
 
-FILES = ("metrics.json", "per_image.csv", "maps.npz", "metrics_state.npz")
-
 
 @pytest.fixture(autouse=True)
 def toy_methods(monkeypatch):
-    registry.list_methods()
-    monkeypatch.setitem(registry._REGISTRY, "toy_noisy",
-                        registry.MethodSpec("toy_noisy", ColourDistance, "noisy toy", (), {"noise": 5.0}))
+    register_toys(monkeypatch, "toy_noisy")
 
-
-def _same_files(a, b):
-    for name in FILES:
-        assert (a / name).read_bytes() == (b / name).read_bytes(), name
 
 
 def test_shard_bounds_cut_whole_batches():
@@ -49,7 +40,7 @@ def test_sharded_prediction_is_bit_identical_to_unsharded(smoke_dataset, tmp_pat
     [parts] = run_benchmark(smoke_dataset, [method], [1], RunOptions(out=tmp_path / "three", shards=3, **options))
     assert whole.status == parts.status == "done"
     assert whole.metrics == parts.metrics
-    _same_files(whole.directory, parts.directory)
+    same_files(whole.directory, parts.directory)
     record = json.loads((parts.directory / "run.json").read_text())
     assert record["execution"] == {"executor": "local", "shards": 3}
     assert record["identity"] == json.loads((whole.directory / "run.json").read_text())["identity"]

@@ -14,39 +14,22 @@ from pathlib import Path
 
 import psutil
 import pytest
+from executor_checks import RUN_FILES, leftovers, register_toys, smoke_options
 from public_layouts import write_mvtec
-from toy_method import (
-    ColourDistance,
-    DiesOnceWhileFitting,
-    DiesWhileFitting,
-    SeedIndependentColourDistance,
-    SupervisedColourDistance,
-)
 from typer.testing import CliRunner
 
 from scrapbench.cli.main import app
-from scrapbench.core import registry
 from scrapbench.run.executors import ExecutorError, executor_class
 from scrapbench.run.executors import pool as pool_module
 from scrapbench.run.executors.pool import MEMORY_PER_RUN, PoolExecutor, resolve_jobs
 from scrapbench.run.grid import run_benchmark
-from scrapbench.run.plan import RunOptions
 
 TESTS = Path(__file__).parent
-FILES = ("metrics.json", "per_image.csv", "maps.npz", "metrics_state.npz")
 
 
 @pytest.fixture(autouse=True)
 def toy_methods(monkeypatch):
-    registry.list_methods()
-    specs = [registry.MethodSpec("toy_noisy", ColourDistance, "noisy toy", (), {"noise": 5.0}),
-             registry.MethodSpec("toy_broken", ColourDistance, "fails", (), {"fail_on_predict": True}),
-             registry.MethodSpec("toy_fixed", SeedIndependentColourDistance, "seed-independent toy"),
-             registry.MethodSpec("dies_once", DiesOnceWhileFitting, "loses its worker once"),
-             registry.MethodSpec("dies", DiesWhileFitting, "loses its worker every time"),
-             registry.MethodSpec("toy_supervised", SupervisedColourDistance, "supervised toy", (), {"noise": 20.0})]
-    for spec in specs:
-        monkeypatch.setitem(registry._REGISTRY, spec.name, spec)
+    register_toys(monkeypatch, "toy_noisy", "toy_broken", "toy_fixed", "dies_once", "dies", "toy_supervised")
 
 
 @pytest.fixture(scope="module")
@@ -56,40 +39,24 @@ def pool():
         yield executor
 
 
-@pytest.fixture
-def one_thread():
-    """This process with the threads of a pool worker (the thread count is in the identity)."""
-    import torch
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _options(out: Path, **kw) -> RunOptions:
-    return RunOptions(preset="smoke", out=out, show_progress=False, **kw)
-
-
-def _leftovers(out: Path) -> list[Path]:
-    return [p for p in out.rglob(".*") if ".tmp-" in p.name or ".old-" in p.name]
 
 
 def test_pool_grid_equals_the_local_executor_and_resumes(smoke_dataset, tmp_path, pool, one_thread):
     methods, seeds = ["winclip", "toy_noisy", "toy_fixed", "toy_broken"], [0, 1]
     log = tmp_path / "fits.log"
     overrides = {"toy_fixed": {"fit_log": str(log)}}
-    local = run_benchmark(smoke_dataset, methods, seeds, _options(tmp_path / "local", overrides=overrides))
+    local = run_benchmark(smoke_dataset, methods, seeds, smoke_options(tmp_path / "local", overrides=overrides))
     log.unlink()
     seen = []
-    pooled = run_benchmark(smoke_dataset, methods, seeds, _options(tmp_path / "pool", overrides=overrides),
+    pooled = run_benchmark(smoke_dataset, methods, seeds, smoke_options(tmp_path / "pool", overrides=overrides),
                            on_result=seen.append, executor=pool)
     assert [r.status for r in pooled] == ["done"] * 6 + ["failed"] * 2 and len(seen) == len(pooled)
     for mine, theirs in zip(local, pooled, strict=True):
         if theirs.status != "done":
             continue
         assert mine.metrics == theirs.metrics
-        for name in FILES:
+        for name in RUN_FILES:
             assert (mine.directory / name).read_bytes() == (theirs.directory / name).read_bytes(), (mine, name)
         ours = json.loads((theirs.directory / "run.json").read_text())
         assert ours["identity"] == json.loads((mine.directory / "run.json").read_text())["identity"]
@@ -101,8 +68,8 @@ def test_pool_grid_equals_the_local_executor_and_resumes(smoke_dataset, tmp_path
     # The seed-independent method's second seed waited for the first and copied it.
     assert len(log.read_text().splitlines()) == 1
     assert [r.reused_from for r in pooled if r.method == "toy_fixed"] == [None, 0]
-    assert not _leftovers(tmp_path / "pool")
-    again = run_benchmark(smoke_dataset, methods, seeds, _options(tmp_path / "pool", overrides=overrides),
+    assert not leftovers(tmp_path / "pool")
+    again = run_benchmark(smoke_dataset, methods, seeds, smoke_options(tmp_path / "pool", overrides=overrides),
                           executor=pool)
     assert [r.status for r in again] == ["skipped"] * 6 + ["failed"] * 2  # resumed; the failures retried
 
@@ -113,17 +80,17 @@ def test_benchmark_categories_in_the_pool_equal_local(tmp_path, pool, one_thread
     write_mvtec(tmp_path / "mvtec", {"bottle": {"train": 3, "good": 2, "broken_large": 2, "contamination": 3},
                                      "metal_nut": {"train": 2, "good": 1, "bent": 2}})
     spec, methods = f"mvtec:{tmp_path / 'mvtec'}", ["toy_noisy", "toy_supervised"]
-    local = run_categories(spec, methods, [0, 1], _options(tmp_path / "local"))
-    pooled = run_categories(spec, methods, [0, 1], _options(tmp_path / "pool"), executor=pool)
+    local = run_categories(spec, methods, [0, 1], smoke_options(tmp_path / "local"))
+    pooled = run_categories(spec, methods, [0, 1], smoke_options(tmp_path / "pool"), executor=pool)
     assert not local.failures and not pooled.failures
     assert [r.status for r in pooled.results] == ["done"] * 8  # supervised splits drawn here reach the workers
     for mine, theirs in zip(local.results, pooled.results, strict=True):
-        for name in FILES:
+        for name in RUN_FILES:
             assert (mine.directory / name).read_bytes() == (theirs.directory / name).read_bytes(), (mine, name)
 
 
 def test_a_dead_worker_is_its_runs_failure_and_the_grid_goes_on(smoke_dataset, tmp_path):
-    options = _options(tmp_path / "runs", overrides={"dies_once": {"die_marker": str(tmp_path / "died")}})
+    options = smoke_options(tmp_path / "runs", overrides={"dies_once": {"die_marker": str(tmp_path / "died")}})
     with PoolExecutor(2, threads_per_run=1) as executor:
         results = run_benchmark(smoke_dataset, ["dies", "dies_once", "toy_noisy"], [0], options, executor=executor)
     by_method = {r.method: r for r in results}
@@ -160,14 +127,14 @@ def test_ctrl_c_stops_the_workers_and_leaves_nothing_half_written(tmp_path):
             time.sleep(0.2)
         workers = [p for p in psutil.Process(driver.pid).children() if "spawn_main" in " ".join(p.cmdline())]
         assert len(workers) == 2
-        assert _leftovers(out)  # the two runs' staging folders
+        assert leftovers(out)  # the two runs' staging folders
         driver.send_signal(signal.SIGINT)  # the driver alone, as `kill -INT`: it interrupts its workers
         output, _ = driver.communicate(timeout=120)
     finally:
         if driver.poll() is None:
             driver.kill()
     assert driver.returncode != 0 and "KeyboardInterrupt" in output
-    assert not _leftovers(out) and not list(out.rglob("run.json")) and not list(out.rglob("error.json"))
+    assert not leftovers(out) and not list(out.rglob("run.json")) and not list(out.rglob("error.json"))
     _, alive = psutil.wait_procs(workers, timeout=30)
     assert not alive
     assert len(log.read_text().splitlines()) == 2  # the third run never started

@@ -13,23 +13,14 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'scrapbench[ray]'): Ray executor untested")
 
+from executor_checks import RUN_FILES, leftovers, register_toys, same_run, smoke_options  # noqa: E402
 from public_layouts import write_mvtec  # noqa: E402
-from toy_method import (  # noqa: E402
-    ColourDistance,
-    DiesOnceWhileFitting,
-    RecordingColourDistance,
-    SeedIndependentColourDistance,
-    SupervisedColourDistance,
-)
 
-from scrapbench.core import registry  # noqa: E402
 from scrapbench.run.executors.local import LocalExecutor  # noqa: E402
 from scrapbench.run.executors.ray.driver import RayExecutor  # noqa: E402
 from scrapbench.run.grid import run_benchmark  # noqa: E402
-from scrapbench.run.plan import RunOptions  # noqa: E402
 
 TESTS = Path(__file__).parent
-FILES = ("metrics.json", "per_image.csv", "maps.npz", "metrics_state.npz")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -44,68 +35,39 @@ def ray_cluster():
 
 @pytest.fixture(autouse=True)
 def toy_methods(monkeypatch):
-    registry.list_methods()
-    specs = [registry.MethodSpec("toy", ColourDistance, "toy", ("table2",)),
-             registry.MethodSpec("toy_noisy", ColourDistance, "noisy toy", (), {"noise": 5.0}),
-             registry.MethodSpec("toy_broken", ColourDistance, "fails", (), {"fail_on_predict": True}),
-             registry.MethodSpec("recorder", RecordingColourDistance, "records fits"),
-             registry.MethodSpec("dies_once", DiesOnceWhileFitting, "loses its worker once"),
-             registry.MethodSpec("toy_fixed", SeedIndependentColourDistance, "seed-independent toy"),
-             registry.MethodSpec("toy_supervised", SupervisedColourDistance, "supervised toy", (), {"noise": 20.0})]
-    for spec in specs:
-        monkeypatch.setitem(registry._REGISTRY, spec.name, spec)
+    register_toys(monkeypatch, "toy", "toy_noisy", "toy_broken", "recorder", "dies_once", "toy_fixed",
+                  "toy_supervised")
 
 
-@pytest.fixture
-def one_thread():
-    """The local executor with the torch threads of a Ray run with one CPU (the thread count is in the identity)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
-def _options(out: Path, **kw) -> RunOptions:
-    return RunOptions(preset="smoke", out=out, show_progress=False, **kw)
-
-
-def _same_run(a: Path, b: Path) -> None:
-    for name in FILES:
-        assert (a / name).read_bytes() == (b / name).read_bytes(), (a, name)
-    assert json.loads((a / "run.json").read_text())["identity"] == json.loads((b / "run.json").read_text())["identity"]
-
-
-def _leftovers(out: Path) -> list[Path]:
-    return [p for p in out.rglob(".*") if ".tmp-" in p.name or ".old-" in p.name or "probe" in p.name]
 
 
 @pytest.mark.slow
 def test_smoke_grid_on_ray_equals_the_local_executor(smoke_dataset, tmp_path, one_thread):
     methods, seeds = ["winclip", "anomalyclip", "ours", "toy_noisy"], [0, 1]
-    local = run_benchmark(smoke_dataset, methods, seeds, _options(tmp_path / "local"))
+    local = run_benchmark(smoke_dataset, methods, seeds, smoke_options(tmp_path / "local"))
     seen = []
     with RayExecutor(cpus_per_run=1) as executor:
-        remote = run_benchmark(smoke_dataset, methods, seeds, _options(tmp_path / "ray"), on_result=seen.append,
+        remote = run_benchmark(smoke_dataset, methods, seeds, smoke_options(tmp_path / "ray"), on_result=seen.append,
                                executor=executor)
     assert [r.status for r in remote] == ["done"] * len(local) and len(seen) == len(local)
     for mine, theirs in zip(local, remote, strict=True):
         assert mine.metrics == theirs.metrics
-        _same_run(mine.directory, theirs.directory)
+        same_run(mine.directory, theirs.directory)
     record = json.loads((remote[0].directory / "run.json").read_text())
     assert record["execution"] == {"executor": "ray", "storage": "shared", "data": "regenerated", "cpus_per_run": 1,
                                    "gpus_per_run": 0.0, "ray": ray.__version__, "shards": 1}
     assert record["identity"]["compute"]["torch_threads"] == 1
-    assert not _leftovers(tmp_path / "ray")
-    again = run_benchmark(smoke_dataset, methods, seeds, _options(tmp_path / "ray"), executor=RayExecutor())
+    assert not leftovers(tmp_path / "ray")
+    again = run_benchmark(smoke_dataset, methods, seeds, smoke_options(tmp_path / "ray"), executor=RayExecutor())
     assert {r.status for r in again} == {"skipped"}  # resumed: nothing computed twice
 
 
 @pytest.mark.parametrize("storage", ["shared", "ship"])
 def test_a_seed_independent_method_is_computed_once_on_ray(smoke_dataset, tmp_path, storage):
     log = tmp_path / "fits.log"
-    options = _options(tmp_path / "ray", overrides={"toy_fixed": {"fit_log": str(log)}})
+    options = smoke_options(tmp_path / "ray", overrides={"toy_fixed": {"fit_log": str(log)}})
     with RayExecutor(cpus_per_run=1, storage=storage) as executor:
         results = run_benchmark(smoke_dataset, ["toy_fixed"], [0, 1, 2], options, executor=executor)
     assert len(log.read_text().splitlines()) == 1  # seeds 1 and 2 waited for seed 0 and copied it
@@ -122,52 +84,52 @@ def test_shipped_results_and_data_equal_shared_ones(smoke_dataset, tmp_path):
     data = read_folder_dataset(folder)
     runs = {}
     for storage in ("shared", "ship"):
-        options = _options(tmp_path / storage, dataset_spec=str(folder), shards=2 if storage == "ship" else 1,
+        options = smoke_options(tmp_path / storage, dataset_spec=str(folder), shards=2 if storage == "ship" else 1,
                            batch_size=4)
         runs[storage] = run_benchmark(data, ["toy_noisy"], [0, 1], options, executor=RayExecutor(storage=storage))
     for shared, shipped in zip(runs["shared"], runs["ship"], strict=True):
         assert shared.status == shipped.status == "done"
-        _same_run(shared.directory, shipped.directory)
+        same_run(shared.directory, shipped.directory)
         assert json.loads((shared.directory / "run.json").read_text())["execution"]["data"] == "read"
         execution = json.loads((shipped.directory / "run.json").read_text())["execution"]
         assert (execution["storage"], execution["data"], execution["shards"]) == ("ship", "shipped", 2)
-    assert not _leftovers(tmp_path / "ship")
+    assert not leftovers(tmp_path / "ship")
 
 
 def test_sharded_runs_on_ray_are_bit_identical_to_unsharded(smoke_dataset, tmp_path):
     options = {"batch_size": 4}
-    [whole] = run_benchmark(smoke_dataset, ["toy_noisy"], [2], _options(tmp_path / "one", **options),
+    [whole] = run_benchmark(smoke_dataset, ["toy_noisy"], [2], smoke_options(tmp_path / "one", **options),
                             executor=LocalExecutor())
-    [parts] = run_benchmark(smoke_dataset, ["toy_noisy"], [2], _options(tmp_path / "two", shards=2, **options),
+    [parts] = run_benchmark(smoke_dataset, ["toy_noisy"], [2], smoke_options(tmp_path / "two", shards=2, **options),
                             executor=RayExecutor())
     assert json.loads((parts.directory / "metrics.json").read_text()) == \
         json.loads((whole.directory / "metrics.json").read_text())
-    for name in FILES:  # per-image records, kept maps and the evaluator's statistics too
+    for name in RUN_FILES:  # per-image records, kept maps and the evaluator's statistics too
         assert (parts.directory / name).read_bytes() == (whole.directory / name).read_bytes(), name
     assert json.loads((parts.directory / "run.json").read_text())["execution"]["shards"] == 2
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("storage", ["shared", "ship"])
-def test_a_killed_worker_is_retried_and_leaves_the_same_run(smoke_dataset, tmp_path, one_thread, storage):
+def test_a_killed_worker_is_retried_and_leaves_thesame_run(smoke_dataset, tmp_path, one_thread, storage):
     marker = tmp_path / "died"
     overrides = {"dies_once": {"die_marker": str(marker)}}
-    [result] = run_benchmark(smoke_dataset, ["dies_once"], [0], _options(tmp_path / "ray", overrides=overrides),
+    [result] = run_benchmark(smoke_dataset, ["dies_once"], [0], smoke_options(tmp_path / "ray", overrides=overrides),
                              executor=RayExecutor(max_retries=2, storage=storage))
     assert marker.exists(), "the first attempt did not die"
     # The folder the killed worker was writing: a staging folder beside the run, or (ship) one on its local disk.
     killed_attempt = Path(marker.read_text()).parent
     expected = ".seed0.tmp-" if storage == "shared" else "run"
     assert killed_attempt.name.startswith(expected) and not killed_attempt.exists()
-    assert result.status == "done" and not _leftovers(tmp_path / "ray")
-    [clean] = run_benchmark(smoke_dataset, ["dies_once"], [0], _options(tmp_path / "local", overrides=overrides))
-    _same_run(clean.directory, result.directory)
+    assert result.status == "done" and not leftovers(tmp_path / "ray")
+    [clean] = run_benchmark(smoke_dataset, ["dies_once"], [0], smoke_options(tmp_path / "local", overrides=overrides))
+    same_run(clean.directory, result.directory)
 
 
 @pytest.mark.slow
 def test_two_drivers_and_a_local_process_compute_each_run_once(smoke_dataset, tmp_path, one_thread):
     log = tmp_path / "fits.log"
-    options = _options(tmp_path / "runs", overrides={"recorder": {"fit_log": str(log), "fit_seconds": 1.0}})
+    options = smoke_options(tmp_path / "runs", overrides={"recorder": {"fit_log": str(log), "fit_seconds": 1.0}})
     results = {}
 
     def drive(name, executor):
@@ -192,7 +154,7 @@ def test_two_drivers_and_a_local_process_compute_each_run_once(smoke_dataset, tm
 
 
 def test_a_failing_method_is_recorded_and_the_grid_goes_on(smoke_dataset, tmp_path):
-    results = run_benchmark(smoke_dataset, ["toy_broken", "toy"], [0], _options(tmp_path / "runs"),
+    results = run_benchmark(smoke_dataset, ["toy_broken", "toy"], [0], smoke_options(tmp_path / "runs"),
                             executor=RayExecutor())
     assert [r.status for r in results] == ["failed", "done"]
     error = json.loads((results[0].directory / "error.json").read_text())
@@ -201,7 +163,7 @@ def test_a_failing_method_is_recorded_and_the_grid_goes_on(smoke_dataset, tmp_pa
 
 def test_a_worker_with_other_data_or_numerics_refuses_the_run(smoke_dataset, tmp_path):
     # The driver holds synthetic seed 0 but names seed 1: the workers regenerate seed 1, whose fingerprint differs.
-    [other_data] = run_benchmark(smoke_dataset, ["toy"], [0], _options(tmp_path / "a", data_seed=1),
+    [other_data] = run_benchmark(smoke_dataset, ["toy"], [0], smoke_options(tmp_path / "a", data_seed=1),
                                  executor=RayExecutor())
     assert other_data.status == "failed" and "is not the driver's" in other_data.error
     assert not other_data.directory.exists()
@@ -212,7 +174,7 @@ def test_a_worker_with_other_data_or_numerics_refuses_the_run(smoke_dataset, tmp
             planned = {**options.compute_settings, "hardware": "another CPU"}
             return dataclasses.replace(options, compute_settings=planned)
 
-    [other_numerics] = run_benchmark(smoke_dataset, ["toy"], [0], _options(tmp_path / "b"),
+    [other_numerics] = run_benchmark(smoke_dataset, ["toy"], [0], smoke_options(tmp_path / "b"),
                                      executor=PlannedElsewhere())
     assert other_numerics.status == "failed"
     assert "other numerics" in other_numerics.error and "hardware: 'another CPU'" in other_numerics.error
@@ -224,12 +186,12 @@ def test_benchmark_categories_on_ray_equal_local_and_ship_what_the_driver_split(
     write_mvtec(tmp_path / "mvtec", {"bottle": {"train": 3, "good": 2, "broken_large": 2, "contamination": 3},
                                      "metal_nut": {"train": 2, "good": 1, "bent": 2}})
     spec, methods = f"mvtec:{tmp_path / 'mvtec'}", ["toy", "toy_supervised"]
-    local = run_categories(spec, methods, [0, 1], _options(tmp_path / "local"))
-    remote = run_categories(spec, methods, [0, 1], _options(tmp_path / "ray"), executor=RayExecutor())
+    local = run_categories(spec, methods, [0, 1], smoke_options(tmp_path / "local"))
+    remote = run_categories(spec, methods, [0, 1], smoke_options(tmp_path / "ray"), executor=RayExecutor())
     assert not local.failures and not remote.failures
     assert [r.status for r in remote.results] == ["done"] * 8
     for mine, theirs in zip(local.results, remote.results, strict=True):
-        _same_run(mine.directory, theirs.directory)
+        same_run(mine.directory, theirs.directory)
         data = json.loads((theirs.directory / "run.json").read_text())["execution"]["data"]
         # The supervised method trains on a split of the test images the driver drew: no file holds it.
         assert data == ("shipped" if theirs.method == "toy_supervised" else "read"), theirs.directory

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import io
 import pickle
+import re
 import shutil
-import zipfile
+import signal
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import huggingface_hub.constants
 import open_clip
 import pytest
 import torch
+from crafted_torchscript import NEW_MODULE, get, module_graph, put, script_pickle, text, write_script_archive
 from official_formats import (
     TINY_OPENAI_CLIP,
     module_signature,
@@ -265,17 +268,106 @@ def test_a_crafted_clip_checkpoint_is_refused_and_runs_nothing(tmp_path):
     assert not marker.exists()
 
     # The same payload as the data.pkl of a TorchScript archive: read with the weights-only unpickler too.
-    archive = tmp_path / "crafted_archive.pt"
     payload = pickle.dumps(_RunsCodeOnLoad(f"open({str(marker)!r}, 'w').close()"), protocol=2)
-    with zipfile.ZipFile(archive, "w") as handle:
-        handle.writestr("crafted_archive/data.pkl", payload)
-        handle.writestr("crafted_archive/constants.pkl", pickle.dumps((), protocol=2))
-        handle.writestr("crafted_archive/version", "3\n")
+    archive = write_script_archive(tmp_path / "crafted_archive.pt", payload)
     pickle.loads(payload)  # live
     marker.unlink()
     with pytest.raises(WeightsError, match=r"crafted_archive\.pt could not be read safely"):
         load_clip("scrapbench-vit-tiny", str(archive), 64)
     assert not marker.exists()
+
+
+class _TookTooLong(BaseException):
+    """Raised by the alarm: a BaseException, so that no reader's error handling turns it into a refusal."""
+
+
+@contextmanager
+def _finishes_within(seconds: int):
+    def alarm(signum, frame):
+        raise _TookTooLong(f"still reading after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _shared_attribute_dict(modules: int, entries: int) -> bytes:
+    """A root with ``modules`` children that are all built from one dict of ``entries`` attributes."""
+    shared = pickle.EMPTY_DICT + pickle.MARK + b"".join(text(f"a{i}") + pickle.NONE for i in range(entries))
+    children = b"".join(text(f"m{i}") + NEW_MODULE + get(1) + pickle.BUILD for i in range(modules))
+    return script_pickle(NEW_MODULE + put(0), shared + pickle.SETITEMS + put(1), get(0) + pickle.EMPTY_DICT
+                         + pickle.MARK + children + pickle.SETITEMS + pickle.BUILD, get(0))
+
+
+_CRAFTED_TREES = {  # name: (data.pkl, what the refusal says)
+    "module containing itself": (module_graph([{"me": 0}]), r"module 'me' is module <root> again \(a cycle"),
+    "cycle through three modules": (module_graph([{"a": 1}, {"b": 2}, {"c": 0}]), r"'a\.b\.c' is module <root> again"),
+    "cycle below the root": (module_graph([{"x": 1}, {"y": 2}, {"z": 1}]), r"'x\.y\.z' is module 'x' again"),
+    "DAG of shared children, 64 deep": (module_graph([{"l": i + 1, "r": i + 1} for i in range(63)] + [{}]),
+                                        r"'(l\.)*r' is module '(l\.)*l' again \(a cycle or a shared submodule"),
+    "chain 1,000 deep": (module_graph([{"c": i + 1} for i in range(999)] + [{}]), "nest more than 100 levels deep"),
+    "one attribute dict shared by 500 modules": (_shared_attribute_dict(500, 500),
+                                                   "more than 200,000 attributes"),
+    "20,000 modules in a row": (script_pickle((NEW_MODULE + pickle.EMPTY_DICT + pickle.BUILD) * 20_000),
+                                "60,000 object opcodes, more than 50,000"),
+    "5,000 module classes": (script_pickle(*(pickle.GLOBAL + f"__torch__\nM{i}\n".encode() + pickle.EMPTY_TUPLE
+                                             + pickle.NEWOBJ for i in range(5_000))),
+                             "10,000 object opcodes over 5,000 module classes, more than 20,000,000 lookups"),
+}
+
+
+@pytest.mark.parametrize("variant", list(_CRAFTED_TREES))
+def test_a_crafted_torchscript_module_tree_is_refused_quickly_in_one_line(variant, tmp_path):
+    """torch.jit.save writes each module once: a module reached twice, or a tree beyond the caps, is refused
+    (walking it would never end, or take 2^depth steps)."""
+    data_pkl, reason = _CRAFTED_TREES[variant]
+    archive = write_script_archive(tmp_path / "crafted.pt", data_pkl)
+    with _finishes_within(20), pytest.raises(WeightsError) as refused:
+        load_clip("scrapbench-vit-tiny", str(archive), 64)
+    message = str(refused.value)
+    assert message.startswith(f"CLIP checkpoint {archive} could not be read safely: UnpicklingError: ")
+    assert "\n" not in message
+    assert re.search(reason, message), message
+
+
+_MALFORMED_ARCHIVES = {  # name: (data.pkl or None, what the refusal says)
+    "no data.pkl": (None, "UnpicklingError: the TorchScript archive has no data.pkl"),
+    "class called with arguments (NEWOBJ)": (
+        script_pickle(pickle.GLOBAL + b"__torch__\nM\n" + pickle.BININT1 + b"\x01" + pickle.TUPLE1 + pickle.NEWOBJ),
+        "UnpicklingError: __torch__.M is called with arguments"),
+    "class called with arguments (REDUCE)": (
+        script_pickle(pickle.GLOBAL + b"__torch__\nM\n" + text("x") + pickle.TUPLE1 + pickle.REDUCE),
+        "UnpicklingError: __torch__.M is called with arguments"),
+    "BUILD with a list": (script_pickle(NEW_MODULE + pickle.EMPTY_LIST + pickle.BUILD),
+                          "UnpicklingError: __torch__.M is built from state of type list, not a dict"),
+    "BUILD with an int": (script_pickle(NEW_MODULE + pickle.BININT1 + b"\x07" + pickle.BUILD),
+                          "UnpicklingError: __torch__.M is built from state of type int"),
+    "module never built": (script_pickle(NEW_MODULE), r"module <root> \(__torch__\.M\) is never built"),
+    "attribute named by an int": (
+        script_pickle(NEW_MODULE + put(0), NEW_MODULE + pickle.EMPTY_DICT + pickle.BUILD + put(1),
+                      get(0) + pickle.EMPTY_DICT + pickle.BININT1 + b"\x01" + get(1) + pickle.SETITEM + pickle.BUILD,
+                      get(0)),
+        "module <root> has an attribute whose name is of type int"),
+    "attribute name longer than a key": (
+        module_graph([{"x" * 2_000: 1}, {}]), "dotted name is longer than 1,000 characters"),
+    "nothing on the stack": (script_pickle(), "IndexError: pop from empty list"),
+    "a list, not a module": (script_pickle(pickle.EMPTY_LIST), "does not hold a TorchScript module"),
+}
+
+
+@pytest.mark.parametrize("variant", list(_MALFORMED_ARCHIVES))
+def test_a_malformed_torchscript_archive_is_refused_in_one_line(variant, tmp_path):
+    data_pkl, reason = _MALFORMED_ARCHIVES[variant]
+    archive = write_script_archive(tmp_path / "malformed.pt", data_pkl)
+    with _finishes_within(20), pytest.raises(WeightsError) as refused:
+        load_clip("scrapbench-vit-tiny", str(archive), 64)
+    message = str(refused.value)
+    assert message.startswith(f"CLIP checkpoint {archive} could not be read safely: ") and "\n" not in message
+    assert re.search(reason, message), message
 
 
 @pytest.mark.parametrize("name", ["hf-hub:attacker/model", "local-dir:/tmp/attacker"])

@@ -10,7 +10,9 @@ Formats (:func:`checkpoint_format` tells them apart by their bytes, not their na
   it to ``torch.jit.load``, which runs the archive's TorchScript code. Its ``data.pkl`` is an ordinary
   torch pickle whose only foreign globals are the ``__torch__.*`` classes of its modules, so
   :func:`read_torchscript_state_dict` runs torch's weights-only unpickler on it with exactly those
-  names mapped to a plain attribute holder, and reads the tensors out of the holders.
+  names mapped to a plain attribute holder, and reads the tensors out of the holders. The module tree
+  is walked once per module and capped, so a crafted ``data.pkl`` (a cycle, shared submodules, an
+  endless chain) is refused in one line instead of hanging the reader.
 
 ultralytics checkpoints are pickled modules and cannot be read this way; see ``methods/yolo_sam/weights.py``.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 import io
 import pickle
 import pickletools
+import struct
 import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -37,6 +40,17 @@ TORCHSCRIPT = "torchscript"
 UNKNOWN = "unknown"
 
 _LEGACY_MAGIC = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2)  # how a legacy torch.save begins
+
+# Bounds on a TorchScript archive's data.pkl, far above any released model's module tree.
+MAX_SCRIPT_DEPTH = 100  # module nesting (OpenAI's CLIPs nest a handful of levels)
+MAX_SCRIPT_ATTRIBUTES = 200_000  # attributes over all modules
+MAX_SCRIPT_KEY = 1_000  # characters of a dotted state-dict key
+# torch's unpickler scans its whole allow-list (its own entries and each module class) for every object opcode.
+MAX_OBJECT_OPS = 50_000  # GLOBAL, NEWOBJ, REDUCE and BUILD opcodes
+MAX_CLASS_LOOKUPS = 20_000_000  # object opcodes × module classes
+# What a malformed file raises while torch's unpickler reads it (its opcodes pop, index and call).
+_MALFORMED = (pickle.UnpicklingError, RuntimeError, OSError, ValueError, EOFError, KeyError, IndexError, TypeError,
+              AttributeError, struct.error, zipfile.BadZipFile)
 
 
 def checkpoint_format(path: str | Path) -> str:
@@ -78,7 +92,7 @@ def read_checkpoint(path: str | Path, label: str, map_location: str | torch.devi
         if fmt in (TORCH_ZIP, TORCH_LEGACY):
             mmap = fmt == TORCH_ZIP and str(map_location) != "meta"  # large files load lazily
             return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except (pickle.UnpicklingError, RuntimeError, OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+    except _MALFORMED as exc:
         raise WeightsError(f"{label} {path} could not be read safely: {type(exc).__name__}: {_reason(exc)}") from exc
     raise WeightsError(f"{label} {path} could not be read: not a torch, TorchScript or safetensors file")
 
@@ -109,50 +123,125 @@ _SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.
 
 
 class _ScriptObject:
-    """The attributes of one object of a TorchScript archive (a module), as plain data."""
+    """The attributes of one object of a TorchScript archive (a module), as plain data.
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
+    Each ``__torch__.*`` class name of an archive maps to its own subclass (see :func:`_script_class`).
+    """
+
+    script_class = "__torch__"
+    attributes: dict | None = None  # set by the pickle's BUILD
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _ScriptObject:
+        if args or kwargs:
+            raise pickle.UnpicklingError(f"{cls.script_class} is called with arguments; "
+                                         "torch.jit.save creates modules without any")
+        return super().__new__(cls)
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, dict):
+            raise pickle.UnpicklingError(f"{self.script_class} is built from state of type "
+                                         f"{type(state).__name__}, not a dict of attributes")
         self.attributes = state
 
 
-def read_torchscript_state_dict(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+def _script_class(name: str) -> type[_ScriptObject]:
+    return type("ScriptObject", (_ScriptObject,), {"script_class": name})
+
+
+def read_torchscript_state_dict(path: str | Path, map_location: str | torch.device = "cpu", *,
+                                max_depth: int = MAX_SCRIPT_DEPTH, max_attributes: int = MAX_SCRIPT_ATTRIBUTES
+                                ) -> dict[str, torch.Tensor]:
     """Every tensor attribute of a TorchScript archive's modules (its ``state_dict()``), without running it.
 
     Hand-written because torch refuses ``weights_only=True`` for TorchScript archives before reading
     them; what it would do instead (``torch.jit.load``) executes the archive's code. The reading
-    itself is torch's: its weights-only unpickler over the archive's ``data.pkl``.
+    itself is torch's: its weights-only unpickler over the archive's ``data.pkl``. A module tree that
+    torch.jit.save cannot have written (a module reached twice, deeper than ``max_depth``, more than
+    ``max_attributes`` attributes) raises an UnpicklingError.
     """
     path = Path(path)
     with zipfile.ZipFile(path) as archive:
-        record = next(n for n in archive.namelist() if _archive_record(n) == "data.pkl")
+        record = next((n for n in archive.namelist() if _archive_record(n) == "data.pkl"), None)
+        if record is None:
+            raise pickle.UnpicklingError("the TorchScript archive has no data.pkl")
         script_classes = _script_classes(archive.read(record))
     from torch import _weights_only_unpickler
 
-    with torch.serialization.safe_globals([(_ScriptObject, name) for name in script_classes]), \
+    with torch.serialization.safe_globals([(_script_class(name), name) for name in script_classes]), \
             open(path, "rb") as handle, torch.serialization._open_zipfile_reader(handle) as reader:
         root = torch.serialization._load(reader, map_location, _weights_only_unpickler, weights_only=True)
     if not isinstance(root, _ScriptObject):
         raise ValueError("the archive's data.pkl does not hold a TorchScript module")
+    return _module_tensors(root, max_depth, max_attributes)
+
+
+def _module_tensors(root: _ScriptObject, max_depth: int, max_attributes: int) -> dict[str, torch.Tensor]:
+    """The tensors under ``root`` by dotted name, each module walked once (torch.jit.save never shares one)."""
     flat: dict[str, torch.Tensor] = {}
-    stack = [("", root)]
+    seen = {id(root): ""}  # module → its dotted name ("" is the root)
+    stack, walked = [("", root, 0)], 0
     while stack:
-        prefix, node = stack.pop()
+        where, node, depth = stack.pop()
+        if node.attributes is None:
+            raise pickle.UnpicklingError(f"module {_module_name(where)} ({node.script_class}) is never built")
+        walked += len(node.attributes)
+        if walked > max_attributes:
+            raise pickle.UnpicklingError(f"the modules hold more than {max_attributes:,} attributes")
         for name, value in node.attributes.items():
-            if isinstance(value, _ScriptObject):
-                stack.append((f"{prefix}{name}.", value))
-            elif isinstance(value, torch.Tensor):
-                flat[prefix + name] = value
+            if not isinstance(value, (_ScriptObject, torch.Tensor)):
+                continue
+            key = _attribute_key(where, name)
+            if isinstance(value, torch.Tensor):
+                flat[key] = value
+            elif id(value) in seen:
+                raise pickle.UnpicklingError(
+                    f"module {_module_name(key)} is module {_module_name(seen[id(value)])} again "
+                    "(a cycle or a shared submodule, which torch.jit.save never writes)")
+            elif depth >= max_depth:
+                raise pickle.UnpicklingError(f"modules nest more than {max_depth} levels deep")
+            else:
+                seen[id(value)] = key
+                stack.append((key, value, depth + 1))
     return flat
 
 
+def _attribute_key(where: str, name: Any) -> str:
+    """``where.name``, the state-dict key of a module's attribute; a name must be a string, the key short."""
+    if not isinstance(name, str):
+        raise pickle.UnpicklingError(f"module {_module_name(where)} has an attribute whose name is of type "
+                                     f"{type(name).__name__}, not a string")
+    if len(where) + len(name) >= MAX_SCRIPT_KEY:
+        raise pickle.UnpicklingError(f"module {_module_name(where)} has an attribute whose dotted name is "
+                                     f"longer than {MAX_SCRIPT_KEY:,} characters")
+    return f"{where}.{name}" if where else name
+
+
+def _module_name(name: str) -> str:
+    """A module's dotted name for a message, shortened (``""`` is the root)."""
+    if not name:
+        return "<root>"
+    return repr(name if len(name) <= 80 else name[:40] + "…" + name[-37:])
+
+
 def _script_classes(pickled: bytes) -> list[str]:
-    """Names of the ``__torch__.*`` classes a TorchScript ``data.pkl`` refers to (read, not executed)."""
-    names = set()
+    """Names of the ``__torch__.*`` classes a TorchScript ``data.pkl`` refers to (read, not executed).
+
+    Refuses a pickle with more object opcodes than ``MAX_OBJECT_OPS``, or more opcodes × names than
+    ``MAX_CLASS_LOOKUPS``: torch's unpickler looks each such opcode up in its whole allow-list.
+    """
+    names, object_ops = set(), 0
     for opcode, arg, _ in pickletools.genops(io.BytesIO(pickled)):
+        if opcode.name in ("GLOBAL", "NEWOBJ", "REDUCE", "BUILD"):
+            object_ops += 1
         if opcode.name == "GLOBAL":
             module, _, qualname = str(arg).partition(" ")
             if module == "__torch__" or module.startswith("__torch__."):
                 names.add(f"{module}.{qualname}")
+    if object_ops > MAX_OBJECT_OPS:
+        raise pickle.UnpicklingError(f"data.pkl has {object_ops:,} object opcodes, more than {MAX_OBJECT_OPS:,}")
+    if object_ops * len(names) > MAX_CLASS_LOOKUPS:
+        raise pickle.UnpicklingError(f"data.pkl has {object_ops:,} object opcodes over {len(names):,} module "
+                                     f"classes, more than {MAX_CLASS_LOOKUPS:,} lookups")
     return sorted(names)
 
 

@@ -8,8 +8,11 @@ module that contains itself, a chain of shared children) or break that pattern.
 from __future__ import annotations
 
 import pickle
+import signal
 import struct
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 NEW_MODULE = pickle.GLOBAL + b"__torch__\nM\n" + pickle.EMPTY_TUPLE + pickle.NEWOBJ  # an unbuilt module
@@ -52,3 +55,23 @@ def write_script_archive(path: Path, data_pkl: bytes | None) -> Path:
         archive.writestr(f"{path.stem}/constants.pkl", pickle.dumps((), protocol=2))
         archive.writestr(f"{path.stem}/version", "3\n")
     return path
+
+
+class TookTooLong(BaseException):
+    """Raised by :func:`finishes_within`; a BaseException, so that no error handling turns it into a refusal."""
+
+
+@contextmanager
+def finishes_within(seconds: int) -> Iterator[None]:
+    """Interrupt the block (the main thread) with :class:`TookTooLong` after ``seconds``: a reader that would
+    hang fails its test instead."""
+    def alarm(signum, frame):
+        raise TookTooLong(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

@@ -11,15 +11,22 @@ import io
 import pickle
 import re
 import shutil
-import signal
-from contextlib import contextmanager
 from types import SimpleNamespace
 
 import huggingface_hub.constants
 import open_clip
 import pytest
 import torch
-from crafted_torchscript import NEW_MODULE, get, module_graph, put, script_pickle, text, write_script_archive
+from crafted_torchscript import (
+    NEW_MODULE,
+    finishes_within,
+    get,
+    module_graph,
+    put,
+    script_pickle,
+    text,
+    write_script_archive,
+)
 from official_formats import (
     TINY_OPENAI_CLIP,
     module_signature,
@@ -277,24 +284,6 @@ def test_a_crafted_clip_checkpoint_is_refused_and_runs_nothing(tmp_path):
     assert not marker.exists()
 
 
-class _TookTooLong(BaseException):
-    """Raised by the alarm: a BaseException, so that no reader's error handling turns it into a refusal."""
-
-
-@contextmanager
-def _finishes_within(seconds: int):
-    def alarm(signum, frame):
-        raise _TookTooLong(f"still reading after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, alarm)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 def _shared_attribute_dict(modules: int, entries: int) -> bytes:
     """A root with ``modules`` children that are all built from one dict of ``entries`` attributes."""
     shared = pickle.EMPTY_DICT + pickle.MARK + b"".join(text(f"a{i}") + pickle.NONE for i in range(entries))
@@ -326,7 +315,7 @@ def test_a_crafted_torchscript_module_tree_is_refused_quickly_in_one_line(varian
     (walking it would never end, or take 2^depth steps)."""
     data_pkl, reason = _CRAFTED_TREES[variant]
     archive = write_script_archive(tmp_path / "crafted.pt", data_pkl)
-    with _finishes_within(20), pytest.raises(WeightsError) as refused:
+    with finishes_within(20), pytest.raises(WeightsError) as refused:
         load_clip("scrapbench-vit-tiny", str(archive), 64)
     message = str(refused.value)
     assert message.startswith(f"CLIP checkpoint {archive} could not be read safely: UnpicklingError: ")
@@ -363,7 +352,7 @@ _MALFORMED_ARCHIVES = {  # name: (data.pkl or None, what the refusal says)
 def test_a_malformed_torchscript_archive_is_refused_in_one_line(variant, tmp_path):
     data_pkl, reason = _MALFORMED_ARCHIVES[variant]
     archive = write_script_archive(tmp_path / "malformed.pt", data_pkl)
-    with _finishes_within(20), pytest.raises(WeightsError) as refused:
+    with finishes_within(20), pytest.raises(WeightsError) as refused:
         load_clip("scrapbench-vit-tiny", str(archive), 64)
     message = str(refused.value)
     assert message.startswith(f"CLIP checkpoint {archive} could not be read safely: ") and "\n" not in message

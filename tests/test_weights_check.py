@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 import torch
+from crafted_torchscript import NEW_MODULE, finishes_within, module_graph, script_pickle, write_script_archive
 from official_formats import register_tiny_openai_config, tiny_openai_clip, write_openai_torchscript
 from typer.testing import CliRunner
 
@@ -110,6 +113,29 @@ def test_run_refuses_a_crafted_clip_checkpoint_and_runs_nothing(isolated):
     assert "clip.pt could not be read safely" in output and "Unsupported global" in output
     assert not marker.exists()
     assert not any((isolated / "data_cache").iterdir())
+
+
+@pytest.mark.parametrize("data_pkl, reason", [
+    (module_graph([{"me": 0}]), "module 'me' is module <root> again (a cycle or a shared submodule"),
+    (script_pickle(NEW_MODULE + pickle.EMPTY_LIST + pickle.BUILD), "built from state of type list"),
+], ids=["module containing itself", "BUILD with a list"])
+def test_a_crafted_torchscript_archive_is_one_line_in_weights_check_and_run(isolated, data_pkl, reason):
+    archive = write_script_archive(isolated / "crafted.pt", data_pkl)
+    line = f"{archive} could not be read safely: UnpicklingError: "
+    with finishes_within(60):
+        result, output = _invoke("weights", "check", "--preset", "smoke", "-m", "anomalyclip", "--weights",
+                                 str(archive))
+    assert result.exit_code == 1, output
+    assert "✗ invalid" in output and "Traceback" not in output
+    assert any(line in row and reason in row for row in output.splitlines()), output
+
+    with finishes_within(60):
+        result, output = _invoke("run", "--preset", "smoke", "-m", "anomalyclip", "--weights", str(archive),
+                                 "--out", str(isolated / "runs"))
+    assert result.exit_code == 2, output
+    assert any(line in row and reason in row for row in output.splitlines()), output
+    assert "nothing was run" in output and "Traceback" not in output
+    assert not any((isolated / "data_cache").iterdir()) and not (isolated / "runs").exists()
 
 
 def test_run_shows_progress_with_eta_while_it_renders_the_synthetic_data(isolated, monkeypatch):

@@ -24,6 +24,7 @@ import pickle
 import pickletools
 import struct
 import zipfile
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +51,7 @@ MAX_OBJECT_OPS = 50_000  # GLOBAL, NEWOBJ, REDUCE and BUILD opcodes
 MAX_CLASS_LOOKUPS = 20_000_000  # object opcodes × module classes
 # What a malformed file raises while torch's unpickler reads it (its opcodes pop, index and call).
 _MALFORMED = (pickle.UnpicklingError, RuntimeError, OSError, ValueError, EOFError, KeyError, IndexError, TypeError,
-              AttributeError, struct.error, zipfile.BadZipFile)
+              AttributeError, struct.error, zipfile.BadZipFile, zlib.error)
 
 
 def checkpoint_format(path: str | Path) -> str:

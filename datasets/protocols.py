@@ -15,11 +15,14 @@ other data never pools with, nor is reused for, one that was not.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from scrapbench.datasets.fingerprint import PREFIX, records_fingerprint
 from scrapbench.datasets.io.cache import default_cache_dir
@@ -36,6 +39,18 @@ class TrainingData:
     split: Split
     fingerprint: str  # "sha256:<hex>" of the records and files, as a reader's dataset fingerprint
     categories: tuple[str, ...]
+    folders: tuple[str, ...] = ()  # each category's folder, resolved
+
+    @functools.cached_property
+    def file_index(self) -> tuple[dict[str, str], dict[str, str]]:
+        """The training files by resolved path and by content hash (each → the path as listed)."""
+        by_path: dict[str, str] = {}
+        by_hash: dict[str, str] = {}
+        for files in self.split.files:
+            for path, sha256 in files:
+                by_path.setdefault(os.path.realpath(path), path)
+                by_hash.setdefault(sha256, path)
+        return by_path, by_hash
 
 
 def cross_dataset_training(spec: str, show_progress: bool | None = None, use_cache: bool = True) -> TrainingData:
@@ -53,7 +68,7 @@ def cross_dataset_training(spec: str, show_progress: bool | None = None, use_cac
     # Remembered checks of test-only reads live apart: a category's own cache file keeps all its files,
     # and a read of part of them would make it forget the others.
     cache = default_cache_dir() / "test-splits" if use_cache else None
-    parts, manifest = [], {}
+    parts, manifest, folders = [], {}, []
     for category in categories:
         if parsed.kind == "mvtec":
             from scrapbench.datasets.public.mvtec import category_dir, mvtec_records
@@ -65,6 +80,7 @@ def cross_dataset_training(spec: str, show_progress: bool | None = None, use_cac
 
             folder = Path(parsed.root) / category
             records = read_split_file(parsed.root)[category]["test"]
+        folders.append(os.path.realpath(folder))
         facts = check_records(records, folder, cache, show_progress)
         where = f"{parsed.kind} {category} test"
         parts.append((category, checked_split("train", records, facts, where, one_size=False)))
@@ -72,7 +88,7 @@ def cross_dataset_training(spec: str, show_progress: bool | None = None, use_cac
     header = json.dumps({"cross_dataset_train": parsed.kind, "classes": ["anomaly"], "categories": manifest},
                         sort_keys=True)
     fingerprint = PREFIX + hashlib.sha256(header.encode()).hexdigest()
-    return TrainingData(spec, concat_splits("train", parts), fingerprint, tuple(categories))
+    return TrainingData(spec, concat_splits("train", parts), fingerprint, tuple(categories), tuple(folders))
 
 
 def cross_dataset_train(spec: str, show_progress: bool | None = None) -> Split:
@@ -81,11 +97,16 @@ def cross_dataset_train(spec: str, show_progress: bool | None = None) -> Split:
 
 
 def with_training(dataset: Dataset, training: TrainingData) -> Dataset:
-    """``dataset`` with ``training``'s train split (the test split stays); recorded in ``notes["training"]``."""
+    """``dataset`` with ``training``'s train split (the test split stays); recorded in ``notes["training"]``.
+
+    Refused (:func:`check_cross_dataset`) when the training data shares a file with the test split;
+    ``shares_test_files: false`` records that this was checked file by file.
+    """
+    check_cross_dataset(training, dataset)
     notes = {**dataset.notes, "training": {"protocol": "cross_dataset", "train_on": training.spec,
                                            "fingerprint": training.fingerprint,
                                            "categories": list(training.categories),
-                                           "num_train": len(training.split)}}
+                                           "num_train": len(training.split), "shares_test_files": False}}
     return dataclasses.replace(dataset, train=training.split, notes=notes)
 
 
@@ -120,16 +141,59 @@ def benchmark_record(dataset: Dataset) -> dict:
     return record
 
 
-def check_cross_dataset(train_spec: str, dataset: Dataset) -> None:
-    """Refuse to train on the test images that will be evaluated (same benchmark root)."""
-    parsed = parse_benchmark_spec(train_spec)
-    evaluated = dataset.notes.get("spec")
-    other = parse_benchmark_spec(evaluated) if isinstance(evaluated, str) else None
-    if parsed is None or other is None or parsed.kind != other.kind:
-        return
-    if Path(parsed.root).resolve() == Path(other.root).resolve():
-        raise DatasetError(f"--train-on {train_spec} trains on the test images of {dataset.name}, which is evaluated; "
-                           f"train on the other benchmark (AnomalyCLIP: VisA → MVTec AD, MVTec AD → VisA)")
+def shared_test_file(training: TrainingData, test: Split) -> tuple[str, str, str] | None:
+    """The first file of ``test`` that the training data also holds: (training file, test file, how), found by
+    resolved path (a link, another spelling of the root) or by content (a copy); ``None`` when they share none."""
+    by_path, by_hash = training.file_index
+    for files in test.files:
+        for path, sha256 in files:
+            real = os.path.realpath(path)
+            if real in by_path:
+                return by_path[real], path, "the same file"
+            if sha256 in by_hash:
+                return by_hash[sha256], path, "the same content"
+    return None
+
+
+def same_benchmark(training: TrainingData, dataset: Dataset) -> str | None:
+    """The resolved folder of the benchmark that both the training data and ``dataset`` (one of its categories) come
+    from, however each spec names it (``mvtec:ROOT``, ``mvtec:ROOT/bottle``, a link); ``None`` when they do not."""
+    kind = training.spec.partition(":")[0]
+    if dataset.notes.get("benchmark") != kind or dataset.root is None:
+        return None
+    benchmark = os.path.dirname(os.path.realpath(dataset.root))  # a category's folder lies in its benchmark's root
+    return benchmark if any(os.path.dirname(folder) == benchmark for folder in training.folders) else None
+
+
+def check_cross_dataset(training: TrainingData, dataset: Dataset) -> None:
+    """Refuse to train on the evaluated benchmark's test images: on ``dataset``'s own benchmark (any of its
+    categories), or on any file of ``dataset``'s test split, found by resolved path or content hash (a copy)."""
+    advice = "train on the other benchmark (AnomalyCLIP: VisA → MVTec AD, MVTec AD → VisA)"
+    shared = shared_test_file(training, dataset.test)
+    if shared is not None:
+        train_file, test_file, how = shared
+        raise DatasetError(f"--train-on {training.spec} trains on the test images of {dataset.name}, which is "
+                           f"evaluated: {train_file} is {how} as {test_file}; {advice}")
+    benchmark = same_benchmark(training, dataset)
+    if benchmark is not None:
+        raise DatasetError(f"--train-on {training.spec} trains on the test images of {dataset.name}'s benchmark "
+                           f"({benchmark}), which is evaluated; {advice}")
+
+
+def shares_test_files(record: Mapping[str, Any]) -> bool:
+    """Whether ``run.json``'s dataset record (:func:`benchmark_record`) says the run trained on data that overlaps its
+    evaluated test set. Runs recorded before the check by file (no ``shares_test_files``): when its cross-dataset
+    training data names its own benchmark category (the same data, or a copy of it)."""
+    training = record.get("training")
+    if not isinstance(training, Mapping) or training.get("protocol") != "cross_dataset":
+        return False
+    recorded = training.get("shares_test_files")
+    if isinstance(recorded, bool):
+        return recorded
+    kind = str(training.get("train_on", "")).partition(":")[0]
+    categories = training.get("categories")
+    return (bool(kind) and kind == record.get("benchmark") and isinstance(categories, list)
+            and record.get("category") in categories)
 
 
 def _seeded_order(ids: Sequence[str], seed: int) -> list[str]:

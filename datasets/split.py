@@ -21,7 +21,7 @@ import numpy as np
 
 from scrapbench.datasets.io.filecheck import FileFacts, check_files, check_one_size
 from scrapbench.datasets.io.images import decode_mask, mask_size_error, mask_values_error, read_image, read_mask
-from scrapbench.datasets.types import DatasetError, Sample, Split
+from scrapbench.datasets.types import DatasetError, Sample, SampleFiles, Split
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,9 @@ def checked_split(name: str, records: Sequence[ImageRecord], facts: Mapping[Path
             mask = read_binary_mask(record.mask, image.shape[:2]).astype(np.uint8) * np.uint8(record.label)
         return Sample(image=image, mask=mask, id=record.id)
 
-    return Split(name, [r.id for r in records], load, [bool(c) for c in presence], presence)
+    files = [tuple((str(path), facts[path].sha256) for path in (r.image, r.mask) if path is not None)
+             for r in records]
+    return Split(name, [r.id for r in records], load, [bool(c) for c in presence], presence, files)
 
 
 def validated_split(name: str, records: Sequence[ImageRecord], show_progress: bool = False,
@@ -160,12 +162,14 @@ def concat_splits(name: str, parts: Sequence[tuple[str, Split]]) -> Split:
     ids: list[str] = []
     has_anomaly: list[bool] = []
     presence: list[frozenset[int]] = []
+    files: list[SampleFiles] = []
     for prefix, split in parts:
         for i, sample_id in enumerate(split.ids):
             owners.append((split, i))
             ids.append(f"{prefix}_{sample_id}")
         has_anomaly += split.has_anomaly
         presence += split.class_presence
+        files += split.files
     if len(set(ids)) != len(ids):
         raise DatasetError(f"{name}: sample ids clash after prefixing with their part's name")
 
@@ -174,4 +178,4 @@ def concat_splits(name: str, parts: Sequence[tuple[str, Split]]) -> Split:
         sample = split[j]
         return Sample(image=sample.image, mask=sample.mask, id=ids[i])
 
-    return Split(name, ids, load, has_anomaly, presence)
+    return Split(name, ids, load, has_anomaly, presence, files)

@@ -31,11 +31,16 @@ class Sample:
         return bool(self.mask.any())
 
 
+#: The files one sample was read from: (path, SHA-256 of the bytes) for its image, then its mask.
+SampleFiles = tuple[tuple[str, str], ...]
+
+
 class Split(Sequence[Sample]):
     """A lazily loaded, indexable list of samples (a split may not fit in memory).
 
     ``ids`` fixes the order; ``loader(i)`` returns sample ``i``. ``has_anomaly`` (per sample)
-    lets methods pick normal references without decoding every image.
+    lets methods pick normal references without decoding every image. ``files`` (per sample) holds
+    the files it was read from, as (path, SHA-256) pairs: image, then mask; none for data built in memory.
     """
 
     def __init__(
@@ -45,9 +50,10 @@ class Split(Sequence[Sample]):
         loader: Callable[[int], Sample],
         has_anomaly: Sequence[bool],
         class_presence: Sequence[frozenset[int]] | None = None,
+        files: Sequence[SampleFiles] | None = None,
     ) -> None:
-        if len(ids) != len(has_anomaly):
-            raise ValueError("ids and has_anomaly must have the same length")
+        if len(ids) != len(has_anomaly) or (files is not None and len(files) != len(ids)):
+            raise ValueError("ids, has_anomaly and files must have the same length")
         self.name = name
         self.ids = list(ids)
         self._loader = loader
@@ -55,6 +61,7 @@ class Split(Sequence[Sample]):
         self.class_presence = (
             list(class_presence) if class_presence is not None else [frozenset() for _ in self.ids]
         )
+        self.files: list[SampleFiles] = list(files) if files is not None else [() for _ in self.ids]
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -87,6 +94,7 @@ class Split(Sequence[Sample]):
             lambda j: self._loader(indices[j]),
             [self.has_anomaly[i] for i in indices],
             [self.class_presence[i] for i in indices],
+            [self.files[i] for i in indices],
         )
 
     @classmethod
@@ -133,6 +141,6 @@ def in_memory(dataset: Dataset) -> Dataset:
 
     def loaded(split: Split) -> Split:
         samples = list(split)
-        return Split(split.name, split.ids, samples.__getitem__, split.has_anomaly, split.class_presence)
+        return Split(split.name, split.ids, samples.__getitem__, split.has_anomaly, split.class_presence, split.files)
 
     return dataclasses.replace(dataset, train=loaded(dataset.train), test=loaded(dataset.test))

@@ -8,7 +8,12 @@ from PIL import Image
 from public_layouts import SIZE, write_mvtec, write_visa
 
 from scrapbench.datasets import DatasetError, load_dataset
-from scrapbench.datasets.protocols import check_cross_dataset, cross_dataset_train, supervised_split
+from scrapbench.datasets.protocols import (
+    check_cross_dataset,
+    cross_dataset_train,
+    cross_dataset_training,
+    supervised_split,
+)
 from scrapbench.datasets.public.mvtec import read_mvtec_category
 from scrapbench.datasets.public.visa import read_visa_category
 from scrapbench.datasets.resolve import expand_dataset_spec, load_datasets, parse_benchmark_spec
@@ -323,9 +328,9 @@ def test_cross_dataset_train_is_every_test_image_of_the_other_benchmark(visa, mv
         np.testing.assert_array_equal(sample.mask, mask.astype(np.uint8))
     mvtec_root, _ = mvtec
     evaluated = read_mvtec_category(mvtec_root, "bottle")
-    check_cross_dataset(f"visa:{root}", evaluated)  # another benchmark: fine
+    check_cross_dataset(cross_dataset_training(f"visa:{root}"), evaluated)  # another benchmark: fine
     with pytest.raises(DatasetError, match="trains on the test images of mvtec-bottle"):
-        check_cross_dataset(f"mvtec:{mvtec_root}#metal_nut", evaluated)
+        check_cross_dataset(cross_dataset_training(f"mvtec:{mvtec_root}#metal_nut"), evaluated)
 
 
 def test_cross_dataset_train_binary_even_with_per_defect_types(mvtec):

@@ -298,6 +298,76 @@ def test_per_defect_type_classes_from_the_command_line(data, tmp_path):
     assert record["dataset"]["class_names"] == ["broken_large", "contamination"]
 
 
+def _overlapping(variant, m, tmp_path):
+    """(evaluated spec, --train-on spec) that share test files of mvtec-bottle, each spelled another way."""
+    import shutil
+
+    if variant == "category_root":  # the one-category root form against the benchmark root
+        return f"mvtec:{m}", f"mvtec:{m / 'bottle'}"
+    if variant == "hash_against_path":
+        return f"mvtec:{m / 'bottle'}", f"mvtec:{m}#bottle"
+    if variant == "copy":  # a copy of the whole folder: the same content elsewhere
+        shutil.copytree(m, tmp_path / "copy")
+        return f"mvtec:{m}#bottle", f"mvtec:{tmp_path / 'copy'}#bottle,metal_nut"
+    if variant == "category_copy":
+        shutil.copytree(m / "bottle", tmp_path / "elsewhere" / "bottle")
+        return f"mvtec:{m}#bottle", f"mvtec:{tmp_path / 'elsewhere' / 'bottle'}"
+    if variant == "link":
+        (tmp_path / "link").symlink_to(m)
+        return f"mvtec:{tmp_path / 'link'}#bottle", f"mvtec:{m}#bottle,metal_nut"
+    # a dataset folder whose test split holds one MVTec AD bottle test image, copied
+    from scrapbench.datasets.folder import write_folder_dataset
+    from scrapbench.datasets.public.mvtec import read_mvtec_category
+
+    bottle = read_mvtec_category(m, "bottle")
+    folder = write_folder_dataset(tmp_path / "plant", ("anomaly",), {"train": bottle.train, "test": bottle.test},
+                                  meta={"name": "plant"})
+    shutil.copyfile(m / "bottle" / "test" / "good" / "001.png", folder / "test" / "images" / "good_001.png")
+    return str(folder), f"mvtec:{m}#bottle"
+
+
+@pytest.mark.parametrize("variant", ["category_root", "hash_against_path", "copy", "category_copy", "link",
+                                     "folder_with_a_copied_file"])
+def test_training_on_the_evaluated_test_files_is_refused_however_spelled(data, tmp_path, variant):
+    evaluated, train_on = _overlapping(variant, data / "mvtec", tmp_path)
+    out = tmp_path / "runs"
+    result = _run(evaluated, out, "toy,toy_supervised", 1, "--train-on", train_on)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and "trains on the test images of " in result.output
+    assert "which is evaluated" in result.output and "train on the other benchmark" in result.output
+    assert not out.exists() or not any(out.iterdir())  # nothing ran
+
+
+def test_training_on_another_category_copied_elsewhere_is_allowed(data, tmp_path):
+    """Files are compared, not names: a copy of metal_nut alone shares no file with bottle's test split."""
+    import shutil
+
+    shutil.copytree(data / "mvtec" / "metal_nut", tmp_path / "elsewhere" / "metal_nut")
+    out = tmp_path / "runs"
+    result = _run(f"mvtec:{data / 'mvtec'}#bottle", out, "toy_supervised", 1, "--train-on",
+                  f"mvtec:{tmp_path / 'elsewhere' / 'metal_nut'}")
+    assert result.exit_code == 0, result.output
+    assert _record(out, "mvtec-bottle", "toy_supervised", 0)["dataset"]["training"]["shares_test_files"] is False
+
+
+def test_report_marks_cross_dataset_training_that_overlaps_the_evaluated_test_set(data, tmp_path):
+    """Runs recorded before the check by file: their training data named the evaluated category (‡)."""
+    out = tmp_path / "runs"
+    spec = f"mvtec:{data / 'mvtec'}#bottle,metal_nut"
+    assert _run(spec, out, "toy_supervised", 1, "--train-on", f"visa:{data / 'visa'}").exit_code == 0
+    assert _cli("report", out, "--no-figures", "--n-boot", 0).exit_code == 0
+    assert "‡" not in (out / "report" / "report.md").read_text()  # VisA → MVTec AD: no overlap
+    path = out / "mvtec-bottle" / "smoke" / "toy_supervised" / "seed0" / "run.json"
+    record = json.loads(path.read_text())
+    training = record["dataset"]["training"]
+    del training["shares_test_files"]  # as written before
+    training.update(train_on=f"mvtec:{data / 'mvtec' / 'bottle'}", categories=["bottle"])
+    path.write_text(json.dumps(record))
+    assert _cli("report", out, "--no-figures", "--n-boot", 0).exit_code == 0
+    report = (out / "report" / "report.md").read_text()
+    assert "| toy_supervised ‡ |" in report and "‡ trained (--train-on) on data that overlaps the evaluated" in report
+
+
 def test_train_on_with_a_dataset_folder_and_its_report_note(data, tmp_path, smoke_dataset):
     """--train-on works for any evaluated data (here a dataset folder); the usual report names the training data."""
     from scrapbench.datasets.folder import write_folder_dataset

@@ -121,6 +121,7 @@ def test_identity_is_recorded_in_run_json(smoke_dataset, tmp_path):
 
     from scrapbench.datasets.fingerprint import dataset_fingerprint
     from scrapbench.metrics import EVALUATOR_VERSION
+    from scrapbench.run.provenance import cpu_model, cpu_vendor
 
     [result] = run_benchmark(smoke_dataset, ["toy"], [1], _options(tmp_path))
     identity = json.loads((result.directory / "run.json").read_text())["identity"]
@@ -133,6 +134,7 @@ def test_identity_is_recorded_in_run_json(smoke_dataset, tmp_path):
     compute = identity["compute"]
     assert compute["device"] == "cpu" and compute["torch_threads"] == torch.get_num_threads()
     assert compute["deterministic_algorithms"] is True and compute["predict_batch_size"] == 8
+    assert compute["cpu_vendor"] == cpu_vendor() and compute["cpu_model"] == cpu_model() != ""
 
 
 def test_resume_refuses_other_data_under_the_same_name(smoke_dataset, tmp_path):
@@ -176,6 +178,52 @@ def test_thread_count_is_part_of_the_identity(smoke_dataset, tmp_path):
             run_benchmark(smoke_dataset, ["toy"], [0], _options(tmp_path))
     finally:
         torch.set_num_threads(threads)
+
+
+def test_cpu_vendor_and_model_are_part_of_a_cpu_runs_identity(smoke_dataset, tmp_path):
+    """Another CPU of the same SIMD level, or a folder written before the CPU was recorded: refused, with advice."""
+    from scrapbench.run import provenance
+
+    [result] = run_benchmark(smoke_dataset, ["toy"], [0], _options(tmp_path))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(provenance, "cpu_model", lambda: "Another CPU 9000")
+        with pytest.raises(RunIdentityError, match=r"compute\.cpu_model: '.*' → 'Another CPU 9000'") as refused:
+            run_benchmark(smoke_dataset, ["toy"], [0], _options(tmp_path))
+        assert "OMP_NUM_THREADS=N" in str(refused.value) and "cannot be pinned" in str(refused.value)
+        patch.setattr(provenance, "cpu_vendor", lambda: "OtherVendor")
+        with pytest.raises(RunIdentityError, match=r"compute\.cpu_vendor: '.*' → 'OtherVendor'"):
+            run_benchmark(smoke_dataset, ["toy"], [0], _options(tmp_path))
+    record = json.loads((result.directory / "run.json").read_text())
+    for key in ("cpu_vendor", "cpu_model"):  # as written before the CPU was part of the identity
+        del record["identity"]["compute"][key]
+    (result.directory / "run.json").write_text(json.dumps(record))
+    with pytest.raises(RunIdentityError, match=r"compute\.cpu_model: '\(absent\)' → ") as old:
+        run_benchmark(smoke_dataset, ["toy"], [0], _options(tmp_path))
+    assert "compute.cpu_vendor: '(absent)'" in str(old.value) and "Nothing was run" in str(old.value)
+
+
+def test_cli_refuses_a_folder_written_before_the_cpu_was_recorded(smoke_dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("SCRAPBENCH_CACHE", str(smoke_dataset.root.parents[1]))
+    args = ["run", "--methods", "toy", "--preset", "smoke", "--out", tmp_path / "runs", "--no-progress", "--seeds", "1"]
+    assert _cli(*args).exit_code == 0
+    [path] = (tmp_path / "runs").glob("*/smoke/toy/seed0/run.json")
+    record = json.loads(path.read_text())
+    del record["identity"]["compute"]["cpu_model"]
+    path.write_text(json.dumps(record))
+    _assert_clean_error(_cli(*args), "compute.cpu_model: '(absent)' →", "OMP_NUM_THREADS=N", "Nothing was run")
+
+
+def test_gpu_identity_records_no_cpu(monkeypatch):
+    """A GPU run's identity keeps its fields: the CPU vendor and model are CPU runs' alone."""
+    from scrapbench.run import provenance
+
+    monkeypatch.setattr(provenance, "gpu_name", lambda device: "NVIDIA H100 80GB HBM3" if device == "cuda" else None)
+    gpu = provenance.compute_settings("cuda", 8)
+    assert set(gpu) == {"device", "hardware", "torch_threads", "deterministic_algorithms", "deterministic_warn_only",
+                        "cudnn_deterministic", "cudnn_benchmark", "float32_matmul_precision", "predict_batch_size",
+                        "precision"}
+    assert gpu["hardware"].startswith("NVIDIA H100 80GB HBM3, CUDA ")
+    assert set(provenance.compute_settings("cpu", 8)) == set(gpu) | {"cpu_vendor", "cpu_model"}
 
 
 def test_unreadable_records_fail_that_run_only(smoke_dataset, tmp_path):

@@ -79,6 +79,8 @@ ROW_MARKS = (
                                      "numbers."),
     RowMark("seed_reused", "°", "° zero-shot with fixed weights: its maps do not depend on the seed, so one run was "
                                 "computed and its record reused for the other seeds (± 0 over one distinct run)."),
+    RowMark("train_test_overlap", "‡", "‡ trained (--train-on) on data that overlaps the evaluated test images "
+                                       "(run.json: dataset.training): its numbers score images it was trained on."),
 )
 MARK_COLUMNS = tuple(mark.column for mark in ROW_MARKS)
 

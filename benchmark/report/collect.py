@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from scrapbench.datasets.protocols import shares_test_files
 from scrapbench.report.cells import (
     MARK_COLUMNS,
     ablation_label,
@@ -70,6 +71,7 @@ def collect_runs(runs_dir: str | Path) -> pd.DataFrame:
             "random_init": bool(record.get("weights", {}).get("random_init", False)),
             "nondeterministic": (record.get("determinism") or {}).get("deterministic") is False,
             "seed_reused": bool(record.get("reused_from")),
+            "train_test_overlap": shares_test_files(dataset),
             "fit_s": timings.get("fit_s"),
             "predict_images_per_s": timings.get("predict_images_per_s"),
             "peak_rss_mb": timings.get("peak_rss_mb"),

@@ -137,8 +137,8 @@ def run_categories(
         except DatasetError as exc:
             fail(CategoryFailure(one, str(exc), tuple(methods)))
             continue
-        if training is not None:
-            check_cross_dataset(train_on, dataset)
+        if training is not None:  # before anything runs: training on the evaluated images stops the whole grid
+            check_cross_dataset(training, dataset)
         if on_dataset is not None:
             on_dataset(one, dataset)
         try:

@@ -19,7 +19,13 @@ from scrapbench.core.registry import build_config, get_spec
 from scrapbench.datasets.fingerprint import dataset_fingerprint
 from scrapbench.datasets.protocols import training_identity
 from scrapbench.datasets.types import Dataset
-from scrapbench.run.provenance import compute_settings, identity_differences, run_identity, seed_everything
+from scrapbench.run.provenance import (
+    compute_settings,
+    identity_differences,
+    numerics_advice,
+    run_identity,
+    seed_everything,
+)
 from scrapbench.storage.run_folder import RunFolderError, is_finished, path_component, read_json_record, run_dir
 
 _MAX_LISTED = 5
@@ -86,7 +92,11 @@ class RunResult:
 
 
 class RunIdentityError(RuntimeError):
-    """A finished run exists whose identity differs from the one asked for."""
+    """A finished run exists whose identity differs from the one asked for (``numerics``: in its ``compute``)."""
+
+    def __init__(self, message: str, numerics: bool = False) -> None:
+        super().__init__(message)
+        self.numerics = numerics
 
 
 def with_fingerprint(dataset: Dataset) -> Dataset:
@@ -146,22 +156,25 @@ def reusable_result(plan: RunPlan, options: RunOptions) -> RunResult | None:
         return RunResult(plan.method, plan.seed, plan.directory, "skipped", metrics, attempt=record.get("attempt"))
     if options.overwrite:
         return None
-    changes = "; ".join(identity_differences(recorded if isinstance(recorded, dict) else {}, plan.identity))
-    raise RunIdentityError(f"{plan.directory}: a finished run with another identity exists ({changes})")
+    changes = identity_differences(recorded if isinstance(recorded, dict) else {}, plan.identity)
+    raise RunIdentityError(f"{plan.directory}: a finished run with another identity exists ({'; '.join(changes)})",
+                           numerics=any(change.startswith("compute.") for change in changes))
 
 
 def refuse_identity_mismatches(plans: Sequence[RunPlan], options: RunOptions) -> None:
     """Raise RunIdentityError, listing them, when finished runs of ``plans`` have another identity (unless
     ``options.overwrite``). Checked before anything runs: a grid half-resumed is worse than none."""
-    problems = []
+    problems: list[RunIdentityError] = []
     for plan in plans:
         try:
             reusable_result(plan, options)
         except RunIdentityError as exc:
-            problems.append(str(exc))
+            problems.append(exc)
         except RunFolderError:
             pass  # an unreadable record fails that run alone (run_one reports it)
     if problems:
         more = f"\n… and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
-        raise RunIdentityError("\n".join(problems[:_MAX_LISTED]) + more + "\nNothing was run. Use another --out, "
-                               "or --overwrite to recompute these runs.")
+        numerics = any(problem.numerics for problem in problems)
+        advice = f"\n{numerics_advice()}." if numerics else ""
+        raise RunIdentityError("\n".join(map(str, problems[:_MAX_LISTED])) + more + advice + "\nNothing was run. "
+                               "Use another --out, or --overwrite to recompute these runs.", numerics)

@@ -33,8 +33,9 @@ from scrapbench.metrics import EVALUATOR_VERSION
 
 
 def compute_settings(device: str, predict_batch_size: int, precision: str = "fp32") -> dict[str, Any]:
-    """The numerics the process runs with now: device and hardware, torch threads, determinism flags,
-    and the networks' precision (resolved: fp32 / bf16 / fp16, see ``scrapbench.core.precision``).
+    """The numerics the process runs with now: device and hardware (on CPU also its vendor and model), torch
+    threads, determinism flags, and the networks' precision (resolved: fp32 / bf16 / fp16, see
+    ``scrapbench.core.precision``).
 
     Read after :func:`seed_everything` (which sets the determinism flags). The thread count matters on
     CPU: reductions are split per thread, so 1 and 2 threads round differently.
@@ -50,9 +51,12 @@ def compute_settings(device: str, predict_batch_size: int, precision: str = "fp3
         hardware = f"{platform.machine()} {torch.backends.cpu.get_cpu_capability()}"
     else:
         hardware = platform.machine()
+    # MKL and oneDNN also pick their code by CPU vendor and model, beyond the SIMD level: a CPU run records both.
+    cpu = {"cpu_vendor": cpu_vendor(), "cpu_model": cpu_model()} if gpu is None and kind == "cpu" else {}
     return {
         "device": kind,
         "hardware": hardware,
+        **cpu,
         "torch_threads": torch.get_num_threads(),
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
         "deterministic_warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
@@ -196,16 +200,35 @@ def device_description(device: str) -> dict[str, object]:
     return info
 
 
-def cpu_model() -> str:
-    """The CPU's model name (MKL chooses its code paths by vendor and model, not only by instruction set)."""
+def _cpuinfo(field: str) -> str | None:
+    """The first value of ``field`` in ``/proc/cpuinfo`` (Linux), else ``None``."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
             for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.partition(":")[2].strip()
+                name, sep, value = line.partition(":")
+                if sep and name.strip() == field:
+                    return value.strip() or None
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (MKL chooses its code paths by vendor and model, not only by instruction set)."""
+    return _cpuinfo("model name") or platform.processor() or "unknown"
+
+
+def cpu_vendor() -> str:
+    """The CPU's vendor (``GenuineIntel``, ``AuthenticAMD``; the implementer code on ARM), else ``unknown``."""
+    return _cpuinfo("vendor_id") or _cpuinfo("CPU implementer") or "unknown"
+
+
+def numerics_advice() -> str:
+    """What to do when a run's ``compute`` fields differ: what can be pinned and what cannot."""
+    return ("compute.* is the machine's numerics: pin the threads to the recorded compute.torch_threads "
+            "(OMP_NUM_THREADS=N scrapbench run ..., --jobs with as many threads per run, or --cpus-per-run N on "
+            "Ray); the device, the hardware (SIMD level, GPU and CUDA version) and the CPU vendor and model "
+            "cannot be pinned: compute on a machine like the one that wrote these runs")
 
 
 def library_versions() -> dict[str, str | None]:

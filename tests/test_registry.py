@@ -179,7 +179,7 @@ def test_preset_file_values_are_checked(tmp_path, text, message):
 def test_preset_file_not_utf8_is_one_line(tmp_path):
     preset_file = tmp_path / "p.yaml"
     preset_file.write_bytes(b"base: smoke\n\xff\xfe\n")
-    with pytest.raises(ValueError, match="p.yaml: cannot read the preset file"):
+    with pytest.raises(ValueError, match=r"p\.yaml: cannot read the preset file"):
         resolve_preset(str(preset_file))
 
 

@@ -26,7 +26,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, get_args
 
 import numpy as np
 import torch
@@ -39,6 +39,7 @@ from scrapbench.core.precision import autocast, check_precision, full_precision
 from scrapbench.datasets.types import Split
 from scrapbench.methods.common.checkpoints import WeightCheck
 from scrapbench.methods.common.clip_backbone import (
+    InputResize,
     load_clip_resized,
     preprocess_images,
     project_tokens,
@@ -52,7 +53,8 @@ from scrapbench.methods.common.prompt_learner import ANOMALY_PROMPT, NORMAL_PROM
 from scrapbench.methods.common.vv_attention import vv_layer_tokens
 from scrapbench.run.provenance import seed_everything
 
-IMAGE_SCORES = ("class_token", "map_max")
+ImageScore = Literal["class_token", "map_max"]
+IMAGE_SCORES = get_args(ImageScore)
 
 
 @dataclass(frozen=True)
@@ -78,13 +80,13 @@ class AnomalyCLIPConfig:
     pixel_loss_weight: float = 4.0  # the release's λ on focal + dice
     image_loss_weight: float = 1.0  # the release's CLS cross-entropy; 0 turns it off
     gaussian_sigma: float = 4.0
-    image_score: str = "class_token"  # the release's CLS softmax; "map_max": the anomaly map's maximum
+    image_score: ImageScore = "class_token"  # the release's CLS softmax; "map_max": the anomaly map's maximum
     max_train_images: int | None = None  # keep anomalous images, subsample normals down to this
     feature_cache_mb: int = 2048  # frozen encoder: cache train features once when they fit
     predict_batch_size: int = 8  # images per encoder forward at test time (and when caching features)
     # "pil": the release's PIL bicubic resize (CPU); "pil_like": torchvision's antialiased bicubic of the
     # uint8 image on the device, within 2 grey levels of PIL, not the release's (docs/fidelity.md).
-    input_resize: str = "pil"
+    input_resize: InputResize = "pil"
     loader_workers: int = 4  # DataLoader processes decoding and resizing train images (0: this process)
 
 
@@ -115,7 +117,7 @@ class AnomalyCLIP(AnomalyMethod):
         self.device = "cpu"
         if config.image_score not in IMAGE_SCORES:
             raise ValueError(f"image_score must be one of {IMAGE_SCORES}, got {config.image_score!r}")
-        if config.input_resize not in ("pil", "pil_like"):
+        if config.input_resize not in get_args(InputResize):
             raise ValueError(f"input_resize must be 'pil' or 'pil_like', got {config.input_resize!r}")
         if config.loader_workers < 0:
             raise ValueError(f"loader_workers must be ≥ 0, got {config.loader_workers}")

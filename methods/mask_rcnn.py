@@ -23,7 +23,7 @@ import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, get_args
 
 import numpy as np
 import torch
@@ -56,6 +56,7 @@ from scrapbench.methods.common.instances import (
 COCO_WEIGHTS = MaskRCNN_ResNet50_FPN_Weights.COCO_V1
 COCO_CHECKSUM = checksum_from_url(COCO_WEIGHTS.url)  # SHA-256 prefix in torchvision's file name
 _COCO_CLASSES = 91  # torchvision's COCO head size (background + 90 category ids)
+Optimizer = Literal["sgd", "adamw"]  # SGD with momentum 0.9, or AdamW
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ class MaskRCNNConfig:
     image_size: int | None = None  # resize so the short side is this (long side capped too); None: patch size
     epochs: int = 20
     batch_size: int = 4
-    optimizer: str = "sgd"  # "sgd" (momentum 0.9) or "adamw"
+    optimizer: Optimizer = "sgd"  # "sgd" (momentum 0.9) or "adamw"
     lr: float = 0.005  # torchvision's reference 0.02 at batch 16, scaled to batch 4
     weight_decay: float = 1e-4
     warmup_iters: int = 500  # linear warm-up, then cosine decay to 0
@@ -105,7 +106,7 @@ class MaskRCNN(AnomalyMethod):
 
     def __init__(self, config: MaskRCNNConfig, class_names: Sequence[str]) -> None:
         super().__init__(config, class_names)
-        if config.optimizer not in ("sgd", "adamw"):
+        if config.optimizer not in get_args(Optimizer):
             raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {config.optimizer!r}")
         if not 0 <= config.trainable_backbone_layers <= 5:
             raise ValueError(f"trainable_backbone_layers must be in 0..5, got {config.trainable_backbone_layers}")

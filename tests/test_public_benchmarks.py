@@ -249,6 +249,46 @@ def test_visa_split_file_errors_name_file_and_line(visa, edit, expected):
         read_visa_category(root, "candle")
 
 
+_LONG = "x" * 200_000
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    # a field over the csv module's 131,072 characters, unquoted and quoted over several lines
+    (lambda rows: [*rows[:2], f"candle,train,normal,{_LONG},", *rows[2:]],
+     r"1cls.csv:3: not a valid CSV row \(field larger than field limit"),
+    (lambda rows: [*rows[:2], f'candle,train,normal,"a\n{_LONG}",', *rows[2:]], r"1cls.csv:4: not a valid CSV row"),
+    (lambda rows: [*rows[:2], f"candle,train,normal,{'y' * 5000},", *rows[2:]],
+     r"1cls.csv:3: field 4 is 5,000 characters long"),
+    (lambda rows: [*rows[:2], "candle,train,normal,candle/Data/Images/Normal/0000\0.JPG,", *rows[2:]],
+     r"1cls.csv:3: field 4 holds the control character U\+0000"),
+    (lambda rows: [rows[0] + "\0", *rows[1:]], r"1cls.csv:1: field 5 holds the control character U\+0000"),
+    (lambda rows: [*rows[:2], f"candle,train,normal,candle/{'z' * 300}.JPG,", *rows[2:]],
+     r"1cls.csv:3: cannot check "),
+    # a quoted field over two lines (named by the line it starts on); a tab
+    (lambda rows: [*rows[:2], 'candle,"tr\nain",normal,x,', *rows[2:]], r"1cls.csv:3: field 2 holds .* U\+000A"),
+    (lambda rows: [*rows, 'candle,train,normal,"a\nb",'], r"1cls.csv:\d+: field 4 holds .* U\+000A"),
+    (lambda rows: [*rows[:2], "candle,train,normal,a\tb,", *rows[2:]], r"1cls.csv:3: field 4 holds .* U\+0009"),
+])
+def test_visa_malformed_split_file_is_one_line_naming_file_and_line(visa, content, expected):
+    """Any csv.Error, a NUL byte, an over-long field: ``1cls.csv:LINE: reason``, never a traceback (issue #22.8)."""
+    root, _ = visa
+    csv_path = root / "split_csv" / "1cls.csv"
+    csv_path.write_text("\n".join(content(csv_path.read_text().splitlines())) + "\n")
+    with pytest.raises(DatasetError, match=expected) as info:
+        read_visa_category(root, "candle")
+    assert "\n" not in str(info.value) and len(str(info.value)) < 1000
+
+
+@pytest.mark.parametrize(("data", "line"), [(b"\xff\xfe\n", 1), (b"ok\r\nbad \xc3(\n", 2), (b"a\rb\rc\x80\n", 3)])
+def test_visa_split_file_not_utf8_names_the_line(visa, data, line):
+    root, _ = visa
+    csv_path = root / "split_csv" / "1cls.csv"
+    before = csv_path.read_bytes().count(b"\n")  # lines of the file as written (each ends with \n)
+    csv_path.write_bytes(csv_path.read_bytes() + data)
+    with pytest.raises(DatasetError, match=rf"1cls\.csv:{before + line}: not UTF-8 text \(byte 0x"):
+        read_visa_category(root, "candle")
+
+
 def test_visa_missing_split_file(visa):
     root, _ = visa
     (root / "split_csv" / "1cls.csv").unlink()

@@ -105,3 +105,100 @@ def test_what_a_method_declares_is_read_without_building_it(monkeypatch):
         registry.build_config("declares_paper", "paper")
     assert ColourDistance(registry.build_config("toy", "smoke"), ("a",)).registry_name is None
     assert registry.create_method("toy", ("a",), "smoke").registry_name == "toy"
+
+
+# -- config values checked against their field's type (issue #22.7) ----------------------------------
+@pytest.mark.parametrize("setting, message", [
+    ("ours.image_size=abc", "--set ours.image_size = 'abc': expected int"),
+    ("ours.image_size=true", "--set ours.image_size = True: expected int"),  # a bool is not an int
+    ("ours.epochs=.nan", "--set ours.epochs = nan: expected int"),
+    ("ours.epochs=.inf", "--set ours.epochs = inf: expected int"),
+    ("ours.epochs=3.5", "--set ours.epochs = 3.5: expected int"),
+    ("ours.epochs=1" + "0" * 30, "expected int (64-bit)"),
+    ("ours.lr=.nan", "--set ours.lr = nan: expected float (finite)"),
+    ("ours.lr=-.inf", "--set ours.lr = -inf: expected float"),
+    ("ours.lr=1e999", "--set ours.lr = inf: expected float"),
+    ("ours.lr=yes", "--set ours.lr = True: expected float"),
+    ("ours.use_msm=1", "--set ours.use_msm = 1: expected bool"),
+    ("ours.clip_model=5", "--set ours.clip_model = 5: expected str"),
+    ("ours.clip_pretrained=[a]", "--set ours.clip_pretrained = ['a']: expected str | null"),
+    ("ours.normals_per_epoch=false", "--set ours.normals_per_epoch = False: expected int (64-bit) | null"),
+    ("ours.feature_layers=7", "--set ours.feature_layers = 7: expected a list of int"),
+    ("ours.feature_layers=[1, x]", "--set ours.feature_layers = [1, 'x']: expected a list of int"),
+    ("ours.msm_stage_weights=[0.1, .nan]", "expected a list of float (finite)"),
+    ("ours.binary_scoring=mean", "--set ours.binary_scoring = 'mean': expected one of 'averaged_prompt', 'class_mean'"),
+    ("mask_rcnn.optimizer=adam", "expected one of 'sgd', 'adamw'"),
+    ("yolov8_sam.yolo_scale=xl", "expected one of 'n', 's', 'm', 'l', 'x'"),
+    ("winclip.image_score=1", "expected one of 'class_token', 'map_max'"),
+    ("ours.epochs=[1", "--set ours.epochs: invalid YAML: expected ',' or ']'"),
+    ("ours.epochs=: :", "--set ours.epochs: invalid YAML"),
+    ("ours.epochs=!!python/object:os.system x", "--set ours.epochs: invalid YAML"),
+    ("ours.msm_stride=" + "9" * 5000, "--set ours.msm_stride: invalid YAML"),
+])
+def test_set_values_are_checked_against_the_field_type(setting, message):
+    with pytest.raises(ValueError) as info:
+        resolve_preset("smoke", [setting])
+    text = str(info.value)
+    assert message in text
+    assert "\n" not in text and len(text) < 300
+
+
+def test_values_valid_before_the_check_still_work(tmp_path):
+    """Lists for tuples (also nested in a preset file), null for optional fields, an int for a float, 1e-3."""
+    preset_file = tmp_path / "p.yaml"
+    preset_file.write_text("base: smoke\nmethods:\n  ours: {feature_layers: [1, 2, 3, 4], lr: 0,"
+                           " msm_stage_weights: [0.1, 0.1, 0.1, 1], msm_scales: [5, 11]}\n")
+    resolved = resolve_preset(str(preset_file), ["ours.weight_decay=1e-3", "ours.clip_pretrained=null",
+                                                 "winclip.memory_layers=[-1, 2]", "ours.init_seed=-3"])
+    config = registry.build_config("ours", resolved.name, resolved.overrides["ours"])
+    assert (config.feature_layers, config.msm_scales, config.lr) == ((1, 2, 3, 4), (5, 11), 0)
+    assert (config.weight_decay, config.clip_pretrained, config.init_seed) == (1e-3, None, -3)
+    assert registry.build_config("winclip", "smoke", resolved.overrides["winclip"]).memory_layers == (-1, 2)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("base: smoke\nmethods:\n  ours: {image_size: abc}\n", "p.yaml: methods.ours.image_size = 'abc': expected int"),
+    ("base: smoke\nmethods:\n  ours: {augment: 'yes'}\n", "p.yaml: methods.ours.augment = 'yes': expected bool"),
+    ("base: smoke\nmethods:\n  ours: {epochs: .nan}\n", "p.yaml: methods.ours.epochs = nan: expected int"),
+    ("base: smoke\nmethods:\n  ours: {image_size: [1\n", "p.yaml: invalid YAML"),
+    ("- base\n- smoke\n", "p.yaml: expected a mapping with `base` and `methods`"),
+    ("base: smoke\nmethod:\n  ours: {epochs: 2}\n", "p.yaml: unknown keys ['method']"),
+    ("base: [smoke]\n", "p.yaml: `base` must be one of"),
+    ("base: smoke\nmethods: [ours]\n", "p.yaml: `methods` must map method names"),
+    ("base: smoke\nmethods:\n  ours: {epochs: " + "9" * 5000 + "}\n", "p.yaml: invalid YAML"),
+    ("[" * 100_000, "p.yaml: invalid YAML"),
+])
+def test_preset_file_values_are_checked(tmp_path, text, message):
+    preset_file = tmp_path / "p.yaml"
+    preset_file.write_text(text)
+    with pytest.raises(ValueError) as info:
+        resolve_preset(str(preset_file))
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_preset_file_not_utf8_is_one_line(tmp_path):
+    preset_file = tmp_path / "p.yaml"
+    preset_file.write_bytes(b"base: smoke\n\xff\xfe\n")
+    with pytest.raises(ValueError, match=r"p\.yaml: cannot read the preset file"):
+        resolve_preset(str(preset_file))
+
+
+@pytest.mark.parametrize("value", [float("nan"), True, "8", [8], 2**64])
+def test_model_folder_config_is_checked_against_the_field_type(tmp_path, monkeypatch, value):
+    """A model folder's method.json config passes the same check (a NaN count, a bool, a string, a list)."""
+    import json
+
+    import numpy as np
+    from toy_method import ColourDistance
+
+    from scrapbench.core.method import AnomalyMethod, ModelFolderError
+
+    monkeypatch.setitem(registry._REGISTRY, "toy", registry.MethodSpec("toy", ColourDistance, "toy"))
+    method = registry.create_method("toy", ("a",), "smoke")
+    method.mean, method.rng_seed = np.zeros(3, np.float32), 0
+    folder = method.save(tmp_path / "model")
+    meta = json.loads((folder / "method.json").read_text())
+    meta["config"]["max_images"] = value
+    (folder / "method.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelFolderError, match=r"method\.json: .*max_images = .*: expected int \(64-bit\)$"):
+        AnomalyMethod.load(folder)

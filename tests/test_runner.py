@@ -376,3 +376,30 @@ def test_cli_identity_mismatch_is_refused_before_anything_runs(smoke_dataset, tm
     result = _cli(*args, "--seeds", "2", "--set", "toy.max_images=2")
     _assert_clean_error(result, "config.max_images: 4 → 2", "Nothing was run")
     assert not list((tmp_path / "runs").glob("*/smoke/toy/seed1"))
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("toy.max_images=abc", "--set toy.max_images = 'abc': expected int"),
+    ("toy.max_images=true", "--set toy.max_images = True: expected int"),
+    ("toy.max_images=.nan", "--set toy.max_images = nan: expected int"),
+    ("toy.noise=.inf", "--set toy.noise = inf: expected float"),
+    ("toy.fail_on_predict=[1", "--set toy.fail_on_predict: invalid YAML"),
+])
+def test_cli_set_values_are_checked_before_anything_runs(tmp_path, setting, message):
+    """A --set value that does not fit its field's type is one line, exit 2, and nothing is written (issue #22.7)."""
+    result = _cli("run", "--methods", "toy", "--seeds", "1", "--preset", "smoke", "--out", tmp_path / "runs",
+                  "--no-progress", "--set", setting)
+    _assert_clean_error(result, message)
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_preset_file_values_are_checked_before_anything_runs(tmp_path):
+    preset_file = tmp_path / "p.yaml"
+    preset_file.write_text("base: smoke\nmethods:\n  toy: {max_images: 2.5}\n")
+    result = _cli("run", "--methods", "toy", "--seeds", "1", "--preset", preset_file, "--out", tmp_path / "runs",
+                  "--no-progress")
+    _assert_clean_error(result, "p.yaml: methods.toy.max_images = 2.5: expected int")
+    assert not (tmp_path / "runs").exists()
+    weights = _cli("weights", "check", "-m", "toy", "--preset", preset_file)
+    _assert_clean_error(weights, "p.yaml: methods.toy.max_images = 2.5: expected int")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from scrapbench.core.config_check import checked_value, field_types, legacy_value
 from scrapbench.datasets.types import Split
 
 if TYPE_CHECKING:
@@ -180,18 +181,23 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return {f.name: plain(getattr(config, f.name)) for f in dataclasses.fields(config)}
 
 
-def config_from_dict(config_cls: type, values: dict[str, Any]) -> Any:
-    """Build ``config_cls`` from plain values, restoring tuples and rejecting unknown fields."""
+def config_from_dict(config_cls: type, values: dict[str, Any], where: str | None = None) -> Any:
+    """Build ``config_cls`` from plain values: unknown fields refused, each value checked against its field's
+    type (:mod:`scrapbench.core.config_check`; lists become tuples). ``where`` starts an error's line
+    (default: the class name)."""
+    where = where or config_cls.__name__
     fields = {f.name: f for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(values) - set(fields))
+    unknown = sorted((key for key in values if key not in fields), key=str)
     if unknown:
-        raise ValueError(f"{config_cls.__name__}: unknown config fields {unknown}; known: {sorted(fields)}")
-    kwargs = {}
-    for key, value in values.items():
-        if isinstance(value, list):
-            value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
-        kwargs[key] = value
-    return config_cls(**kwargs)
+        raise ValueError(f"{where}: unknown config fields {unknown}; known: {sorted(fields)}")
+    return config_cls(**{key: config_value(config_cls, key, value, f"{where}: {key}") for key, value in values.items()})
+
+
+def config_value(config_cls: type, key: str, value: Any, where: str) -> Any:
+    """``value`` for field ``key`` of ``config_cls``, checked against the field's type (``where`` starts the
+    error's line); a field without a resolvable type keeps the value (lists become tuples)."""
+    types = field_types(config_cls)
+    return checked_value(value, types[key], where) if key in types else legacy_value(value)
 
 
 def check_scores(scores: Sequence[float], images: Sequence[np.ndarray], method: str) -> list[float]:

@@ -15,8 +15,11 @@ images). The masks are not 0/255: the official preparation script (and anomalib)
 
 from __future__ import annotations
 
+import codecs
 import csv
 import functools
+import io
+import reprlib
 from pathlib import Path
 
 from scrapbench.datasets.fingerprint import records_fingerprint
@@ -27,6 +30,7 @@ from scrapbench.datasets.types import Dataset, DatasetError
 SPLIT_FILE = Path("split_csv") / "1cls.csv"
 COLUMNS = ("object", "split", "label", "image", "mask")
 LABELS = {"normal": 0, "anomaly": 1}
+_MAX_FIELD = 4096  # PATH_MAX on Linux: no path (and no object name) the split file may name is longer
 
 
 def _resolve_inside(root: Path, relative: str, where: str) -> Path:
@@ -54,17 +58,17 @@ def read_split_file(root: str | Path) -> dict[str, dict[str, list[ImageRecord]]]
 @functools.lru_cache(maxsize=4)
 def _parse_split_file(root: Path, _mtime_ns: int, _size: int) -> dict[str, dict[str, list[ImageRecord]]]:
     path = root / SPLIT_FILE
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: cannot read the split file ({exc})") from exc
-    rows = csv.reader(lines)
-    header = tuple(column.strip() for column in next(rows, ()))
+    reader = csv.reader(io.StringIO(_split_file_text(path), newline=""))
+    line, header = _next_row(reader, path)
+    header = tuple(column.strip() for column in header or ())
     if header != COLUMNS:
         raise DatasetError(f"{path}: header is {','.join(header)!r}; expected {','.join(COLUMNS)!r}")
     objects: dict[str, dict[str, list[ImageRecord]]] = {}
     seen: dict[Path, int] = {}
-    for line, row in enumerate(rows, start=2):
+    while True:
+        line, row = _next_row(reader, path)
+        if row is None:
+            break
         where = f"{path}:{line}"
         if not any(cell.strip() for cell in row):
             continue
@@ -76,7 +80,7 @@ def _parse_split_file(root: Path, _mtime_ns: int, _size: int) -> dict[str, dict[
         if label not in LABELS:
             raise DatasetError(f"{where}: label {label!r}; expected normal or anomaly")
         image = _resolve_inside(root, image_rel, where)
-        if not image.is_file():
+        if not _is_file(image, where):
             raise DatasetError(f"{where}: image {image} does not exist")
         if image in seen:
             raise DatasetError(f"{where}: image {image_rel} is listed twice (also line {seen[image]})")
@@ -84,7 +88,7 @@ def _parse_split_file(root: Path, _mtime_ns: int, _size: int) -> dict[str, dict[
         mask = None
         if mask_rel:
             mask = _resolve_inside(root, mask_rel, where)
-            if not mask.is_file():
+            if not _is_file(mask, where):
                 raise DatasetError(f"{where}: mask {mask} does not exist")
         elif LABELS[label]:
             raise DatasetError(f"{where}: anomalous image {image_rel} has no mask")
@@ -93,6 +97,47 @@ def _parse_split_file(root: Path, _mtime_ns: int, _size: int) -> dict[str, dict[
     if not objects:
         raise DatasetError(f"{path}: no rows")
     return objects
+
+
+def _split_file_text(path: Path) -> str:
+    """The split file as text (UTF-8, a leading BOM dropped); bytes that are not UTF-8 are named by line."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read the split file ({exc.strerror or exc})") from exc
+    data = data.removeprefix(codecs.BOM_UTF8)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].replace(b"\r\n", b"\n").replace(b"\r", b"\n").count(b"\n") + 1
+        raise DatasetError(f"{path}:{line}: not UTF-8 text "
+                           f"(byte 0x{data[exc.start]:02x}: {exc.reason})") from exc
+
+
+def _next_row(reader, path: Path) -> tuple[int, list[str] | None]:
+    """The next row and the line it starts on; ``None`` at the end. Malformed CSV (a field over the csv
+    module's limit), a control character (a NUL byte) or a field longer than a path: one line naming the line."""
+    line = reader.line_num + 1
+    try:
+        row = next(reader, None)
+    except csv.Error as exc:
+        raise DatasetError(f"{path}:{reader.line_num}: not a valid CSV row ({exc})") from exc
+    for number, cell in enumerate(row or (), start=1):
+        control = next((char for char in cell if ord(char) < 0x20 or ord(char) == 0x7F), None)
+        if control is not None:  # a NUL byte, a line break inside quotes, ...: no path or name holds one
+            raise DatasetError(f"{path}:{line}: field {number} holds the control character U+{ord(control):04X}")
+        if len(cell) > _MAX_FIELD:
+            raise DatasetError(f"{path}:{line}: field {number} is {len(cell):,} characters long; "
+                               f"the split file's fields are paths and names, at most {_MAX_FIELD:,}")
+    return line, row
+
+
+def _is_file(path: Path, where: str) -> bool:
+    """``path.is_file()``; a path the system cannot check (a name too long) is one line naming ``where``."""
+    try:
+        return path.is_file()
+    except OSError as exc:
+        raise DatasetError(f"{where}: cannot check {reprlib.repr(str(path))} ({exc.strerror or exc})") from exc
 
 
 def visa_categories(root: str | Path) -> list[str]:

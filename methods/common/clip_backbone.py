@@ -10,6 +10,7 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from typing import Literal
 
 import numpy as np
 import open_clip
@@ -26,6 +27,8 @@ from scrapbench.methods.common.map_ops import indices_by_size
 #: How images reach the model's input size (the official pipelines, plus a device-side stand-in for PIL):
 #: see :func:`preprocess_images`.
 RESIZE_MODES = ("pil", "antialias", "pil_like")
+#: The modes a method's config may choose (its ``input_resize``).
+InputResize = Literal["pil", "pil_like"]
 
 # PIL's resampling releases the GIL, so a few threads resize a batch in parallel. Threads, not
 # processes: the images are already in memory, and a thread pool costs nothing when idle.

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
+
+from scrapbench.methods.common.clip_backbone import InputResize
+
+BinaryScoring = Literal["averaged_prompt", "class_mean"]
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,7 @@ class OursConfig:
     # Test time (Sec. 4.1): "averaged_prompt": binary softmax of the normal prompt against
     # `binary_anomaly_prompt` with the mean of the anomaly prompts' learned contexts; "class_mean":
     # the mean of the K anomaly classes' probabilities of the multiclass softmax.
-    binary_scoring: str = "averaged_prompt"
+    binary_scoring: BinaryScoring = "averaged_prompt"
     binary_anomaly_prompt: str = "object which is not steel"
     # Weight of the MSM map against the local map in the test map, (1 − w)·local + w·MSM. Not in
     # the paper; chosen by the ablation in docs/fidelity.md (scripts/fidelity_ablation.py).
@@ -48,7 +52,7 @@ class OursConfig:
     # 7,838; a class: images showing it). β None: (N − 1)/N with N all counted images, their rule for
     # β from the data volume. "pixels" counts pixels instead; at paper scale every class then has
     # n ≫ 1/(1 − β) and the weights come out equal (docs/fidelity.md).
-    class_balance_counts: str = "images"
+    class_balance_counts: Literal["images", "pixels"] = "images"
     class_balance_beta: float | None = None
     epochs: int = 15
     batch_size: int = 4
@@ -61,7 +65,7 @@ class OursConfig:
     predict_batch_size: int = 8  # images per encoder forward at test time
     # "pil": AnomalyCLIP's PIL bicubic resize (CPU); "pil_like": torchvision's antialiased bicubic of the
     # uint8 image on the device, within 2 grey levels of PIL, not the official pipeline (docs/fidelity.md).
-    input_resize: str = "pil"
+    input_resize: InputResize = "pil"
     loader_workers: int = 4  # DataLoader processes decoding and resizing train images (0: this process)
     init_seed: int = 0  # random initialisation of a CLIP without weights (cpu / smoke presets)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, get_args
 
 import numpy as np
 import schedulefree
@@ -27,7 +27,7 @@ from scrapbench.core.method import AnomalyMethod, FitContext, LearningType
 from scrapbench.core.precision import autocast, check_precision, grad_scaler, inference
 from scrapbench.datasets.types import Split
 from scrapbench.methods.common.checkpoints import WeightCheck
-from scrapbench.methods.common.clip_backbone import load_clip_resized, preprocess_images, resize_masks
+from scrapbench.methods.common.clip_backbone import InputResize, load_clip_resized, preprocess_images, resize_masks
 from scrapbench.methods.common.clip_loader import ChosenBatches, ResizedSamples, batch_loader, device_batch
 from scrapbench.methods.common.clip_weights import LoadedClip, clip_config_check
 from scrapbench.methods.common.losses import class_balanced_weights, multiclass_segmentation_loss
@@ -60,7 +60,7 @@ class FineTunedCLIP(AnomalyMethod):
             raise ValueError(f"class_balance_counts must be 'images' or 'pixels', got {config.class_balance_counts!r}")
         if not 0.0 <= config.msm_map_weight <= 1.0:
             raise ValueError(f"msm_map_weight must be in [0, 1], got {config.msm_map_weight}")
-        if config.input_resize not in ("pil", "pil_like"):
+        if config.input_resize not in get_args(InputResize):
             raise ValueError(f"input_resize must be 'pil' or 'pil_like', got {config.input_resize!r}")
         if config.loader_workers < 0:
             raise ValueError(f"loader_workers must be ≥ 0, got {config.loader_workers}")

@@ -9,6 +9,7 @@ the paper describes patch tokens taken straight from the four stages.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import get_args
 
 import torch
 import torch.nn.functional as F
@@ -18,10 +19,10 @@ from scrapbench.core.precision import full_precision
 from scrapbench.methods.common.clip_backbone import layer_tokens, project_tokens
 from scrapbench.methods.common.clip_weights import LoadedClip
 from scrapbench.methods.common.prompt_learner import PromptLearner, class_prompt_texts
-from scrapbench.methods.ours.config import OursConfig
+from scrapbench.methods.ours.config import BinaryScoring, OursConfig
 from scrapbench.methods.ours.msm import MultiScaleMechanism
 
-BINARY_SCORINGS = ("averaged_prompt", "class_mean")
+BINARY_SCORINGS = get_args(BinaryScoring)
 
 
 class SteelScrapCLIP(nn.Module):

@@ -26,7 +26,7 @@ import json
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, get_args
 
 import numpy as np
 import torch
@@ -51,7 +51,8 @@ from scrapbench.methods.winclip.scores import (
 
 NORMAL_STATES: tuple[str, ...] = ("object which is made of steel",)
 ANOMALOUS_STATES: tuple[str, ...] = ("object which is not steel",)
-IMAGE_SCORES = ("class_token", "map_max")
+ImageScore = Literal["class_token", "map_max"]
+IMAGE_SCORES = get_args(ImageScore)
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class WinCLIPConfig:
     templates: tuple[str, ...] = WINCLIP_TEMPLATES
     predict_batch_size: int = 8
     window_chunk: int = 2048  # window sequences per ViT forward (bounds memory at large grids)
-    image_score: str = "class_token"  # anomalib's zero-shot CLS score (+ few-shot max); "map_max"
+    image_score: ImageScore = "class_token"  # anomalib's zero-shot CLS score (+ few-shot max); "map_max"
 
 
 class WinCLIP(AnomalyMethod):

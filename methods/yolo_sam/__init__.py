@@ -47,7 +47,14 @@ from scrapbench.methods.yolo_sam.offline import (
     sandboxed_training,
     third_party_output,
 )
-from scrapbench.methods.yolo_sam.state import YOLO_FAMILIES, YOLO_SCALES, rebuild_yolo, yolo_architecture
+from scrapbench.methods.yolo_sam.state import (
+    YOLO_FAMILIES,
+    YOLO_SCALES,
+    YoloFamily,
+    YoloScale,
+    rebuild_yolo,
+    yolo_architecture,
+)
 from scrapbench.methods.yolo_sam.weights import (
     RELEASES,
     check_loaded_yolo,
@@ -63,8 +70,8 @@ _YOLO_STRIDE = 32
 class YoloSamConfig:
     """Defaults are the paper's setting; ultralytics defaults where the paper says nothing."""
 
-    yolo_family: str = "yolov8"  # "yolov8" or "yolo11" (fixed by the registered name)
-    yolo_scale: str = "x"  # paper: extra large
+    yolo_family: YoloFamily = "yolov8"  # "yolov8" or "yolo11" (fixed by the registered name)
+    yolo_scale: YoloScale = "x"  # paper: extra large
     # Pretrained checkpoint; "{yolo_family}"/"{yolo_scale}" are filled in, relative paths are
     # resolved against the working directory. None: build from the model YAML (random init).
     yolo_weights: str | None = "{yolo_family}{yolo_scale}-seg.pt"

@@ -26,13 +26,15 @@ import copy
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 import yaml as pyyaml
 
-YOLO_FAMILIES = ("yolov8", "yolo11")
-YOLO_SCALES = ("n", "s", "m", "l", "x")
+YoloFamily = Literal["yolov8", "yolo11"]
+YoloScale = Literal["n", "s", "m", "l", "x"]
+YOLO_FAMILIES = get_args(YoloFamily)
+YOLO_SCALES = get_args(YoloScale)
 _FAMILY_FOLDERS = {"yolov8": "v8", "yolo11": "11"}  # ultralytics/cfg/models/<folder>/<family>-seg.yaml
 MAX_CLASSES = 1000  # a class count beyond this is not a segmentation head anyone trained
 # The YAML fields that ultralytics' parse_model reads to build layers: the stored YAML must agree on them.

@@ -63,3 +63,25 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """``full_disk(where)``: from now on, writing a file whose path ``where`` accepts fails as on a full disk
+    (the file is created, then writing it raises ENOSPC without a file name, as ``write`` does)."""
+    import errno
+    from pathlib import Path
+
+    def fill(where):
+        for name in ("write_bytes", "write_text"):
+            original = getattr(Path, name)
+
+            def failing(self, data, *args, _original=original, **kwargs):
+                if not where(self):
+                    return _original(self, data, *args, **kwargs)
+                open(self, "wb").close()
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+            monkeypatch.setattr(Path, name, failing)
+
+    return fill

@@ -181,6 +181,39 @@ def test_stale_staging_of_a_dead_writer_is_removed_a_live_one_and_foreign_ones_a
     assert live.is_dir() and foreign.is_dir()
 
 
+_LEAVE_EMPTY_RECORD = """
+import os, sys
+from pathlib import Path
+from scrapbench.storage.outdir import make_staging
+from scrapbench.storage.writers import WRITER_FILE
+staging = make_staging(Path(sys.argv[1]))
+(staging / WRITER_FILE).write_bytes(sys.argv[2].encode())  # as if it died (or the disk filled) writing its record
+print(staging)
+os._exit(0)
+"""
+
+
+@pytest.mark.parametrize("record", ["", '{"pid": 1'])
+def test_an_empty_writer_record_is_stale_once_its_process_is_gone(tmp_path, record):
+    from scrapbench.storage.outdir import make_staging
+    from scrapbench.storage.writers import WRITER_FILE
+
+    target = tmp_path / "data"
+    dead = Path(subprocess.run([sys.executable, "-c", _LEAVE_EMPTY_RECORD, str(target), record], capture_output=True,
+                               text=True, check=True).stdout.strip())
+    live = make_staging(target)
+    (live / WRITER_FILE).write_text(record)  # this process is alive: its folder stays
+    assert clean_stale_staging(tmp_path) == [dead] and not dead.exists() and live.is_dir()
+
+
+def test_a_full_disk_leaves_no_staging_folder_behind(tmp_path, full_disk):
+    full_disk(lambda path: ".scrapbench-writer" in path.name)
+    with pytest.raises(OSError, match="No space left on device") as caught, staged_output(tmp_path / "out", "test"):
+        pass
+    assert ".scrapbench-staging-" in str(caught.value.filename) and caught.value.filename.endswith(".scrapbench-writer")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_killed_synthetic_generation_is_cleaned_from_the_cache(tmp_path):
     from scrapbench.core.presets import SYNTHETIC_PRESETS
     from scrapbench.datasets.synthetic import generator as synthetic

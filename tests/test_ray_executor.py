@@ -195,3 +195,46 @@ def test_benchmark_categories_on_ray_equal_local_and_ship_what_the_driver_split(
         data = json.loads((theirs.directory / "run.json").read_text())["execution"]["data"]
         # The supervised method trains on a split of the test images the driver drew: no file holds it.
         assert data == ("shipped" if theirs.method == "toy_supervised" else "read"), theirs.directory
+
+
+_OWN_RAY = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+from executor_checks import TOY_SPECS, smoke_options
+from scrapbench.core import registry
+from scrapbench.datasets import load_dataset
+from scrapbench.run.executors.ray.driver import RayExecutor
+from scrapbench.run.grid import run_benchmark
+
+registry.list_methods()
+registry._REGISTRY["dies"] = TOY_SPECS["dies"]
+data = load_dataset("synthetic", preset="smoke", seed=0, cache_dir=sys.argv[2])
+with RayExecutor(max_retries=0) as executor:
+    [result] = run_benchmark(data, ["dies"], [0], smoke_options(Path(sys.argv[3])), executor=executor)
+    time.sleep(3)  # the raylet's message about the dead worker arrives meanwhile
+print("RESULT", result.status, result.error)
+"""
+
+
+@pytest.mark.slow
+def test_a_ray_of_our_own_keeps_the_raylet_off_the_console_and_leaves_no_session(smoke_dataset, tmp_path):
+    """Without --verbose, "A worker died…" reaches the console only as the run's own error; the local Ray the
+    executor started takes its session folder with it (here in RAY_TMPDIR, by default /tmp/ray)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    ray_tmp = Path(tempfile.mkdtemp(prefix="sbray", dir="/tmp"))  # short: Ray's socket paths have a length limit
+    try:
+        env = {**os.environ, "RAY_TMPDIR": str(ray_tmp), "PYTHONPATH": str(TESTS)}
+        proc = subprocess.run([sys.executable, "-c", _OWN_RAY, str(TESTS), str(smoke_dataset.root.parents[1]),
+                               str(tmp_path / "runs")], env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "(raylet)" not in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]
+        assert proc.stdout.startswith("RESULT failed WorkerCrashedError"), proc.stdout[-3000:]
+        assert not list(ray_tmp.rglob("session_*")), sorted(ray_tmp.rglob("*"))[:10]
+    finally:
+        import shutil
+
+        shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -403,3 +403,52 @@ def test_cli_preset_file_values_are_checked_before_anything_runs(tmp_path):
     assert not (tmp_path / "runs").exists()
     weights = _cli("weights", "check", "-m", "toy", "--preset", preset_file)
     _assert_clean_error(weights, "p.yaml: methods.toy.max_images = 2.5: expected int")
+
+
+# -- a full disk fails one run, not the grid --------------------------------------------------------
+
+
+def _in_staging_of(seed):
+    return lambda path: f".seed{seed}.tmp-" in str(path)
+
+
+def test_a_full_disk_fails_that_run_only_even_when_error_json_cannot_be_written(smoke_dataset, tmp_path, full_disk):
+    full_disk(_in_staging_of(0))  # every file of seed 0's attempt, error.json included
+    results = run_benchmark(smoke_dataset, ["toy"], [0, 1], _options(tmp_path))
+    assert [r.status for r in results] == ["failed", "done"]
+    seed0 = results[0].directory
+    assert results[0].error.startswith(f"disk full: could not write {seed0 / 'model'}")  # the file, by its own name
+    assert "error.json" in results[0].error and "\n" not in results[0].error
+    assert sorted(p.name for p in seed0.parent.iterdir()) == [".seed0.lease", ".seed1.lease", "seed1"]  # no partial
+
+
+def test_a_full_disk_in_a_methods_fit_is_recorded_without_its_partial_files(smoke_dataset, tmp_path, monkeypatch):
+    import errno
+
+    fit = ColourDistance.fit
+
+    def fit_filling_the_disk(self, train, ctx):
+        if ctx.seed == 0:
+            (ctx.workdir / "checkpoint.bin").write_bytes(b"half")
+            raise RuntimeError("saving the checkpoint failed") from OSError(errno.ENOSPC, "No space left on device")
+        fit(self, train, ctx)
+
+    monkeypatch.setattr(ColourDistance, "fit", fit_filling_the_disk)
+    options = _options(tmp_path)
+    results = run_benchmark(smoke_dataset, ["toy"], [0, 1], options)
+    assert [r.status for r in results] == ["failed", "done"]
+    seed0 = results[0].directory
+    assert results[0].error.startswith(f"disk full: could not write the run folder {seed0} (No space left on device)")
+    assert sorted(p.name for p in seed0.iterdir()) == ["error.json"]  # the partial work/ was removed
+    assert json.loads((seed0 / "error.json").read_text())["message"] == results[0].error
+    monkeypatch.setattr(ColourDistance, "fit", fit)
+    assert [r.status for r in run_benchmark(smoke_dataset, ["toy"], [0, 1], options)] == ["done", "skipped"]
+
+
+def test_cli_a_full_disk_is_one_line_per_run_and_the_grid_goes_on(smoke_dataset, tmp_path, monkeypatch, full_disk):
+    monkeypatch.setenv("SCRAPBENCH_CACHE", str(smoke_dataset.root.parents[1]))
+    full_disk(_in_staging_of(1))
+    result = _cli("run", "--methods", "toy", "--seeds", "3", "--preset", "smoke", "--out", tmp_path / "runs",
+                  "--no-progress")
+    _assert_clean_error(result, "✗ toy seed 1: disk full: could not write", "✓ toy seed 2", "1 of 3 run(s) failed",
+                        code=1)

@@ -308,3 +308,29 @@ def test_importing_ultralytics_leaves_pil_alone(tmp_path):
     with pytest.raises(DatasetError, match=r"bad\.png"):
         read_image(bad)
     assert Image.open.__module__.startswith("PIL")
+
+
+_LOAD_AND_PREDICT = """
+import os, sys
+import numpy as np
+from scrapbench.core.method import AnomalyMethod
+from scrapbench.methods.yolo_sam import _fallback_config_dir
+if sys.argv[2] == "killed":
+    _fallback_config_dir()
+    os._exit(1)  # killed: nothing cleans up
+AnomalyMethod.load(sys.argv[1]).predict([np.zeros((64, 64, 3), np.uint8)])
+"""
+
+
+def test_a_loaded_yolo_leaves_no_config_folder_in_the_temp_folder(fitted_yolo, tmp_path):
+    """``predict`` from a model folder gives ultralytics a config folder in the temp folder: gone at exit, and one
+    a killed process left is removed by the next."""
+    fitted_yolo.save(tmp_path / "model")
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    env = {**os.environ, "TMPDIR": str(temp)}
+    for how in ("killed", "exits"):
+        proc = subprocess.run([sys.executable, "-c", _LOAD_AND_PREDICT, str(tmp_path / "model"), how], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == (1 if how == "killed" else 0), proc.stderr[-3000:]
+        assert len(list(temp.glob("scrapbench-ultralytics-*"))) == (how == "killed")

@@ -7,6 +7,9 @@
    move the folder into place whole (``scrapbench.storage.run_folder``): ``run.json`` when it finished,
    ``error.json`` when the method failed.
 
+A full disk (or quota) fails that run alone: its partial files are removed, ``error.json`` names the file that could
+not be written when there is room for it, and the grid goes on with the next run.
+
 So an interrupted grid loses at most the runs in progress, two processes never compute the same run nor delete
 each other's work, and a crashed process's runs are picked up by the next one. Where the files are computed is
 the ``compute`` argument (``scrapbench.run.compute.Compute``): here by default, on Ray workers for the Ray executor.
@@ -15,6 +18,7 @@ the ``compute`` argument (``scrapbench.run.compute.Compute``): here by default, 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import shutil
 import traceback
 from datetime import datetime, timezone
@@ -73,6 +77,8 @@ def run_one(dataset: Dataset, plan: RunPlan, options: RunOptions, *, wait: bool 
             return _compute_and_place(dataset, plan, options, compute)
     except RunFolderError as exc:
         return RunResult(plan.method, plan.seed, plan.directory, "failed", error=str(exc))
+    except OSError as exc:  # the lease, staging or placing the folder: this run fails, the grid goes on
+        return RunResult(plan.method, plan.seed, plan.directory, "failed", error=write_error(exc, plan.directory))
 
 
 def failed_attempt(directory: Path) -> str | None:
@@ -100,7 +106,8 @@ def _compute_and_place(dataset: Dataset, plan: RunPlan, options: RunOptions, com
             metrics = copy_seed_twin(*twin, plan.identity, staging, attempt)
             result = RunResult(plan.method, plan.seed, staging, "done", metrics, attempt=attempt,
                                reused_from=int(twin[1]["seed"]))
-        place_run_folder(staging, plan.directory)
+        if _recorded(staging):  # else the failure could not be recorded: the earlier attempt stays as it was
+            place_run_folder(staging, plan.directory)
     finally:
         if staging.exists():  # interrupted, or the move failed: the attempt leaves nothing behind
             shutil.rmtree(staging, ignore_errors=True)
@@ -112,17 +119,69 @@ def _attempt(dataset: Dataset, plan: RunPlan, options: RunOptions, folder: Path,
     """Compute the run's files into ``folder``; a failure of the method is recorded in ``error.json`` instead.
 
     A failure of the method (building it included: e.g. a bad weights file) is returned as a ``failed`` result;
-    only KeyboardInterrupt and a failure to write the record propagate.
+    only KeyboardInterrupt propagates. On a full disk the partial files are removed first, so that the record
+    fits; when even the record cannot be written, ``folder`` is left empty and the result alone says why.
     """
     try:
         metrics = compute.files(dataset, plan, options, folder, attempt)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # one broken method must not stop the others; the record says why
-        message = one_line_error(exc)
-        atomic_write_json(folder / "error.json", {
-            "method": plan.method, "seed": plan.seed, "message": message, "error": repr(exc),
-            "traceback": traceback.format_exc(), "identity": plan.identity, "attempt": attempt,
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        full = disk_full(exc)
+        if full is not None:
+            _empty(folder)
+        message = one_line_error(exc) if full is None else write_error(full, plan.directory, folder)
+        try:
+            atomic_write_json(folder / "error.json", {
+                "method": plan.method, "seed": plan.seed, "message": message, "error": repr(exc),
+                "traceback": traceback.format_exc(), "identity": plan.identity, "attempt": attempt,
+                "date": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        except OSError as record_error:
+            _empty(folder)
+            message = f"{message} (and no error.json: {write_error(record_error, plan.directory, folder)})"
         return RunResult(plan.method, plan.seed, folder, "failed", error=message, attempt=attempt)
     return RunResult(plan.method, plan.seed, folder, "done", metrics, attempt=attempt)
+
+
+#: errno values of a full disk or an exhausted quota.
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def disk_full(exc: BaseException) -> OSError | None:
+    """The disk-full OSError that caused ``exc`` (``exc`` itself, or one in its chain of causes), if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in DISK_FULL:
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def write_error(exc: OSError, directory: Path, staging: Path | None = None) -> str:
+    """One line naming the file that could not be written (under its final name in ``directory``: a path inside
+    the staging folder is shown where it would have been) and what to do."""
+    where = str(exc.filename) if exc.filename is not None else None
+    if where is not None and staging is not None and Path(where).is_relative_to(staging):
+        where = str(directory / Path(where).relative_to(staging))
+    reason = exc.strerror or one_line_error(exc)
+    if exc.errno in DISK_FULL:
+        place = where or f"the run folder {directory}"
+        return f"disk full: could not write {place} ({reason}); this attempt's partial files were removed; " \
+               f"free space and run the same command again"
+    return f"could not write {where or directory} ({reason})"
+
+
+def _empty(folder: Path) -> None:
+    """Remove everything inside ``folder`` (a staging folder: the attempt's partial files)."""
+    for entry in list(folder.iterdir()) if folder.is_dir() else []:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def _recorded(staging: Path) -> bool:
+    """Whether the staging folder holds a record (``run.json`` or ``error.json``) and can be put in place."""
+    return (staging / "run.json").is_file() or (staging / "error.json").is_file()

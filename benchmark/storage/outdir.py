@@ -17,7 +17,6 @@ The rule every ``--out`` follows (``synth``, ``prepare``, ``predict``, ``report`
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -89,7 +88,7 @@ def write_marker(folder: str | Path, command: str) -> None:
 
 def make_staging(target: Path) -> Path:
     """A new hidden folder beside ``target`` that records which process writes it."""
-    return make_owned_folder(target.parent, f".{target.name}{STAGING_TAG}{os.getpid()}-")
+    return make_owned_folder(target.parent, f".{target.name}{STAGING_TAG}")
 
 
 def clean_stale_staging(parent: str | Path) -> list[Path]:

@@ -6,13 +6,17 @@ process's start time. A killed process leaves its folder behind; a later process
 (:func:`remove_abandoned`) only when its writer is gone: on this host, no such pid any more, or the
 pid now belongs to a process started later; on another host (a shared disk, or a container whose
 host name changed on restart), when nothing was written in it for a week. A folder without a
-readable record is never touched: its name alone does not make it scrapbench's.
+record is never touched: its name alone does not make it scrapbench's. The record is written whole (a
+full disk leaves no folder behind); an empty or cut record, left by a process that died or hit a full
+disk while writing it (older versions), counts as abandoned when the process whose pid the folder's name
+carries is gone from this host.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -21,10 +25,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from scrapbench.storage.atomic import atomic_write_text
+
 WRITER_FILE = ".scrapbench-writer"
 # A folder made on another host cannot be checked by pid: it counts as abandoned only when nothing
 # was written into it for this long.
 FOREIGN_STALE_S = 7 * 24 * 3600
+# An owned folder's name: the caller's prefix, the writer's pid, mkdtemp's random letters.
+_NAMED_PID = re.compile(r"(\d+)-[a-z0-9_]+$")
 
 
 def _process_start(pid: int) -> float | None:
@@ -37,13 +45,18 @@ def _process_start(pid: int) -> float | None:
 
 
 def make_owned_folder(parent: Path, prefix: str) -> Path:
-    """A new folder ``parent/<prefix><random>`` (readable like any other) holding this process's writer record."""
+    """A new folder ``parent/<prefix><pid>-<random>`` (readable like any other) holding this process's writer
+    record; where the record cannot be written (a full disk), no folder is left and the OSError names it."""
     parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-    folder.chmod(0o755)  # mkdtemp makes it private; a published folder should read like any other
+    folder = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent))
     writer = {"pid": os.getpid(), "host": socket.gethostname(), "process_start": _process_start(os.getpid()),
               "created": time.time()}
-    (folder / WRITER_FILE).write_text(json.dumps(writer))
+    try:
+        folder.chmod(0o755)  # mkdtemp makes it private; a published folder should read like any other
+        atomic_write_text(folder / WRITER_FILE, json.dumps(writer))
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     return folder
 
 
@@ -54,20 +67,43 @@ def release(folder: Path) -> None:
 
 def writer_is_gone(folder: Path) -> bool:
     """Whether the process recorded in ``folder`` is gone (see the module docstring); False without a record."""
+    record = folder / WRITER_FILE
     try:
-        writer = json.loads((folder / WRITER_FILE).read_text())
+        text = record.read_bytes()
+    except OSError:
+        return False  # not one of ours, or unreadable: leave it alone
+    try:
+        writer = json.loads(text)
         pid, host = int(writer["pid"]), str(writer["host"])
         started = writer.get("process_start")
-    except (OSError, ValueError, KeyError, TypeError):
-        return False  # not one of ours, or unreadable: leave it alone
+    except (ValueError, KeyError, TypeError):
+        return _named_writer_is_gone(folder, record)  # empty or cut: its writer died or ran out of disk writing it
     if host != socket.gethostname():
         return time.time() - _last_write(folder) > FOREIGN_STALE_S
+    return _pid_is_gone(pid, None if started is None else float(started))
+
+
+def _pid_is_gone(pid: int, started: float | None) -> bool:
+    """No process ``pid`` on this host, or one started after ``started`` (the pid was reused)."""
     now_start = _process_start(pid)
     if now_start is None:
         import psutil
 
         return not psutil.pid_exists(pid)
-    return started is not None and now_start > float(started) + 1.0
+    return started is not None and now_start > started + 1.0
+
+
+def _named_writer_is_gone(folder: Path, record: Path) -> bool:
+    """For a record that cannot be read: whether the process whose pid ``folder``'s name carries is gone (no such
+    pid, or one started after the record was made); False for a name without a pid."""
+    match = _NAMED_PID.search(folder.name)
+    if match is None:
+        return False
+    try:
+        made = record.stat().st_mtime
+    except OSError:
+        return False
+    return _pid_is_gone(int(match.group(1)), made)
 
 
 def _last_write(folder: Path) -> float:

@@ -379,9 +379,21 @@ def _ultralytics_device(device: str) -> str:
     return device.split(":", 1)[1] if device.startswith("cuda:") else ("0" if device == "cuda" else device)
 
 
+FALLBACK_CONFIG_PREFIX = "scrapbench-ultralytics-"
+
+
 @functools.cache
 def _fallback_config_dir() -> Path:
-    """Config dir for ultralytics when a fitted method is loaded without a run folder (one per process)."""
+    """Config dir (and log) for ultralytics when a fitted method is loaded without a run folder: one per process,
+    in the system temp folder, removed when the process exits; one a killed process left is removed by the next
+    (``scrapbench.storage.writers.scratch_folder``)."""
+    import atexit
+    import contextlib
     import tempfile
 
-    return Path(tempfile.mkdtemp(prefix="scrapbench-ultralytics-"))
+    from scrapbench.storage.writers import scratch_folder
+
+    stack = contextlib.ExitStack()
+    folder = stack.enter_context(scratch_folder(Path(tempfile.gettempdir()), FALLBACK_CONFIG_PREFIX))
+    atexit.register(stack.close)
+    return folder

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import os
 import secrets
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -58,7 +59,12 @@ class RayExecutor:
         cpus_per_run: CPUs a run asks for, and its torch threads (part of the run identity).
         storage: ``auto``, ``shared`` or ``ship`` (see the module docstring).
         max_retries: how often Ray retries a task whose worker died.
-        verbose: Ray's own logs and the workers' output on the console.
+        verbose: Ray's own logs, the raylet's messages (e.g. "A worker died…") and the workers' output on the
+            console; without it they stay off the console (a run whose worker died says so in its own result).
+
+    A local Ray this executor started is shut down on :meth:`close`, and its session folder (``session_*`` in Ray's
+    temp folder, ``/tmp/ray`` unless ``RAY_TMPDIR`` says otherwise: logs, sockets, spilled objects) removed with it,
+    unless ``verbose`` (then it keeps Ray's logs of the dead workers that the errors point to).
     """
 
     def __init__(self, address: str | None = None, gpus_per_run: float | None = None, cpus_per_run: int = 1,
@@ -78,6 +84,8 @@ class RayExecutor:
         self.address, self.gpus_per_run, self.cpus_per_run = address, gpus_per_run, cpus_per_run
         self.storage, self.max_retries, self.verbose = storage, max_retries, verbose
         self._started_ray = False
+        self._session_dir: Path | None = None  # the session folder of the local Ray this executor started
+        self._restore_console: Callable[[], None] | None = None
         self._source: DataSource | None = None
         self._specs: tuple[MethodSpec, ...] = ()
         self._gpus = 0.0
@@ -102,6 +110,12 @@ class RayExecutor:
 
             ray.shutdown()
             self._started_ray = False
+            if self._restore_console is not None:
+                self._restore_console()
+                self._restore_console = None
+            if self._session_dir is not None:
+                remove_session(self._session_dir)
+                self._session_dir = None
 
     def _connect(self) -> None:
         import ray
@@ -116,6 +130,11 @@ class RayExecutor:
             where = self.address or "a local Ray instance"
             raise ExecutorError(f"could not start or reach {where}: {one_line_error(exc)}") from exc
         self._started_ray = True
+        if self.address is None and not self.verbose:  # a Ray of our own: its session folder goes when it does
+            context = ray.get_runtime_context()
+            self._session_dir = Path(context.get_temp_dir()) / context.get_session_name()
+        if not self.verbose:
+            self._restore_console = quiet_raylet()
 
     # -- before planning --------------------------------------------------------------------------
     def compute_settings(self, options: RunOptions) -> dict[str, Any]:
@@ -314,6 +333,38 @@ def cancel_unfinished(refs: Sequence[Any]) -> None:
     for ref in unfinished:
         ray.cancel(ref)
 
+
+
+def quiet_raylet() -> Callable[[], None] | None:
+    """Keep the raylet's messages, which Ray prints on the driver's console whatever ``log_to_driver`` says, off the
+    console (they go to the ``scrapbench.ray`` logger); returns what undoes it (``None`` where this Ray prints
+    them otherwise)."""
+    from ray._private import worker as ray_worker
+
+    printing = getattr(ray_worker, "print_to_stdstream", None)
+    if printing is None:
+        return None
+
+    def print_but_raylet(data: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+        if data.get("pid") == "raylet":
+            for line in data.get("lines", ()):
+                logging.getLogger("scrapbench.ray").info("(raylet) %s", line)
+            return
+        printing(data, *args, **kwargs)
+
+    ray_worker.print_to_stdstream = print_but_raylet
+    return lambda: setattr(ray_worker, "print_to_stdstream", printing)
+
+
+def remove_session(session: Path) -> None:
+    """Remove a stopped local Ray's session folder, and Ray's ``session_latest`` link when it points there."""
+    import shutil
+
+    latest = session.parent / "session_latest"
+    if latest.is_symlink() and Path(os.readlink(latest)).name == session.name:
+        latest.unlink(missing_ok=True)
+    if session.name.startswith("session_") and session.is_dir() and not session.is_symlink():
+        shutil.rmtree(session, ignore_errors=True)
 
 
 @functools.cache

@@ -61,6 +61,7 @@ def collect(runs_dir: str | Path) -> Collected:
     (:func:`scrapbench.storage.run_folder.read_finished_run`), when it has no identity, or when
     another run claims the same (dataset, preset, method, seed).
     """
+    runs_dir = Path(runs_dir)
     runs, unusable = [], []
     for folder in iter_finished_runs(runs_dir):
         try:
@@ -75,8 +76,9 @@ def collect(runs_dir: str | Path) -> Collected:
     for folder, base, values in runs:
         others = [f for f in claims[(base["dataset"], base["preset"], base["method"], base["seed"])] if f != folder]
         if others:
+            claimed = ", ".join(other.relative_to(runs_dir).as_posix() for other in others)
             unusable.append(_unusable(folder, f"{folder / 'run.json'}: {base['method']} seed {base['seed']} on "
-                                              f"{base['dataset']} is also claimed by {', '.join(map(str, others))}"))
+                                              f"{base['dataset']} is also claimed by {claimed}"))
             continue
         rows += [{**base, "metric": metric, "value": value} for metric, value in values.items()]
     columns = ["dataset", "preset", "method", "seed", "label", "ablation_label", "suites", "learning_type",

@@ -1,7 +1,8 @@
 """From run folders to pooled numbers: the tidy frame of finished runs, the checks that decide which
 runs one report may pool, and each method's mean ± std over seeds.
 
-``collect_runs`` reads every run folder into one row per (run, metric). ``select_group`` picks one
+``collect`` reads every finished run folder into one row per (run, metric), and sets aside the runs that
+cannot be pooled (listed as failed runs are); ``collect_runs`` is its rows. ``select_group`` picks one
 (dataset, preset), or one public benchmark's categories, and refuses runs that must not be pooled
 (``check_poolable``: different data, evaluator or setting). ``summary_table`` averages over seeds
 (mean ± sample std, in %). How the numbers are written is :mod:`scrapbench.report.cells` and

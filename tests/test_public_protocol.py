@@ -275,15 +275,37 @@ def test_one_progress_bar_over_the_whole_grid(data, tmp_path, monkeypatch):
     assert bars == [("runs", 8)]  # one bar for 2 categories × 2 methods × 2 seeds, none per category
 
 
-def test_failed_runs_of_a_category_are_listed_and_its_mean_is_flagged(data, tmp_path):
+def _error_json(folder):
+    (folder / "run.json").unlink()  # as a failed run leaves it: error.json, no run.json
+    (folder / "error.json").write_text(json.dumps({"method": "toy", "seed": 0, "message": "RuntimeError: boom"}))
+
+
+def _edit_json(name, key, value):
+    def edit(folder):
+        record = json.loads((folder / name).read_text())
+        (folder / name).write_text(json.dumps({**record, key: value}))
+    return edit
+
+
+BROKEN = {  # how metal_nut's toy seed 0 is broken → what the report lists
+    "failed": (_error_json, "RuntimeError: boom"),
+    "auroc true": (_edit_json("metrics.json", "auroc", True), "metrics.json: auroc is true, not a number in [0, 1]"),
+    "aupro Infinity": (_edit_json("metrics.json", "aupro", math.inf), "metrics.json: aupro is Infinity"),
+    "seed zero": (_edit_json("run.json", "seed", "zero"), 'run.json: seed is "zero", but the run\'s folder is seed0'),
+    "config list": (_edit_json("run.json", "config", [1, 2]), "run.json: config is [1, 2], not an object"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_failed_runs_of_a_category_are_listed_and_its_mean_is_flagged(data, tmp_path, case):
     out = tmp_path / "runs"
     assert _run(f"mvtec:{data / 'mvtec'}#bottle,metal_nut", out, "toy,toy_supervised", 1).exit_code == 0
     folder = out / "mvtec-metal_nut" / "smoke" / "toy" / "seed0"
-    (folder / "run.json").unlink()  # as a failed run leaves it: error.json, no run.json
-    (folder / "error.json").write_text(json.dumps({"method": "toy", "seed": 0, "message": "RuntimeError: boom"}))
+    breaks, message = BROKEN[case]
+    breaks(folder)
     report = _cli("report", out, "--no-figures")
     assert report.exit_code == 0, report.output
-    assert "✗ toy seed 0: RuntimeError: boom (mvtec-metal_nut/smoke/toy/seed0)" in report.output
+    assert f"✗ toy seed 0: {message}" in report.output and "(mvtec-metal_nut/smoke/toy/seed0)" in report.output
     mean_row = (out / "report" / "per_category_auroc.md").read_text().splitlines()[4]
     toy = 100 * _metrics(out, "mvtec-bottle", "toy", 0)["auroc"]
     assert mean_row.startswith(f"| Mean | {toy:.2f} ‡ |")  # toy's mean covers bottle only

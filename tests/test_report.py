@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -271,8 +272,10 @@ def test_runs_on_other_data_under_one_name_are_not_compared(small_runs, tmp_path
 def test_runs_without_an_identity_are_refused(small_runs, tmp_path):
     [seed0] = small_runs.glob("*/smoke/ours/seed0")
     _edit_record(seed0, lambda r: r.pop("identity"))
-    with pytest.raises(ReportError, match=r"ours/seed0/run\.json: no run identity"):
-        build_report(small_runs, tmp_path / "out", n_boot=0, figures=False)
+    build_report(small_runs, tmp_path / "out", n_boot=0, figures=False)
+    [failed] = pd.read_csv(tmp_path / "out" / "failed_runs.csv").itertuples()
+    assert (failed.method, failed.seed) == ("ours", 0) and failed.message.startswith("run.json: no run identity")
+    assert pd.read_csv(tmp_path / "out" / "table2.csv").set_index("method").loc["ours", "n_seeds"] == 2
 
 
 def test_failed_runs_are_listed_and_left_out(small_runs, tmp_path):
@@ -306,18 +309,118 @@ def test_only_failed_runs_is_a_clear_error(tmp_path):
 
 
 def test_corrupt_records_are_named_without_a_traceback(small_runs, tmp_path):
+    """An unreadable record leaves its run out of the tables, listed as failed (it never aborts the report)."""
     from typer.testing import CliRunner
 
     from scrapbench.cli.main import app
 
     [metrics] = small_runs.glob("*/smoke/ours/seed1/metrics.json")
     metrics.write_text("{")
-    result = CliRunner().invoke(app, ["report", str(small_runs), "--out", str(tmp_path / "out")])
-    assert result.exit_code == 2 and f"{metrics}: corrupt" in result.output and "Traceback" not in result.output
     [record] = small_runs.glob("*/smoke/ours/seed2/run.json")
     record.write_text("")
     result = CliRunner().invoke(app, ["report", str(small_runs), "--out", str(tmp_path / "out")])
-    assert result.exit_code == 2 and f"{record}: corrupt" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 0 and "Traceback" not in result.output
+    assert "✗ ours seed 1: metrics.json: corrupt (" in result.output
+    assert "✗ ours seed 2: run.json: corrupt (" in result.output
+    assert pd.read_csv(tmp_path / "out" / "table2.csv").set_index("method").loc["ours", "n_seeds"] == 1
+
+
+def _set(file, key, value):
+    """An edit of a run's ``file``: ``key`` (dotted) set to ``value``."""
+    def edit(folder):
+        path = folder / file
+        record = json.loads(path.read_text())
+        *parents, last = key.split(".")
+        inner = record
+        for part in parents:
+            inner = inner[part]
+        inner[last] = value
+        path.write_text(json.dumps(record))
+    return edit
+
+
+def _write(file, text):
+    return lambda folder: (folder / file).write_text(text)
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+UNUSABLE = {  # what breaks ours seed 1 → what its listing says
+    "auroc true": (_set("metrics.json", "auroc", True), "metrics.json: auroc is true, not a number in [0, 1]"),
+    "auroc 1.5": (_set("metrics.json", "auroc", 1.5), "metrics.json: auroc is 1.5, not a number in [0, 1]"),
+    "ap negative": (_set("metrics.json", "ap", -0.25), "metrics.json: ap is -0.25, not a number in [0, 1]"),
+    "aupro Infinity": (_set("metrics.json", "aupro", math.inf), "metrics.json: aupro is Infinity, not a number"),
+    "f1max NaN": (_set("metrics.json", "f1max", math.nan), "metrics.json: f1max is NaN, not a number in [0, 1]"),
+    "auroc string": (_set("metrics.json", "auroc", "0.9"), 'metrics.json: auroc is "0.9", not a number in [0, 1]'),
+    "auroc list": (_set("metrics.json", "auroc", [0.9]), "metrics.json: auroc is [0.9], not a number in [0, 1]"),
+    "image_ap object": (_set("metrics.json", "image_ap", {}), "metrics.json: image_ap is {}, not a number"),
+    "breakdown NaN": (_set("metrics.json", "per_size", {"small": {"pixel_recall": math.nan}}),
+                      "metrics.json: per_size.small.pixel_recall is NaN"),
+    "no metric": (_write("metrics.json", "{}"), "metrics.json: holds no metric value (auroc, aupro"),
+    "metrics nested deep": (_write("metrics.json", '{"auroc": 0.5, "x": ' + DEEP + "}"),
+                            "metrics.json: corrupt (nested too deeply)"),
+    "metrics nested 200": (_write("metrics.json", '{"auroc": 0.5, "x": ' + "[" * 200 + "]" * 200 + "}"),
+                           "metrics.json: corrupt (nested more than 100 levels deep)"),
+    "huge integer": (_write("metrics.json", '{"auroc": 1' + "0" * 100_000 + "}"), "metrics.json: corrupt ("),
+    "seed zero": (_set("run.json", "seed", "zero"), 'run.json: seed is "zero", but the run\'s folder is seed1'),
+    "seed of another folder": (_set("run.json", "seed", 0), "run.json: seed is 0, but the run's folder is seed1"),
+    "seed true": (_set("run.json", "seed", True), "run.json: seed is true, but the run's folder is seed1"),
+    "identity seed": (_set("run.json", "identity.seed", 0), "run.json: identity.seed 0 is not the run's seed 1"),
+    "config list": (_set("run.json", "config", [1, 2]), "run.json: config is [1, 2], not an object"),
+    "dataset string": (_set("run.json", "dataset", "x"), 'run.json: dataset is "x", not an object'),
+    "method number": (_set("run.json", "method", 5), "run.json: method is 5, not a method name"),
+    "suites string": (_set("run.json", "suites", "table2"), 'run.json: suites is "table2", not what'),
+    "class names": (_set("run.json", "dataset.class_names", [1]), "run.json: dataset.class_names is [1], not"),
+    "k_shot string": (_set("run.json", "config.k_shot", "abc"), 'run.json: config.k_shot is "abc", not'),
+    "timing string": (_set("run.json", "timings.fit_s", "abc"), 'run.json: timings.fit_s is "abc", not'),
+    "run nested deep": (_write("run.json", '{"method": "ours", "seed": 1, "x": ' + DEEP + "}"),
+                        "run.json: corrupt (nested too deeply)"),
+}
+
+
+@pytest.mark.parametrize("case", list(UNUSABLE))
+def test_unusable_runs_are_listed_as_failed_and_not_pooled(small_runs, tmp_path, case):
+    """Only finite numbers in [0, 1] are pooled, each run under its own folder's seed: a run whose records
+    hold anything else is left out of every table and listed with the failed runs (the report goes on)."""
+    edit, message = UNUSABLE[case]
+    [seed1] = small_runs.glob("*/smoke/ours/seed1")
+    edit(seed1)
+    page = build_report(small_runs, tmp_path / "out", n_boot=0, figures=False).read_text()
+    [failed] = pd.read_csv(tmp_path / "out" / "failed_runs.csv").itertuples()
+    assert (failed.method, failed.seed, failed.folder) == ("ours", 1, "synthetic-seed0/smoke/ours/seed1")
+    assert failed.message.startswith(message) and failed.message.endswith("`scrapbench run --overwrite`")
+    assert "## Failed runs" in page
+    table = pd.read_csv(tmp_path / "out" / "table2.csv").set_index("method")
+    assert table.loc["ours", "n_seeds"] == 2  # seeds 0 and 2
+    assert table.loc["ours", "auroc_mean_pct"] == pytest.approx(84.5) and table.loc["ours", "ap_mean_pct"] == 27.5
+    assert "| Ours | **84.50 ± 0.71** | 18.50 ± 0.71 | **27.50 ± 0.71** | **36.00 ± 1.41** | 11.0 | 2 |" in \
+        (tmp_path / "out" / "table2.md").read_text()
+    assert set(pd.read_csv(tmp_path / "out" / "runs.csv").query("method == 'ours'")["seed"]) == {0, 2}
+
+
+@pytest.mark.parametrize("where", ["ours_copy", "../../../synthetic-copy/smoke/ours"])
+def test_a_seed_claimed_by_two_runs_is_pooled_from_neither(small_runs, tmp_path, where):
+    """Two runs of one (dataset, preset, method) that claim the same seed are never averaged as one."""
+    import shutil
+
+    [seed1] = small_runs.glob("*/smoke/ours/seed1")
+    copy = (seed1.parent / where / "seed1").resolve()
+    shutil.copytree(seed1, copy)
+    build_report(small_runs, tmp_path / "out", n_boot=0, figures=False)
+    failed = pd.read_csv(tmp_path / "out" / "failed_runs.csv").set_index("folder")
+    claimed = copy.relative_to(small_runs).as_posix()
+    assert failed.loc["synthetic-seed0/smoke/ours/seed1", "message"].startswith(
+        f"run.json: ours seed 1 on synthetic-smoke is also claimed by {claimed};")
+    assert pd.read_csv(tmp_path / "out" / "table2.csv").set_index("method").loc["ours", "n_seeds"] == 2
+
+
+def test_seeds_are_counted_per_metric(small_runs, tmp_path):
+    """A metric undefined for one seed (null) pools the others, and its cells say how many."""
+    [seed1] = small_runs.glob("*/smoke/ours/seed1")
+    _set("metrics.json", "aupro", None)(seed1)
+    build_report(small_runs, tmp_path / "out", n_boot=0, figures=False)
+    assert "| Ours | **85.00 ± 1.00** | 18.50 ± 0.71 (2 of 3 seeds) | **28.00 ± 1.00** |" in \
+        (tmp_path / "out" / "table2.md").read_text()
+    assert pd.read_csv(tmp_path / "out" / "failed_runs.csv").empty
 
 
 def test_qualitative_figure_needs_the_data_the_runs_saw(tmp_path, smoke_dataset, monkeypatch):

@@ -66,6 +66,30 @@ def test_a_copy_of_a_copy_names_the_computed_run(smoke_dataset, tmp_path):
     assert record["reused_from"]["seed"] == 3 and record["reused_from"]["run"] == "seed3"
 
 
+MALFORMED = {  # a finished run's file → its new text, from its current JSON
+    "auroc true": ("metrics.json", lambda m: json.dumps({**m, "auroc": True})),
+    "auroc NaN": ("metrics.json", lambda m: json.dumps({**m, "auroc": float("nan")})),
+    "seed zero": ("run.json", lambda r: json.dumps({**r, "seed": "zero"})),
+    "config list": ("run.json", lambda r: json.dumps({**r, "config": [1, 2]})),
+    "nested deep": ("run.json", lambda r: json.dumps(r)[:-1] + ', "x": ' + "[" * 100_000 + "]" * 100_000 + "}"),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_a_malformed_finished_run_is_neither_resumed_nor_copied(smoke_dataset, tmp_path, case):
+    """Resuming a run whose record holds what the runner never writes fails that run alone, in one line naming
+    the file; the other seeds are computed, not copied from it."""
+    log = tmp_path / "fits.log"
+    [first] = run_benchmark(smoke_dataset, ["toy_fixed"], [0], _options(tmp_path, log))
+    name, rewrite = MALFORMED[case]
+    path = first.directory / name
+    path.write_text(rewrite(json.loads(path.read_text())))
+    again = run_benchmark(smoke_dataset, ["toy_fixed"], [0, 1], _options(tmp_path, log))
+    assert [r.status for r in again] == ["failed", "done"]
+    assert again[0].error.startswith(f"{path}: ") and "--overwrite" in again[0].error and "\n" not in again[0].error
+    assert again[1].reused_from is None and _fits(log) == ["0", "1"]
+
+
 def test_seed_dependent_configs_compute_every_seed(smoke_dataset, tmp_path):
     log = tmp_path / "fits.log"
     results = run_benchmark(smoke_dataset, ["toy_fixed"], [0, 1], _options(tmp_path, log, noise=5.0))

@@ -98,7 +98,8 @@ def run(
                           style="red")
         else:
             m = result.metrics or {}
-            line = " ".join(f"{k}={100 * m[k]:.1f}" for k in ("auroc", "aupro", "ap", "f1max") if k in m)
+            line = " ".join(f"{k}={100 * m[k]:.1f}" for k in ("auroc", "aupro", "ap", "f1max")
+                            if m.get(k) is not None)
             mark = "✓" if result.status == "done" else "↷"
             where = " (computed by another process)" if result.elsewhere else ""
             if result.reused_from is not None:

@@ -123,28 +123,28 @@ def per_category_frames(tidy: pd.DataFrame, methods: Sequence[str], categories: 
 def mean_table(tidy: pd.DataFrame, methods: Sequence[str]) -> SummaryTable:
     """The mean over categories of every metric, as a Table 2 layout (methods × metrics)."""
     metrics = [m for m in BENCHMARK_METRICS if m in set(tidy["metric"])]
-    rows = []
+    rows, pooled = [], []
     for method in methods:
         runs = tidy[tidy["method"] == method]
         row: dict[str, object] = {"method": method, "label": runs["label"].iloc[0],
                                   **{c: bool(runs[c].any()) for c in MARK_COLUMNS}}
-        seeds = []
+        seeds: dict[str, int] = {}
         for metric in metrics:
             means = category_means(runs, metric)
             hit = means.loc[method] if method in means.index else None
             row[f"{metric}_mean"] = hit["mean"] if hit is not None else math.nan
             row[f"{metric}_std"] = hit["std"] if hit is not None else math.nan
-            if hit is not None:
-                seeds.append(int(hit["seeds"]))
-        row["n_seeds"] = min(seeds) if seeds else 0
+            seeds[metric] = int(hit["seeds"]) if hit is not None else 0
+        row["n_seeds"] = min((n for m, n in seeds.items() if not pd.isna(row[f"{m}_mean"])), default=0)
+        pooled.append({"method": method, **seeds})
         covered = runs["category"].nunique()
         if covered < tidy["category"].nunique():
             row["label"] = f"{row['label']} {INCOMPLETE_MARK} ({covered}/{tidy['category'].nunique()} categories)"
         per_run = runs.drop_duplicates("folder")["predict_images_per_s"].dropna()
         row["images_per_s"] = per_run.mean() if len(per_run) else math.nan
         rows.append(row)
-    table = SummaryTable(pd.DataFrame(rows).set_index("method"), tuple(metrics), "Method")
-    return table
+    metric_seeds = pd.DataFrame(pooled, columns=["method", *metrics]).set_index("method")
+    return SummaryTable(pd.DataFrame(rows).set_index("method"), tuple(metrics), "Method", metric_seeds)
 
 
 # -- published numbers -------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """From run folders to pooled numbers: the tidy frame of finished runs, the checks that decide which
 runs one report may pool, and each method's mean ± std over seeds.
 
-``collect_runs`` reads every run folder into one row per (run, metric). ``select_group`` picks one
+``collect`` reads every finished run folder into one row per (run, metric), and sets aside the runs that
+cannot be pooled (listed as failed runs are); ``collect_runs`` is its rows. ``select_group`` picks one
 (dataset, preset), or one public benchmark's categories, and refuses runs that must not be pooled
 (``check_poolable``: different data, evaluator or setting). ``summary_table`` averages over seeds
 (mean ± sample std, in %). How the numbers are written is :mod:`scrapbench.report.cells` and
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +32,7 @@ from scrapbench.report.cells import (
     metric_label,
 )
 from scrapbench.run.provenance import identity_differences, without_seed
-from scrapbench.storage.run_folder import RunFolderError, iter_run_records, read_json_record
+from scrapbench.storage.run_folder import RunFolderError, iter_finished_runs, read_finished_run
 
 PIXEL_METRICS = ("auroc", "aupro", "ap", "f1max")
 IMAGE_METRICS = ("image_auroc", "image_ap")
@@ -40,59 +42,106 @@ class ReportError(ValueError):
     """No usable runs, or an ambiguous selection; the message says what to pass."""
 
 
+@dataclass(frozen=True)
+class Collected:
+    """The finished runs below a results folder: those a report may pool and those it may not."""
+
+    tidy: pd.DataFrame  # one row per (usable run, metric): :func:`collect_runs`
+    #: (run folder, {"method", "seed", "message"}): shaped as error.json, so that they are listed as failed runs are
+    unusable: list[tuple[Path, dict[str, Any]]]
+
+
 def collect_runs(runs_dir: str | Path) -> pd.DataFrame:
-    """One row per (finished run, metric) with the run's identity, weights flag and timings."""
-    rows = []
-    try:
-        records = list(iter_run_records(runs_dir))
-    except RunFolderError as exc:
-        raise ReportError(str(exc)) from exc
-    for folder, record in records:
+    """One row per (usable finished run, metric) with the run's identity, weights flag and timings."""
+    return collect(runs_dir).tidy
+
+
+def collect(runs_dir: str | Path) -> Collected:
+    """Every finished run below ``runs_dir``: rows of those that can be pooled, and why the others cannot.
+
+    A run cannot be pooled when its records are unreadable or hold what the runner never writes
+    (:func:`scrapbench.storage.run_folder.read_finished_run`), when it has no identity, or when
+    another run claims the same (dataset, preset, method, seed).
+    """
+    runs_dir = Path(runs_dir)
+    runs, unusable = [], []
+    for folder in iter_finished_runs(runs_dir):
         try:
-            metrics = read_json_record(folder / "metrics.json")
+            record, metrics = read_finished_run(folder)
+            runs.append((folder, _run_columns(folder, record), _metric_values(metrics)))
         except RunFolderError as exc:
-            raise ReportError(f"{exc}; delete {folder} (or recompute it with `scrapbench run --overwrite`)") from exc
-        identity = record.get("identity")
-        if not isinstance(identity, dict):
-            raise ReportError(f"{folder / 'run.json'}: no run identity (written by an older scrapbench), so it cannot "
-                              f"be pooled safely; recompute it with `scrapbench run --overwrite`")
-        dataset = record.get("dataset", {})
-        timings = record.get("timings", {})
-        config = record.get("config", {})
-        base = {
-            "dataset": dataset.get("name", "?"),
-            "preset": record.get("preset", "?"),
-            "method": record["method"],
-            "seed": int(record["seed"]),
-            "label": method_label(record["method"], config),
-            "ablation_label": ablation_label(record["method"], config),
-            "suites": ",".join(record.get("suites", [])),
-            "learning_type": record.get("learning_type"),
-            "random_init": bool(record.get("weights", {}).get("random_init", False)),
-            "nondeterministic": (record.get("determinism") or {}).get("deterministic") is False,
-            "seed_reused": bool(record.get("reused_from")),
-            "train_test_overlap": shares_test_files(dataset),
-            "fit_s": timings.get("fit_s"),
-            "predict_images_per_s": timings.get("predict_images_per_s"),
-            "peak_rss_mb": timings.get("peak_rss_mb"),
-            "folder": str(folder),
-            "dataset_fingerprint": identity.get("dataset_fingerprint"),
-            "evaluator_version": identity.get("evaluator_version"),
-            "identity": without_seed(identity),
-            # A public benchmark's category ("" otherwise) and what the method trained on (run.json's dataset record)
-            "benchmark": str(dataset.get("benchmark") or ""),
-            "category": str(dataset.get("category") or ""),
-            "training": training_protocol(dataset),
-            "shots": int(config.get("k_shot") or 0),
-        }
-        for metric in (*PIXEL_METRICS, *IMAGE_METRICS):
-            value = metrics.get(metric)
-            if isinstance(value, (int, float)) and value is not None:
-                rows.append({**base, "metric": metric, "value": float(value)})
+            unusable.append(_unusable(folder, str(exc)))
+    claims: dict[tuple[Any, ...], list[Path]] = {}
+    for folder, base, _ in runs:
+        claims.setdefault((base["dataset"], base["preset"], base["method"], base["seed"]), []).append(folder)
+    rows = []
+    for folder, base, values in runs:
+        others = [f for f in claims[(base["dataset"], base["preset"], base["method"], base["seed"])] if f != folder]
+        if others:
+            claimed = ", ".join(other.relative_to(runs_dir).as_posix() for other in others)
+            unusable.append(_unusable(folder, f"{folder / 'run.json'}: {base['method']} seed {base['seed']} on "
+                                              f"{base['dataset']} is also claimed by {claimed}"))
+            continue
+        rows += [{**base, "metric": metric, "value": value} for metric, value in values.items()]
     columns = ["dataset", "preset", "method", "seed", "label", "ablation_label", "suites", "learning_type",
                *MARK_COLUMNS, "fit_s", "predict_images_per_s", "peak_rss_mb", "folder", "dataset_fingerprint",
                "evaluator_version", "identity", "benchmark", "category", "training", "shots", "metric", "value"]
-    return pd.DataFrame(rows, columns=columns)
+    return Collected(pd.DataFrame(rows, columns=columns), sorted(unusable, key=lambda item: item[0]))
+
+
+def _run_columns(folder: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """A run's columns of the tidy frame (RunFolderError when it has no identity for its seed)."""
+    identity = record.get("identity")
+    if not isinstance(identity, dict):
+        raise RunFolderError(f"{folder / 'run.json'}: no run identity (written by an older scrapbench), so it cannot "
+                             f"be pooled safely")
+    if identity.get("seed", record["seed"]) != record["seed"]:
+        raise RunFolderError(f"{folder / 'run.json'}: identity.seed {identity['seed']!r} is not the run's seed "
+                             f"{record['seed']}")
+    dataset = record.get("dataset", {})
+    timings = record.get("timings", {})
+    config = record.get("config", {})
+    return {
+        "dataset": dataset.get("name", "?"),
+        "preset": record.get("preset", "?"),
+        "method": record["method"],
+        "seed": int(record["seed"]),
+        "label": method_label(record["method"], config),
+        "ablation_label": ablation_label(record["method"], config),
+        "suites": ",".join(record.get("suites", [])),
+        "learning_type": record.get("learning_type"),
+        "random_init": bool(record.get("weights", {}).get("random_init", False)),
+        "nondeterministic": (record.get("determinism") or {}).get("deterministic") is False,
+        "seed_reused": bool(record.get("reused_from")),
+        "train_test_overlap": shares_test_files(dataset),
+        "fit_s": timings.get("fit_s"),
+        "predict_images_per_s": timings.get("predict_images_per_s"),
+        "peak_rss_mb": timings.get("peak_rss_mb"),
+        "folder": str(folder),
+        "dataset_fingerprint": identity.get("dataset_fingerprint"),
+        "evaluator_version": identity.get("evaluator_version"),
+        "identity": without_seed(identity),
+        # A public benchmark's category ("" otherwise) and what the method trained on (run.json's dataset record)
+        "benchmark": str(dataset.get("benchmark") or ""),
+        "category": str(dataset.get("category") or ""),
+        "training": training_protocol(dataset),
+        "shots": int(config.get("k_shot") or 0),
+    }
+
+
+def _metric_values(metrics: dict[str, Any]) -> dict[str, float]:
+    """The run's metrics that are set (checked by ``read_finished_run``: numbers in [0, 1] or null)."""
+    return {metric: float(metrics[metric]) for metric in (*PIXEL_METRICS, *IMAGE_METRICS)
+            if metrics.get(metric) is not None}
+
+
+def _unusable(folder: Path, message: str) -> tuple[Path, dict[str, Any]]:
+    """A finished run that cannot be pooled, as a failed run's record: method and seed from its folder names
+    (its record is the suspect one), the message without the folder's path (the listing names it)."""
+    seed = folder.name[len("seed"):]
+    message = message.replace(f"{folder}{os.sep}", "")
+    return folder, {"method": folder.parent.name, "seed": int(seed) if seed.isdigit() else seed,
+                    "message": f"{message}; not pooled, recompute it with `scrapbench run --overwrite`"}
 
 
 def training_protocol(dataset_record: dict[str, Any]) -> str:
@@ -214,6 +263,14 @@ class SummaryTable:
     numbers: pd.DataFrame  # index: method; columns: label, the MARK_COLUMNS, n_seeds, <m>_mean, <m>_std, images_per_s
     metrics: tuple[str, ...]
     row_title: str
+    #: Seeds pooled per (method, metric) where that is not ``n_seeds`` (index: method; columns: metrics)
+    metric_seeds: pd.DataFrame | None = None
+
+    def seeds(self, method: str, metric: str) -> int:
+        """How many seeds the cell of ``method`` and ``metric`` pools."""
+        if self.metric_seeds is not None and metric in self.metric_seeds:
+            return int(self.metric_seeds.loc[method, metric])
+        return int(self.numbers.loc[method, "n_seeds"])
 
     def best(self, metric: str) -> set[str]:
         """Methods with the highest mean (all of them on a tie, after rounding to the shown digits)."""
@@ -228,7 +285,10 @@ class SummaryTable:
             best = self.best(metric)
             cells = []
             for method, row in self.numbers.iterrows():
-                cell = mean_std_cell(row[f"{metric}_mean"], row[f"{metric}_std"], row["n_seeds"], pm)
+                seeds = self.seeds(str(method), metric)
+                cell = mean_std_cell(row[f"{metric}_mean"], row[f"{metric}_std"], seeds, pm)
+                if 0 < seeds < row["n_seeds"]:  # some seeds have no value of this metric
+                    cell += f" ({seeds} of {int(row['n_seeds'])} seeds)"
                 cells.append(f"{bold[0]}{cell}{bold[1]}" if method in best else cell)
             out[f"{metric_label(metric)} (%)"] = cells
         out["images/s"] = [f"{v:.1f}" if not pd.isna(v) else "–" for v in self.numbers["images_per_s"]]
@@ -247,7 +307,7 @@ class SummaryTable:
 def summary_table(tidy: pd.DataFrame, methods: Sequence[str], label_column: str = "label",
                   row_title: str = "Method", metrics: Sequence[str] = PIXEL_METRICS) -> SummaryTable:
     """Mean ± sample std over seeds (in %) for ``methods`` (rows in that order)."""
-    rows = []
+    rows, seeds = [], []
     for method in methods:
         runs = tidy[tidy["method"] == method]
         if runs.empty:
@@ -255,15 +315,20 @@ def summary_table(tidy: pd.DataFrame, methods: Sequence[str], label_column: str 
         row: dict[str, Any] = {"method": method, "label": runs[label_column].iloc[0],
                                **{c: c in runs and bool(runs[c].any()) for c in MARK_COLUMNS},
                                "n_seeds": runs["seed"].nunique()}
+        pooled: dict[str, Any] = {"method": method}
         for metric in metrics:
-            values = runs.loc[runs["metric"] == metric, "value"] * 100.0
+            part = runs[runs["metric"] == metric]
+            values = part["value"] * 100.0
             row[f"{metric}_mean"] = values.mean() if len(values) else math.nan
             row[f"{metric}_std"] = values.std(ddof=1) if len(values) > 1 else math.nan
+            pooled[metric] = part["seed"].nunique()
         per_run = runs.drop_duplicates("seed")["predict_images_per_s"].dropna()
         row["images_per_s"] = per_run.mean() if len(per_run) else math.nan
         rows.append(row)
+        seeds.append(pooled)
     numbers = pd.DataFrame(rows).set_index("method") if rows else pd.DataFrame()
-    return SummaryTable(numbers, tuple(metrics), row_title)
+    metric_seeds = pd.DataFrame(seeds, columns=["method", *metrics]).set_index("method")
+    return SummaryTable(numbers, tuple(metrics), row_title, metric_seeds)
 
 
 def suite_methods(tidy: pd.DataFrame, suite: str) -> list[str]:

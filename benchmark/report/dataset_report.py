@@ -30,7 +30,7 @@ from scrapbench.report.collect import (
     PIXEL_METRICS,
     ReportError,
     SummaryTable,
-    collect_runs,
+    collect,
     is_benchmark,
     method_order,
     select_group,
@@ -65,18 +65,18 @@ def build_report(
     ``published`` adds the papers' numbers there.
     """
     runs_dir, out_dir = Path(runs_dir), Path(out_dir)
-    collected = collect_runs(runs_dir)
-    if collected.empty:
-        failed = failed_runs(runs_dir)
+    collected = collect(runs_dir)
+    if collected.tidy.empty:
+        failed = failed_runs(runs_dir, unusable=collected.unusable)
         if not failed.empty:
             raise ReportError(f"no finished runs found, only {len(failed)} failed one(s): "
                               + "; ".join(f"{r.method} seed {r.seed}: {r.message}" for r in failed.itertuples()))
-    tidy = select_group(collected, dataset, preset)
+    tidy = select_group(collected.tidy, dataset, preset)
     per_category = is_benchmark(tidy) and dataset not in set(tidy["dataset"])
     if published and not per_category:
         raise ReportError(f"--published sets the papers' MVTec AD / VisA numbers beside a benchmark's runs "
                           f"(--dataset mvtec:ROOT or visa:ROOT); these runs are on {tidy['dataset'].iloc[0]}")
-    failed = failed_runs(runs_dir, tidy, whole_benchmark=per_category)
+    failed = failed_runs(runs_dir, tidy, whole_benchmark=per_category, unusable=collected.unusable)
     out_dir.mkdir(parents=True, exist_ok=True)
     # The identity key is a long JSON string, the same for a method's seeds; run.json holds it.
     atomic_write_text(out_dir / "runs.csv", tidy.drop(columns="identity").to_csv(index=False, float_format="%.6f"))
@@ -127,9 +127,10 @@ def build_report(
     return out_dir / "report.md"
 
 
-def failed_runs(runs_dir: str | Path, tidy: pd.DataFrame | None = None, whole_benchmark: bool = False) -> pd.DataFrame:
-    """Failed runs (an error.json, no run.json) below ``runs_dir``: method, seed, one-line error, folder
-    (relative to ``runs_dir``).
+def failed_runs(runs_dir: str | Path, tidy: pd.DataFrame | None = None, whole_benchmark: bool = False,
+                unusable: Sequence[tuple[Path, dict[str, Any]]] = ()) -> pd.DataFrame:
+    """Failed runs (an error.json, no run.json) below ``runs_dir``, and the ``unusable`` finished ones
+    (:class:`scrapbench.report.collect.Collected`): method, seed, one-line error, folder (relative to ``runs_dir``).
 
     With ``tidy``, only those of the same (dataset, preset) folder as the selected finished runs;
     ``whole_benchmark``: of any category of the selected runs' benchmark (a category whose every run
@@ -140,7 +141,7 @@ def failed_runs(runs_dir: str | Path, tidy: pd.DataFrame | None = None, whole_be
     prefix = f"{tidy['benchmark'].iloc[0]}-" if whole_benchmark and tidy is not None else None
     presets = set() if tidy is None else {Path(f).parents[1].name for f in tidy["folder"].unique()}
     rows = []
-    for folder, record in iter_failed_runs(runs_dir):
+    for folder, record in sorted([*iter_failed_runs(runs_dir), *unusable], key=lambda item: item[0]):
         if prefix is not None:
             if not (folder.parents[2].name.startswith(prefix) and folder.parents[1].name in presets):
                 continue

@@ -26,7 +26,7 @@ from scrapbench.run.provenance import (
     run_identity,
     seed_everything,
 )
-from scrapbench.storage.run_folder import RunFolderError, is_finished, path_component, read_json_record, run_dir
+from scrapbench.storage.run_folder import RunFolderError, is_finished, path_component, read_finished_run, run_dir
 
 _MAX_LISTED = 5
 
@@ -140,13 +140,13 @@ def reusable_result(plan: RunPlan, options: RunOptions) -> RunResult | None:
     """The finished run at ``plan.directory`` if it may be reused; ``None`` if it must be computed.
 
     Raises RunIdentityError when its identity differs, RunFolderError when its run.json or
-    metrics.json cannot be read (both: unless ``options.overwrite``, which recomputes it).
+    metrics.json cannot be read or holds what the runner never writes (``read_finished_run``; both: unless
+    ``options.overwrite``, which recomputes it).
     """
     if not is_finished(plan.directory):
         return None
     try:
-        record = read_json_record(plan.directory / "run.json")
-        metrics = read_json_record(plan.directory / "metrics.json")
+        record, metrics = read_finished_run(plan.directory)
     except RunFolderError as exc:
         if options.overwrite:
             return None

@@ -19,7 +19,7 @@ from typing import Any
 
 from scrapbench.run.provenance import without_seed
 from scrapbench.storage.atomic import atomic_write_json
-from scrapbench.storage.run_folder import RunFolderError, is_finished, read_json_record
+from scrapbench.storage.run_folder import RunFolderError, is_finished, read_finished_run, read_json_record
 
 
 def find_seed_twin(directory: Path, identity: dict[str, Any]) -> tuple[Path, dict[str, Any]] | None:
@@ -32,9 +32,9 @@ def find_seed_twin(directory: Path, identity: dict[str, Any]) -> tuple[Path, dic
         if folder == directory or not seed.isdigit() or folder.is_symlink() or not is_finished(folder):
             continue
         try:
-            record = read_json_record(folder / "run.json")
+            record, _ = read_finished_run(folder)
         except RunFolderError:
-            continue  # unreadable: that run's own resume reports it
+            continue  # unusable: never copied; that run's own resume reports it
         recorded = record.get("identity")
         if isinstance(recorded, dict) and without_seed(recorded) == wanted:
             candidates.append((int(seed), folder, record))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import re
 import secrets
@@ -36,6 +37,10 @@ class RunFolderError(ValueError):
 RUN_FOLDER_ENTRIES = frozenset({"run.json", "error.json", "metrics.json", "metrics_state.npz", "per_image.csv",
                                 "maps.npz", "model", "work"})
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+=@-]+")
+#: Records nesting deeper than this are refused as corrupt: the runner writes a few levels.
+MAX_RECORD_DEPTH = 100
+#: The headline values of ``metrics.json``: each a fraction in [0, 1], or null where undefined on the test set.
+METRIC_FIELDS = ("auroc", "aupro", "ap", "f1max", "image_auroc", "image_ap")
 
 
 def path_component(text: str, fallback: str = "dataset") -> str:
@@ -67,11 +72,108 @@ def read_json_record(path: Path) -> dict[str, Any]:
         record = json.loads(path.read_text())
     except FileNotFoundError as exc:
         raise RunFolderError(f"{path}: missing") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError as exc:
+        raise RunFolderError(f"{path}: corrupt (nested too deeply)") from exc
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: bad JSON, an integer of too many digits
         raise RunFolderError(f"{path}: corrupt ({exc})") from exc
     if not isinstance(record, dict):
         raise RunFolderError(f"{path}: corrupt (expected a JSON object)")
+    if _deeper_than(record, MAX_RECORD_DEPTH):
+        raise RunFolderError(f"{path}: corrupt (nested more than {MAX_RECORD_DEPTH} levels deep)")
     return record
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether objects and lists in ``value`` nest more than ``limit`` levels (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def read_finished_run(directory: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``run.json`` and ``metrics.json`` of a finished run, checked before it is resumed, copied or pooled.
+
+    :class:`RunFolderError` names the file and the field when a value is not what the runner writes:
+    the run's seed is its folder's (``seed<k>``), every headline metric (:data:`METRIC_FIELDS`) is null
+    or a finite number in [0, 1] (at least one is set), and no number in ``metrics.json`` is NaN or
+    infinite. The run's identity is checked where it is compared.
+    """
+    record = read_json_record(directory / "run.json")
+    metrics = read_json_record(directory / "metrics.json")
+    for path, problem in ((directory / "run.json", _record_problem(directory, record)),
+                          (directory / "metrics.json", _metrics_problem(metrics))):
+        if problem:
+            raise RunFolderError(f"{path}: {problem}")
+    return record, metrics
+
+
+def _record_problem(directory: Path, record: dict[str, Any]) -> str | None:
+    """What in ``run.json`` the runner would not have written (the first thing found), or None."""
+    seed = record.get("seed")
+    if not _is_int(seed) or directory.name != f"seed{seed}":
+        return f"seed is {_shown(seed)}, but the run's folder is {directory.name}"
+    if not isinstance(record.get("method"), str) or not record["method"]:
+        return f"method is {_shown(record.get('method'))}, not a method name"
+    for key, kind, what in (("preset", str, "a string"), ("dataset", dict, "an object"), ("config", dict, "an object"),
+                            ("timings", dict, "an object"), ("weights", dict, "an object"),
+                            ("versions", dict, "an object"), ("determinism", (dict, type(None)), "an object")):
+        if key in record and not isinstance(record[key], kind):
+            return f"{key} is {_shown(record[key])}, not {what}"
+    dataset, config, timings = record.get("dataset", {}), record.get("config", {}), record.get("timings", {})
+    checks = [("suites", record.get("suites", []), _is_string_list),
+              ("dataset.name", dataset.get("name", ""), lambda v: isinstance(v, str)),
+              ("dataset.class_names", dataset.get("class_names", []), _is_string_list),
+              ("config.k_shot", config.get("k_shot"), lambda v: v is None or (_is_int(v) and v >= 0)),
+              *((f"timings.{key}", value, lambda v: v is None or (_is_number(v) and v >= 0))
+                for key, value in timings.items())]
+    for name, value, valid in checks:
+        if not valid(value):
+            return f"{name} is {_shown(value)}, not what scrapbench writes there"
+    return None
+
+
+def _metrics_problem(metrics: dict[str, Any]) -> str | None:
+    """What in ``metrics.json`` cannot be pooled (the first thing found), or None."""
+    for name in METRIC_FIELDS:
+        value = metrics.get(name)
+        if value is not None and not (_is_number(value) and 0 <= value <= 1):
+            return f"{name} is {_shown(value)}, not a number in [0, 1]"
+    if all(metrics.get(name) is None for name in METRIC_FIELDS):
+        return f"holds no metric value ({', '.join(METRIC_FIELDS)})"
+    stack: list[tuple[str, Any]] = list(metrics.items())
+    while stack:
+        name, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{name} is {_shown(value)}"
+        children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        stack.extend((f"{name}.{key}", child) for key, child in children)
+    return None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    """A finite JSON number (true and false are not numbers)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_string_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def _shown(value: Any) -> str:
+    """``value`` as JSON, cut short (a message names it, it does not reproduce it)."""
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _visible(path: Path, out: Path) -> bool:
@@ -79,16 +181,13 @@ def _visible(path: Path, out: Path) -> bool:
     return not any(part.startswith(".") for part in path.relative_to(out).parts)
 
 
-def iter_run_records(out: str | Path) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """Yield (run folder, run.json content) for every finished run below ``out``."""
+def iter_finished_runs(out: str | Path) -> Iterator[Path]:
+    """Every finished run folder (one with a ``run.json``) below ``out``, in path order; read them with
+    :func:`read_finished_run`."""
     out = Path(out)
     for path in sorted(out.glob("**/run.json")):
         if _visible(path, out):
-            try:
-                yield path.parent, read_json_record(path)
-            except RunFolderError as exc:
-                raise RunFolderError(f"{exc}; delete {path.parent} (or run it again with "
-                                     f"`scrapbench run --overwrite`) to recompute it") from exc
+            yield path.parent
 
 
 def iter_failed_runs(out: str | Path) -> Iterator[tuple[Path, dict[str, Any]]]:

@@ -21,9 +21,8 @@ import numpy as np
 from . import curves, summary
 from .inputs import MetricsError
 from .state import Statistics, gather
+from .summary import IMAGE_METRICS, PIXEL_METRICS
 
-PIXEL_METRICS = ("auroc", "ap", "f1max", "aupro")
-IMAGE_METRICS = ("image_auroc", "image_ap")
 _CHUNK = 100  # replicates per matrix product: bounds memory to a few MB
 
 

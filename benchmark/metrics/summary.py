@@ -24,6 +24,11 @@ from .inputs import MetricsError
 from .regions import PRO_WEIGHT_BITS, SIZE_NAMES
 from .state import Statistics, gather
 
+#: The headline metrics of every run's metrics.json (pixel, then image level), in the order reports show them.
+PIXEL_METRICS = ("auroc", "aupro", "ap", "f1max")
+IMAGE_METRICS = ("image_auroc", "image_ap")
+HEADLINE_METRICS = PIXEL_METRICS + IMAGE_METRICS
+
 ANOMALYCLIP_STEPS = 200  # AnomalyCLIP's AUPRO recipe: linear thresholds between the smallest and largest score
 
 

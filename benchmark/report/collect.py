@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from scrapbench.datasets.protocols import shares_test_files
+from scrapbench.metrics.summary import IMAGE_METRICS, PIXEL_METRICS
 from scrapbench.report.cells import (
     MARK_COLUMNS,
     ablation_label,
@@ -33,9 +34,6 @@ from scrapbench.report.cells import (
 )
 from scrapbench.run.provenance import identity_differences, without_seed
 from scrapbench.storage.run_folder import RunFolderError, iter_finished_runs, read_finished_run
-
-PIXEL_METRICS = ("auroc", "aupro", "ap", "f1max")
-IMAGE_METRICS = ("image_auroc", "image_ap")
 
 
 class ReportError(ValueError):

@@ -25,9 +25,9 @@ from typing import Any
 
 import pandas as pd
 
+from scrapbench.metrics.summary import PIXEL_METRICS
 from scrapbench.report.cells import marked_labels, mean_std_cell, metric_label
 from scrapbench.report.collect import (
-    PIXEL_METRICS,
     ReportError,
     SummaryTable,
     collect,

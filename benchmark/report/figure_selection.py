@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from scrapbench.metrics.summary import PIXEL_METRICS
 from scrapbench.report.cells import marked_labels, metric_label
-from scrapbench.report.collect import PIXEL_METRICS, SummaryTable, method_order
+from scrapbench.report.collect import SummaryTable, method_order
 from scrapbench.report.drawing import curves_figure, metric_bars, qualitative_grid, robust_range
 
 # Colour limits come from at most this many maps per method (the paper preset has ~2,400 test maps).

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from scrapbench.metrics.summary import HEADLINE_METRICS
 from scrapbench.storage.atomic import swap_in
 
 
@@ -40,7 +41,6 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._+=@-]+")
 #: Records nesting deeper than this are refused as corrupt: the runner writes a few levels.
 MAX_RECORD_DEPTH = 100
 #: The headline values of ``metrics.json``: each a fraction in [0, 1], or null where undefined on the test set.
-METRIC_FIELDS = ("auroc", "aupro", "ap", "f1max", "image_auroc", "image_ap")
 
 
 def path_component(text: str, fallback: str = "dataset") -> str:
@@ -101,7 +101,7 @@ def read_finished_run(directory: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """``run.json`` and ``metrics.json`` of a finished run, checked before it is resumed, copied or pooled.
 
     :class:`RunFolderError` names the file and the field when a value is not what the runner writes:
-    the run's seed is its folder's (``seed<k>``), every headline metric (:data:`METRIC_FIELDS`) is null
+    the run's seed is its folder's (``seed<k>``), every headline metric (:data:`HEADLINE_METRICS`) is null
     or a finite number in [0, 1] (at least one is set), and no number in ``metrics.json`` is NaN or
     infinite. The run's identity is checked where it is compared.
     """
@@ -141,12 +141,12 @@ def _record_problem(directory: Path, record: dict[str, Any]) -> str | None:
 
 def _metrics_problem(metrics: dict[str, Any]) -> str | None:
     """What in ``metrics.json`` cannot be pooled (the first thing found), or None."""
-    for name in METRIC_FIELDS:
+    for name in HEADLINE_METRICS:
         value = metrics.get(name)
         if value is not None and not (_is_number(value) and 0 <= value <= 1):
             return f"{name} is {_shown(value)}, not a number in [0, 1]"
-    if all(metrics.get(name) is None for name in METRIC_FIELDS):
-        return f"holds no metric value ({', '.join(METRIC_FIELDS)})"
+    if all(metrics.get(name) is None for name in HEADLINE_METRICS):
+        return f"holds no metric value ({', '.join(HEADLINE_METRICS)})"
     stack: list[tuple[str, Any]] = list(metrics.items())
     while stack:
         name, value = stack.pop()

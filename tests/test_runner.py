@@ -226,6 +226,30 @@ def test_dataset_names_stay_inside_out(smoke_dataset, tmp_path):
     assert not (tmp_path.parent / "escaped").exists() and not (tmp_path / "elsewhere").exists()
 
 
+@pytest.mark.parametrize("level", [0, 1, 2, 3])  # seed<k>, <method>, <preset>, <dataset>
+def test_a_symlinked_folder_below_out_is_refused(level, smoke_dataset, tmp_path, monkeypatch):
+    import shutil
+
+    from scrapbench.storage.run_folder import RunFolderError
+
+    options = _options(tmp_path)
+    [first] = run_benchmark(smoke_dataset, ["toy"], [0], options)
+    linked = [first.directory, *first.directory.parents][level]
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(linked, elsewhere)
+    linked.symlink_to(elsewhere, target_is_directory=True)
+    before = sorted(p.relative_to(elsewhere) for p in elsewhere.rglob("*"))
+    for again in (options, _options(tmp_path, overwrite=True)):
+        with pytest.raises(RunFolderError, match=f"{linked}: a symbolic link") as refused:
+            run_benchmark(smoke_dataset, ["toy"], [0], again)
+        assert "\n" not in str(refused.value)
+    assert sorted(p.relative_to(elsewhere) for p in elsewhere.rglob("*")) == before
+    monkeypatch.setenv("SCRAPBENCH_CACHE", str(smoke_dataset.root.parents[1]))
+    result = _cli("run", "--methods", "toy", "--seeds", "1", "--preset", "smoke", "--out", tmp_path / "runs",
+                  "--no-progress")
+    _assert_clean_error(result, "a symbolic link")
+
+
 def test_any_test_image_name_keeps_its_map(smoke_dataset, tmp_path):
     """Names that numpy's savez takes as its own arguments (file, allow_pickle), or that np.load confuses (a and
     a.npy), or that pandas reads as numbers (007) each keep their own map, and the report draws them."""

@@ -146,11 +146,13 @@ def write_folder_dataset(
     command: str = "write",
     keep_existing: bool = False,
     finish: Callable[[Path], None] | None = None,
+    force: bool = False,
 ) -> Path:
     """Write samples in the on-disk format, atomically: a half-written folder never appears at ``out``.
 
     ``out`` follows the output rule of :mod:`scrapbench.storage.outdir`: an existing non-empty folder is
-    replaced only if scrapbench wrote it, and never when it overlaps ``inputs``. ``keep_existing``:
+    replaced only if scrapbench ``command`` wrote it (``force``: any scrapbench command), and never when it
+    overlaps ``inputs``. ``keep_existing``:
     if ``out`` appears while we write (another process filling a cache), keep it. ``finish(folder)``
     may add files to the folder before it is published.
     """
@@ -159,7 +161,7 @@ def write_folder_dataset(
     out = Path(out)
     class_names = check_class_names(list(class_names), f"writing {out}")
     seen: set[tuple[str, str]] = set()
-    with staged_output(out, command, inputs=inputs, keep_existing=keep_existing) as tmp:
+    with staged_output(out, command, inputs=inputs, keep_existing=keep_existing, force=force) as tmp:
         doc = {"classes": list(class_names), **(meta or {})}
         (tmp / "dataset.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
         for split, samples in splits.items():

@@ -7,6 +7,7 @@ References: segment-anything's ``sam_model_registry`` / ``_build_sam`` and torch
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,31 @@ def test_sam_checkpoint_problems_are_named(sam_h_layout, monkeypatch, tmp_path):
     check = inspect_sam("vit_h", official_name, "yolov8_sam.sam_checkpoint")
     assert check.status == "invalid" and "keys and shapes match" in check.architecture
     assert inspect_sam("narrow_h", path, "s").status == "ok"
+
+
+class _Calls:
+    """Unpickling this calls ``function(*args)``."""
+
+    def __init__(self, function, *args) -> None:
+        self.function, self.args = function, args
+
+    def __reduce__(self):
+        return self.function, self.args
+
+
+@pytest.mark.parametrize(("payload", "legacy", "blocked"), [
+    (_Calls(os.system, "true"), False, f"{os.name}.system"),  # a module torch blocks outright
+    (_Calls(exec, "1"), True, "exec"),  # not on its allow-list
+    ({"image_encoder.x": _Calls(Path, "/")}, False, "pathlib.Path"),  # inside a state dict
+])
+def test_a_crafted_sam_checkpoint_is_refused_naming_the_global_not_torchs_advice(payload, legacy, blocked, tmp_path):
+    path = tmp_path / "sam.pth"
+    torch.save(payload, path, _use_new_zipfile_serialization=not legacy)
+    with pytest.raises(WeightsError) as info:
+        build_sam("vit_b", path)
+    message = str(info.value)
+    assert f"sam.pth could not be read safely: UnpicklingError: Unsupported global {blocked}" in message, message
+    assert "weights_only" not in message and "safe_globals" not in message and "\n" not in message
 
 
 def _narrow_b_file(folder: Path) -> Path:

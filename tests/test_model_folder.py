@@ -181,6 +181,50 @@ def _edit_meta(**changes):
     return edit
 
 
+def _raw_meta_value(text: str):
+    """method.json with one more field, written as raw JSON text (numbers and nesting json.dumps would refuse)."""
+    def edit(folder: Path) -> None:
+        meta = (folder / METHOD_FILE).read_text().rstrip()
+        (folder / METHOD_FILE).write_text(meta[:-1].rstrip() + ", " + text + "}")
+    return edit
+
+
+def _raw_state(text: str):
+    def edit(folder: Path) -> None:
+        _rewrite(folder, STATE_FILE, ('{"format": "scrapbench-model", "format_version": 2, "state": ' + text +
+                                      "}").encode())
+    return edit
+
+
+def _state(change):
+    def edit(folder: Path) -> None:
+        doc = json.loads((folder / STATE_FILE).read_text())
+        change(doc["state"])
+        _rewrite(folder, STATE_FILE, json.dumps(doc).encode())
+    return edit
+
+
+def _tensors(change):
+    def edit(folder: Path) -> None:
+        from safetensors.torch import load_file, save_file
+
+        tensors = {key: change(value) for key, value in load_file(folder / TENSORS_FILE).items()}
+        save_file(tensors, folder / "edited")
+        _rewrite(folder, TENSORS_FILE, (folder / "edited").read_bytes())
+        (folder / "edited").unlink()
+    return edit
+
+
+def _string_for_a_tensor(folder: Path) -> None:
+    """A string in the tree where the array was, and the array gone from state.safetensors."""
+    from safetensors.torch import save_file
+
+    _state(lambda s: s.update(mean="abc"))(folder)
+    save_file({}, folder / "edited")
+    _rewrite(folder, TENSORS_FILE, (folder / "edited").read_bytes())
+    (folder / "edited").unlink()
+
+
 @pytest.mark.parametrize(("corrupt", "message"), [
     (lambda f: (f / TENSORS_FILE).write_bytes((f / TENSORS_FILE).read_bytes()[:-7]),
      r"state\.safetensors: size or SHA-256 differs from method\.json"),
@@ -191,6 +235,23 @@ def _edit_meta(**changes):
     (_edit_meta(format_version=3), r"format 3; this scrapbench reads format 2: upgrade scrapbench"),
     (_edit_meta(config={"max_images": 4, "colour": 1}), r"config does not fit 'toy'.*unknown config fields"),
     (_edit_meta(class_names=[]), "class_names must be a non-empty list of strings"),
+    # malformed values: each one line naming the file and the field
+    (_edit_meta(class_names=["motor", "motor"]), r"method\.json: class_names: duplicate class names \['motor'\]"),
+    (_edit_meta(class_names=["motor", " "]), r"method\.json: class_names: class names must be non-empty text"),
+    (_edit_meta(config={"max_images": float("nan")}), r"config does not fit 'toy': config field 'max_images' is nan"),
+    (_edit_meta(config={"noise": float("inf")}), r"config field 'noise' is inf"),
+    (_edit_meta(config={"max_images": 10**300}), r"config field 'max_images' is an integer of 997 bits"),
+    (_raw_meta_value('"max_images": ' + "9" * 100_000), r"method\.json: not valid JSON \(Exceeds the limit"),
+    (_raw_meta_value('"deep": ' + "[" * 100_000 + "]" * 100_000), r"method\.json: nested too deeply to read"),
+    (_state(lambda s: s.update(rng_seed=float("nan"))), r"state\.json: state\['rng_seed'\] is nan"),
+    (_state(lambda s: s.update(rng_seed=10**1000)), r"state\.json: state\['rng_seed'\] is an integer of"),
+    (_state(lambda s: s.update(deep=json.loads("[" * 900 + "]" * 900))), r"state\.json: .* deeper than 64 levels"),
+    (_raw_state("[" * 100_000 + "]" * 100_000), r"state\.json: nested too deeply to read"),
+    (_state(lambda s: s.update(mean="abc")), r"state\.json: 1 tensors are not referenced"),
+    (_string_for_a_tensor, r"the saved state does not fit 'toy' \(TypeError: state\['mean'\] is a numpy array"),
+    (_tensors(lambda t: t.to(torch.float8_e4m3fn)), r"state\.safetensors: tensor 'mean' has dtype .*float8_e4m3fn"),
+    (_tensors(lambda t: t.to(torch.bfloat16)), r"state\.json: state\['mean'\]: the array 'mean' has dtype .*bfloat16"),
+    (_tensors(lambda t: t.to(torch.complex64)), r"tensor 'mean' has dtype torch\.complex64, which scrapbench never"),
 ])
 def test_a_corrupt_folder_is_one_clear_error(corrupt, message, smoke_dataset, tmp_path, toy_registered):
     folder = _fitted_toy(smoke_dataset, tmp_path).save(tmp_path / "model")
@@ -199,6 +260,39 @@ def test_a_corrupt_folder_is_one_clear_error(corrupt, message, smoke_dataset, tm
         AnomalyMethod.load(folder)
     assert "\n" not in str(info.value)
     assert not (tmp_path / "marker").exists()
+
+
+@pytest.fixture(scope="module")
+def ours_folder(tmp_path_factory, smoke_dataset) -> Path:
+    """A fitted torch method's folder (its load_state_dict casts what it is given into its own parameters)."""
+    tmp = tmp_path_factory.mktemp("ours")
+    method = registry.create_method("ours", smoke_dataset.class_names, preset="smoke")
+    method.fit(smoke_dataset.train, FitContext(seed=0, device="cpu", workdir=tmp / "work",
+                                               class_names=smoke_dataset.class_names, show_progress=False))
+    return method.save(tmp / "model")
+
+
+@pytest.mark.parametrize(("dtype", "shrink"), [(torch.int64, False), (torch.uint8, False), (torch.float16, False),
+                                               (None, True)])
+def test_tensors_are_checked_against_the_method_on_load(dtype, shrink, ours_folder, tmp_path):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(ours_folder, folder)
+    first = {}
+
+    def change(tensor: torch.Tensor) -> torch.Tensor:
+        if first or not tensor.is_floating_point() or tensor.dim() == 0:
+            return tensor
+        first["done"] = True
+        return tensor[:1].clone() if shrink else tensor.to(dtype)
+
+    _tensors(change)(folder)
+    with pytest.raises(ModelFolderError, match=r"the saved state does not fit 'ours'") as info:
+        AnomalyMethod.load(folder)
+    assert "\n" not in str(info.value)
+    if not shrink:
+        assert f"is {dtype} " in str(info.value) and "torch.float32" in str(info.value)
 
 
 def test_load_on_a_subclass_checks_the_kind(smoke_dataset, tmp_path, toy_registered):

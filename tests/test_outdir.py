@@ -238,3 +238,39 @@ def test_a_report_that_fails_half_way_can_be_written_again(tmp_path):
     assert (out / MARKER).is_file()
     second, text = _cli("report", runs, "--out", out)
     assert second.exit_code == 2 and "not written by scrapbench" not in text
+
+
+def test_a_command_replaces_only_what_it_wrote_unless_forced(tmp_path):
+    dataset = tmp_path / "dataset"
+    assert _cli("synth", "--out", dataset, "--preset", "smoke")[0].exit_code == 0
+    before = sorted(p.relative_to(dataset) for p in dataset.rglob("*"))
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for args in (("report", runs, "--out", dataset), ("prepare", tmp_path / "raw", "--out", dataset)):
+        result, text = _cli(*args)
+        assert result.exit_code == 2 and f"{dataset}: written by `scrapbench synth`, not by `scrapbench " in text, text
+        assert "--force" in text and "Traceback" not in result.output
+    assert sorted(p.relative_to(dataset) for p in dataset.rglob("*")) == before
+    result, text = _cli("report", runs, "--out", dataset, "--force")
+    assert "written by" not in text and json.loads((dataset / MARKER).read_text())["written_by"] == "scrapbench report"
+    result, text = _cli("synth", "--out", dataset, "--preset", "smoke")
+    assert result.exit_code == 2 and "written by `scrapbench report`" in text
+    mine = _user_folder(tmp_path / "mine")  # a folder without the marker: never, not even with --force
+    result, text = _cli("synth", "--out", mine, "--preset", "smoke", "--force")
+    assert result.exit_code == 2 and "not written by scrapbench" in text and (mine / "thesis.tex").is_file()
+
+
+def test_evaluate_out_written_by_another_command_needs_force(tmp_path):
+    maps, masks = tmp_path / "maps", tmp_path / "masks"
+    maps.mkdir()
+    masks.mkdir()
+    np.save(maps / "0.npy", np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8))
+    mask = np.zeros((8, 8), np.uint8)
+    mask[4:, 4:] = 1
+    Image.fromarray(mask).save(masks / "0.png")
+    out = tmp_path / "metrics.json"
+    out.write_text(json.dumps({"written_by": "scrapbench predict"}))
+    result, text = _cli("evaluate", maps, masks, "--out", out)
+    assert result.exit_code == 2 and "written by `scrapbench predict`" in text and "--force" in text
+    assert _cli("evaluate", maps, masks, "--out", out, "--force")[0].exit_code == 0
+    assert json.loads(out.read_text())["written_by"] == "scrapbench evaluate"

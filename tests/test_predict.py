@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
+import os
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -180,3 +184,85 @@ def test_predict_reads_16_bit_images_with_their_contrast(tmp_path):
     predict_folder(model_dir, images, tmp_path / "out", threshold=1e9, patch_size=32, show_progress=False)
     amap = np.load(tmp_path / "out" / "maps" / "grey16.npy").astype(np.float32)
     np.testing.assert_array_equal(amap, (ramp >> 8).astype(np.float32))  # RedChannel: the red value
+
+
+def _cli(*args):
+    from typer.testing import CliRunner
+
+    from scrapbench.cli.main import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result, " ".join(result.output.split())
+
+
+def _no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def _denied(*args, **kwargs):
+    raise PermissionError(errno.EACCES, "Permission denied")
+
+
+@pytest.mark.parametrize("case", ["not a folder", "read-only", "disk full", "name too long"])
+def test_predict_and_evaluate_out_that_cannot_be_written_is_one_line(case, tmp_path, monkeypatch):
+    """The error names --out, nothing is left half-written, and an earlier result there stays whole."""
+    model_dir = _run_folder(tmp_path)
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(_two_objects()).save(images / "two.png")
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    Image.fromarray((_two_objects()[..., 0] > 0).astype(np.uint8)).save(masks / "two.png")
+    predict = ["predict", model_dir, images, "--patch-size", "32", "--no-progress", "--out"]
+    parent = tmp_path / "results"
+    if case == "not a folder":
+        parent.write_text("")
+    out, metrics = parent / "out", parent / "metrics.json"
+    if case == "name too long":
+        assert _cli(*predict, parent / ("o" * 250))[0].exit_code == 0  # long, but within the limit
+        out, metrics = parent / ("o" * 300), parent / ("m" * 300 + ".json")
+    if case in ("read-only", "disk full"):
+        assert _cli(*predict, out)[0].exit_code == 0  # an earlier result, which must stay whole
+        before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+        if case == "read-only":
+            parent.chmod(0o555)
+            if os.access(parent, os.W_OK):  # root writes anyway: give the refusal the kernel would give
+                monkeypatch.setattr(tempfile, "mkstemp", _denied)
+                monkeypatch.setattr(tempfile, "mkdtemp", _denied)
+        else:
+            monkeypatch.setattr(Path, "write_bytes", _no_space)
+    try:
+        for args in ([*predict, out], ["evaluate", tmp_path / "maps_in", masks, "--out", metrics]):
+            if args[0] == "evaluate":
+                (tmp_path / "maps_in").mkdir(exist_ok=True)
+                np.save(tmp_path / "maps_in" / "two.npy", _two_objects()[..., 0].astype(np.float32))
+            result, text = _cli(*args)
+            assert result.exit_code == 2 and isinstance(result.exception, SystemExit), text
+            assert "Traceback" not in result.output and text.startswith(("error:", "┏")), text
+            assert str(args[-1]) in text or ("o" * 300)[:40] in text, text
+    finally:
+        if parent.is_dir():
+            parent.chmod(0o755)
+    if case in ("read-only", "disk full"):
+        assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+        assert sorted(p.name for p in parent.iterdir()) == ["out"]  # no staging or temporary file left
+
+
+def test_predict_does_not_replace_a_dataset_that_prepare_wrote_unless_forced(tmp_path):
+    from scrapbench.core.presets import SYNTHETIC_PRESETS
+    from scrapbench.datasets.synthetic.generator import write_synthetic
+
+    model_dir = _run_folder(tmp_path)
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(_two_objects()).save(images / "two.png")
+    dataset = write_synthetic(tmp_path / "dataset", SYNTHETIC_PRESETS["smoke"], show_progress=False)
+    (dataset / ".scrapbench-output").write_text(json.dumps({"written_by": "scrapbench prepare"}))
+    predict = ["predict", model_dir, images, "--patch-size", "32", "--no-progress", "--out", dataset]
+    result, text = _cli(*predict)
+    assert result.exit_code == 2 and "written by `scrapbench prepare`, not by `scrapbench predict`" in text, text
+    assert (dataset / "dataset.yaml").is_file()
+    result, text = _cli(*predict, "--force")
+    assert result.exit_code == 0, text
+    assert not (dataset / "dataset.yaml").exists() and (dataset / "regions.json").is_file()
+    assert _cli(*predict)[0].exit_code == 0  # its own output now

@@ -274,6 +274,60 @@ def test_dataset_names_stay_inside_out(smoke_dataset, tmp_path):
     assert not (tmp_path.parent / "escaped").exists() and not (tmp_path / "elsewhere").exists()
 
 
+@pytest.mark.parametrize("level", [0, 1, 2, 3])  # seed<k>, <method>, <preset>, <dataset>
+def test_a_symlinked_folder_below_out_is_refused(level, smoke_dataset, tmp_path, monkeypatch):
+    import shutil
+
+    from scrapbench.storage.run_folder import RunFolderError
+
+    options = _options(tmp_path)
+    [first] = run_benchmark(smoke_dataset, ["toy"], [0], options)
+    linked = [first.directory, *first.directory.parents][level]
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(linked, elsewhere)
+    linked.symlink_to(elsewhere, target_is_directory=True)
+    before = sorted(p.relative_to(elsewhere) for p in elsewhere.rglob("*"))
+    for again in (options, _options(tmp_path, overwrite=True)):
+        with pytest.raises(RunFolderError, match=f"{linked}: a symbolic link") as refused:
+            run_benchmark(smoke_dataset, ["toy"], [0], again)
+        assert "\n" not in str(refused.value)
+    assert sorted(p.relative_to(elsewhere) for p in elsewhere.rglob("*")) == before
+    monkeypatch.setenv("SCRAPBENCH_CACHE", str(smoke_dataset.root.parents[1]))
+    result = _cli("run", "--methods", "toy", "--seeds", "1", "--preset", "smoke", "--out", tmp_path / "runs",
+                  "--no-progress")
+    _assert_clean_error(result, "a symbolic link")
+
+
+def test_any_test_image_name_keeps_its_map(smoke_dataset, tmp_path):
+    """Names that numpy's savez takes as its own arguments (file, allow_pickle), or that np.load confuses (a and
+    a.npy), or that pandas reads as numbers (007) each keep their own map, and the report draws them."""
+    import dataclasses
+
+    import numpy as np
+
+    from scrapbench.datasets.folder import read_folder_dataset, write_folder_dataset
+    from scrapbench.report.figure_selection import _qualitative
+    from scrapbench.storage.npz import read_npz
+
+    names = iter(["file", "allow_pickle", "a.npy", "007", "a", "x y", "nan"])  # the anomalous images first
+    order = smoke_dataset.test.anomalous_indices() + smoke_dataset.test.normal_indices()
+    renamed = {i: next(names, None) for i in order}
+    test = [dataclasses.replace(s, id=renamed[i] or s.id) for i, s in enumerate(smoke_dataset.test)]
+    write_folder_dataset(tmp_path / "data", smoke_dataset.class_names, {"train": list(smoke_dataset.train),
+                                                                       "test": test})
+    dataset = read_folder_dataset(tmp_path / "data")
+    [result] = run_benchmark(dataset, ["toy"], [0], _options(tmp_path, dataset_spec=str(tmp_path / "data")))
+    assert result.status == "done", result.error
+    method = ColourDistance.load(result.directory / "model")
+    with read_npz(result.directory / "maps.npz") as maps:
+        assert sorted(maps.files) == sorted(dataset.test.ids)
+        for sample in dataset.test:
+            [expected] = method.predict([sample.image])
+            np.testing.assert_array_equal(maps[sample.id], expected.astype(np.float16))
+    record = {"folder": result.directory, "run": json.loads((result.directory / "run.json").read_text())}
+    assert _qualitative(["toy"], {}, {("toy", 0): record}, tmp_path / "qualitative.png", n_rows=4)
+
+
 # -- the command line: one clear line per bad input, no traceback ------------------------------------
 
 

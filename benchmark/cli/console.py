@@ -11,6 +11,8 @@ from rich.text import Text
 # soft_wrap: a long path stays one line that can be copied.
 console = Console(markup=False, emoji=False, soft_wrap=True)
 
+FORCE_HELP = ("Replace an --out that another scrapbench command wrote (a folder or file without scrapbench's "
+              "marker is never replaced).")
 PRECISION_HELP = ("Network precision: auto (bf16 on CUDA GPUs that compute it natively, fp16 on older ones, fp32 on "
                   "CPU) | fp32 | bf16 | fp16. Part of a run's identity.")
 
@@ -42,4 +44,6 @@ def error_text(exc: BaseException) -> str:
         return str(exc.args[0])
     if isinstance(exc, OSError) and exc.filename is not None:
         return f"{exc.filename}: {exc.strerror or exc}"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
     return str(exc)

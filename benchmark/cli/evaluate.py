@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from scrapbench.cli.console import console, fail
+from scrapbench.cli.console import FORCE_HELP, console, error_text, fail
 
 
 def evaluate(
@@ -15,6 +15,7 @@ def evaluate(
     masks: Path = typer.Argument(..., help="Folder of ground-truth masks (PNG, same stems; 0 = normal)."),
     compat: str = typer.Option("mvtec", help="AUPRO recipe: mvtec (default) or anomalyclip."),
     out: Path = typer.Option(None, help="Write the metrics as JSON here (a new file, or one this command wrote)."),
+    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
 ) -> None:
     """Evaluate anomaly maps written by any tool against masks."""
     import json
@@ -25,7 +26,7 @@ def evaluate(
 
     try:
         if out is not None:
-            guard_output_file(out, [maps, masks], "evaluate")
+            guard_output_file(out, [maps, masks], "evaluate", force=force)
         result = evaluate_folders(maps, masks, compat=compat)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
@@ -34,6 +35,9 @@ def evaluate(
         table.add_row(key, f"{100 * result[key]:.2f}")
     console.print(table)
     if out is not None:
-        atomic_write_json(out, {"written_by": "scrapbench evaluate", **result})
+        try:
+            atomic_write_json(out, {"written_by": "scrapbench evaluate", **result})
+        except OSError as exc:  # the metrics are printed above: nothing is lost
+            fail(f"--out {out}: could not be written: {error_text(exc)}")
     else:
         console.print_json(json.dumps({k: v for k, v in result.items() if isinstance(v, (int, float))}))

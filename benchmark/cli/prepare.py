@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from scrapbench.cli.console import console, fail
+from scrapbench.cli.console import FORCE_HELP, console, fail
 
 
 def prepare(
@@ -34,6 +34,7 @@ def prepare(
     preview: Path = typer.Option(None, help="Write one PNG per image with its crop and kept patches here."),
     preview_only: bool = typer.Option(False, help="Only write the previews (check a crop before tiling)."),
     device: str = typer.Option("cpu", help="Device for SAM/CLIP."),
+    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
 ) -> None:
     """Turn raw annotated images (e.g. 4K crane-camera frames) into a scrapbench dataset folder."""
     from scrapbench.core.method import WeightsError
@@ -51,7 +52,8 @@ def prepare(
                                keep_split=keep_split, min_roi_fraction=min_roi_fraction)
         inputs = [source, annotations, roi_file]
         if not preview_only:
-            guard_output(out, inputs)  # before the (possibly slow) reading of the sources
+            # before the (possibly slow) reading of the sources
+            guard_output(out, inputs, command="prepare", force=force)
         sources, class_names = read_sources(format_, source, annotations, names, missing_mask_normal)
         roi = None
         if roi_file is not None:
@@ -69,7 +71,8 @@ def prepare(
             paths = preview_rois(sources, roi, preview, config, inputs=inputs)
             console.print(f"{len(paths)} previews written to {preview}")
             return
-        path = prepare_dataset(sources, class_names, out, roi=roi, config=config, preview_dir=preview, inputs=inputs)
+        path = prepare_dataset(sources, class_names, out, roi=roi, config=config, preview_dir=preview, inputs=inputs,
+                               force=force)
         data = read_folder_dataset(path)
     except (DatasetError, WeightsError, ValueError) as exc:
         fail(str(exc))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from scrapbench.cli.console import console, error_text, fail
+from scrapbench.cli.console import FORCE_HELP, console, error_text, fail
 
 
 def report(
@@ -22,6 +22,7 @@ def report(
     figures: bool = typer.Option(True, "--figures/--no-figures", help="Draw the PNG figures."),
     published: bool = typer.Option(False, "--published", help="MVTec AD / VisA runs: the papers' numbers beside the "
                                                               "measured means over categories, with the difference."),
+    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
 ) -> None:
     """Tables (Table 2 / Table 3 layout, or per category for MVTec AD / VisA), intervals and figures from runs."""
     import csv
@@ -32,7 +33,8 @@ def report(
 
     out = out or runs / "report"
     try:
-        guard_output(out, [runs], allow_inside=True)  # RUNS/report is the default; RUNS itself is refused
+        # RUNS/report is the default; RUNS itself is refused
+        guard_output(out, [runs], allow_inside=True, command="report", force=force)
         out.mkdir(parents=True, exist_ok=True)
         write_marker(out, "report")  # first: a report that fails half-way can still be rewritten
         path = build_report(runs, out, dataset=dataset, preset=preset, n_boot=n_boot, ci=ci,

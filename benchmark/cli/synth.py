@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from scrapbench.cli.console import console, fail
+from scrapbench.cli.console import FORCE_HELP, console, fail
 
 
 def synth(
@@ -14,6 +14,7 @@ def synth(
                                        "scrapbench wrote it)."),
     preset: str = typer.Option("cpu", help="Size: smoke | cpu | paper."),
     seed: int = typer.Option(0, help="Generator seed."),
+    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
 ) -> None:
     """Write the synthetic steel-scrap dataset to a folder, to look at or to edit."""
     from scrapbench.core.presets import SYNTHETIC_PRESETS
@@ -22,7 +23,7 @@ def synth(
     if preset not in SYNTHETIC_PRESETS:
         fail(f"unknown preset {preset!r}; choose from {sorted(SYNTHETIC_PRESETS)}")
     try:
-        path = write_synthetic(out, SYNTHETIC_PRESETS[preset], seed=seed)
+        path = write_synthetic(out, SYNTHETIC_PRESETS[preset], seed=seed, force=force)
     except ValueError as exc:  # OutputError: an --out scrapbench did not write
         fail(str(exc))
     console.print(f"wrote {path}")

@@ -7,7 +7,6 @@ This is the module the others build on (``summary``, ``bootstrap`` and ``pixel``
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from dataclasses import dataclass
@@ -76,6 +75,7 @@ def gather(m: Statistics, group: str, key: str) -> np.ndarray:
 def save(m: Statistics, path: str | Path) -> None:
     """Write every statistic of ``m`` to ``path`` (.npz, compressed, atomic)."""
     from scrapbench.storage.atomic import atomic_write_bytes
+    from scrapbench.storage.npz import npz_bytes
 
     meta = {"format": FORMAT, "fpr_limit": m.fpr_limit, "class_names": m.class_names, "compat": m.compat,
             "bins": m.bins, "bootstrap_bins": m.bootstrap_bins, "size_cutoffs": m.size_cutoffs,
@@ -87,9 +87,7 @@ def save(m: Statistics, path: str | Path) -> None:
     for prefix, group, fields in _GROUPS:
         for key in fields:
             arrays[f"{prefix}_{key}"] = gather(m, group, key)
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, npz_bytes(arrays))
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ Drawing them is :mod:`scrapbench.report.drawing`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from scrapbench.metrics.summary import PIXEL_METRICS
 from scrapbench.report.cells import marked_labels, metric_label
 from scrapbench.report.collect import SummaryTable, method_order
 from scrapbench.report.drawing import curves_figure, metric_bars, qualitative_grid, robust_range
+from scrapbench.storage.npz import read_npz
 
 # Colour limits come from at most this many maps per method (the paper preset has ~2,400 test maps).
 _MAX_MAPS_FOR_LIMITS = 64
@@ -139,11 +141,12 @@ def _qualitative(methods: Sequence[str], labels: Mapping[str, str], records: dic
             chosen[method] = found
     if not chosen or n_rows <= 0:
         return False
-    archives = {m: np.load(rec["folder"] / "maps.npz") for m, (_, rec) in chosen.items()}
-    try:
+    with ExitStack() as stack:
+        archives = {m: stack.enter_context(read_npz(rec["folder"] / "maps.npz")) for m, (_, rec) in chosen.items()}
         available = set.intersection(*(set(a.files) for a in archives.values()))
         first_rec = next(iter(chosen.values()))[1]
-        ids = choose_examples(pd.read_csv(first_rec["folder"] / "per_image.csv"), available, n_rows)
+        ids = choose_examples(pd.read_csv(first_rec["folder"] / "per_image.csv", dtype={"id": str},
+                                       keep_default_na=False), available, n_rows)
         if not ids:
             return False
         run = first_rec["run"]
@@ -162,9 +165,6 @@ def _qualitative(methods: Sequence[str], labels: Mapping[str, str], records: dic
             maps[name] = {i: archive[i].astype(np.float32) for i in ids}
             sample_keys = sorted(archive.files)[:_MAX_MAPS_FOR_LIMITS]
             limits[name] = robust_range([archive[k] for k in sample_keys])
-    finally:
-        for archive in archives.values():
-            archive.close()
     title = f"Qualitative comparison: {len(ids)} anomalous test images, smallest to largest anomaly"
     qualitative_grid(rows, maps, limits, dataset.class_names, path, title=title)
     return True

@@ -36,6 +36,7 @@ from scrapbench.run.provenance import (
     seed_everything,
 )
 from scrapbench.storage.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from scrapbench.storage.npz import npz_bytes
 
 MAX_MAPS_SAVED_BY_DEFAULT = 500
 
@@ -222,9 +223,7 @@ def finish_run(directory: Path, dataset: Dataset, plan: RunPlan, options: RunOpt
     metrics.save(directory / "metrics_state.npz")
     atomic_write_text(directory / "per_image.csv", _csv(rows))
     if keep_maps(options, len(dataset.test)):
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, **kept_maps)
-        atomic_write_bytes(directory / "maps.npz", buffer.getvalue())
+        atomic_write_bytes(directory / "maps.npz", npz_bytes(kept_maps))  # keyed by test image id
     predict_s = sum(part.predict_s for part in parts)
     ops = sorted(set(fitted.nondeterministic_ops).union(*(part.nondeterministic_ops for part in parts)))
     spec = get_spec(plan.method)

@@ -217,15 +217,17 @@ def predict_folder(
     save_maps: bool = True,
     show_progress: bool = True,
     precision: str = "auto",
+    force: bool = False,
 ) -> dict[str, Any]:
     """Predict every image under ``images_dir`` with the method saved in ``model_dir``; returns the summary.
 
     Writes ``out_dir/overlays/<stem>.png``, ``out_dir/maps/<stem>.npy`` (float16 unless values exceed
     its range), ``regions.json`` (summary + regions per image) and ``regions.csv`` (one row per region).
     ``out_dir`` follows :mod:`scrapbench.storage.outdir`: never the model's or the images' folder, replaced
-    only if scrapbench wrote it, and only once every image is done. Every image is decoded once
-    before the first prediction, so a bad file fails before any work is done. ``precision``: the
-    networks' precision (``scrapbench.core.precision``; ``auto`` is fp32 on CPU), recorded in the summary.
+    only if ``predict`` wrote it (``force``: any scrapbench command), and only once every image is done.
+    Every image is decoded once before the first prediction, so a bad file fails before any work is done.
+    ``precision``: the networks' precision (``scrapbench.core.precision``; ``auto`` is fp32 on CPU), recorded
+    in the summary.
     """
     from scrapbench.core.precision import resolve_precision
     from scrapbench.storage.outdir import guard_output, staged_output
@@ -233,7 +235,7 @@ def predict_folder(
     model_dir, out_dir, images_dir = Path(model_dir), Path(out_dir), Path(images_dir)
     inputs = [model_dir, images_dir]
     resolved = resolve_precision(precision, device)
-    guard_output(out_dir, inputs)
+    guard_output(out_dir, inputs, command="predict", force=force)
     method = AnomalyMethod.load(model_dir, device=device)
     method.precision = resolved
     threshold_source = "given"
@@ -253,7 +255,7 @@ def predict_folder(
                 show_progress=None if show_progress else False)
 
     per_image, all_regions = [], []
-    with staged_output(out_dir, "predict", inputs=inputs) as staging:
+    with staged_output(out_dir, "predict", inputs=inputs, force=force) as staging:
         for path in tqdm(paths, desc="predict", unit="image", disable=not show_progress):
             image = read_image(path)
             amap, class_maps = predict_tiled(method, image, patch_size, overlap, batch_size)

@@ -30,7 +30,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:40]}.", dir=path.parent)  # room for a name near the limit
     except OSError as exc:
         raise _naming(exc, path) from exc
     os.close(fd)

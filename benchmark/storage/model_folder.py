@@ -24,7 +24,14 @@ from typing import Any
 from scrapbench import __version__
 from scrapbench.core.method import AnomalyMethod, ModelFolderError, config_from_dict, config_to_dict
 from scrapbench.storage.atomic import atomic_write_json
-from scrapbench.storage.state_io import StateFormatError, join_state, read_tensors, split_state, write_tensors
+from scrapbench.storage.state_io import (
+    StateFormatError,
+    check_number,
+    join_state,
+    read_tensors,
+    split_state,
+    write_tensors,
+)
 
 FORMAT = "scrapbench-model"
 FORMAT_VERSION = 2  # 1: method.json + state.pt (a pickle), written before model folders became pickle-free
@@ -71,24 +78,60 @@ def load_method(directory: str | Path, device: str = "cpu", expected: type | Non
     meta = _read_json(meta_path)
     _check_format(meta_path, meta)
     method_cls = _method_class(meta_path, meta, expected)
+    values = _field(meta_path, meta, "config", dict)
     try:
-        config = config_from_dict(method_cls.Config, _field(meta_path, meta, "config", dict))
+        for key, value in values.items():
+            for item in value if isinstance(value, list) else [value]:
+                check_number(item, f"config field {key!r}")
+        config = config_from_dict(method_cls.Config, values)
     except (TypeError, ValueError) as exc:
         raise ModelFolderError(f"{meta_path}: config does not fit {meta['method']!r}: {exc}") from exc
+    class_names = _class_names(meta_path, meta)
+    state, tensors = _read_state(directory, meta_path, _field(meta_path, meta, "files", dict))
+    name = meta["method"]
+    try:
+        method = instantiate(name, method_cls, config, class_names)
+        method.to_device(device)
+        method.load_state_dict(state)
+        _check_tensors(method, tensors)
+    except _LOAD_ERRORS as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFolderError(f"{directory}: the saved state does not fit {name!r} "
+                               f"({type(exc).__name__}: {detail}); {_RERUN}") from exc
+    return method
+
+
+# What building a method from a folder's values, or loading its state, raises when they do not fit the method.
+_LOAD_ERRORS = (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError, OverflowError)
+
+
+def _class_names(meta_path: Path, meta: dict[str, Any]) -> list[str]:
+    """The folder's class names, under the rules a dataset's class names follow."""
+    from scrapbench.datasets.folder import check_class_names
+    from scrapbench.datasets.types import DatasetError
+
     class_names = _field(meta_path, meta, "class_names", list)
     if not class_names or not all(isinstance(c, str) for c in class_names):
         raise ModelFolderError(f"{meta_path}: class_names must be a non-empty list of strings")
-    state = _read_state(directory, meta_path, _field(meta_path, meta, "files", dict))
-
-    method = instantiate(meta["method"], method_cls, config, class_names)
-    method.to_device(device)
     try:
-        method.load_state_dict(state)
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelFolderError(f"{directory}: the saved state does not fit {meta['method']!r} "
-                               f"({type(exc).__name__}: {detail}); {_RERUN}") from exc
-    return method
+        return list(check_class_names(class_names, f"{meta_path}: class_names"))
+    except DatasetError as exc:
+        raise ModelFolderError(str(exc)) from exc
+
+
+def _check_tensors(method: AnomalyMethod, saved: dict[str, Any]) -> None:
+    """Every saved tensor has the dtype and shape of the one the loaded method holds under its key (a
+    method's ``load_state_dict`` may cast or skip what it is given: an edited file would pass unnoticed)."""
+    held, _ = split_state(method.state_dict())
+    missing, extra = sorted(set(held) - set(saved)), sorted(set(saved) - set(held))
+    if missing or extra:
+        raise ValueError(f"the method holds tensors {missing[:3]} the file lacks, or the file holds {extra[:3]} "
+                         f"the method does not")
+    for key, tensor in saved.items():
+        mine = held[key]
+        if tensor.dtype != mine.dtype or tensor.shape != mine.shape:
+            raise ValueError(f"tensor {key!r} is {tensor.dtype} {tuple(tensor.shape)} in the file, "
+                             f"{mine.dtype} {tuple(mine.shape)} in the method")
 
 
 # -- saving --------------------------------------------------------------------------------------
@@ -131,8 +174,11 @@ def _sha256(path: Path) -> str:
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFolderError(f"{path}: not valid JSON ({exc}); the model folder is corrupt, {_RERUN}") from exc
+    except RecursionError as exc:
+        raise ModelFolderError(f"{path}: nested too deeply to read; the model folder is corrupt, {_RERUN}") from exc
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer of thousands of digits
+        reason = str(exc).split(";")[0]  # not Python's advice to raise its digit limit
+        raise ModelFolderError(f"{path}: not valid JSON ({reason}); the model folder is corrupt, {_RERUN}") from exc
     if not isinstance(value, dict):
         raise ModelFolderError(f"{path}: expected a JSON object, found {type(value).__name__}")
     return value
@@ -178,7 +224,7 @@ def _method_class(meta_path: Path, meta: dict[str, Any], expected: type | None) 
     return method_cls
 
 
-def _read_state(directory: Path, meta_path: Path, files: dict[str, Any]) -> Any:
+def _read_state(directory: Path, meta_path: Path, files: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     for file in (TENSORS_FILE, STATE_FILE):
         path = directory / file
         record = files.get(file)
@@ -198,7 +244,7 @@ def _read_state(directory: Path, meta_path: Path, files: dict[str, Any]) -> Any:
     except StateFormatError as exc:
         raise ModelFolderError(f"{exc}; {_RERUN}") from exc
     try:
-        return join_state(doc["state"], tensors)
+        return join_state(doc["state"], tensors), tensors
     except StateFormatError as exc:
         raise ModelFolderError(f"{tree_path}: {exc}; {_RERUN}") from exc
 

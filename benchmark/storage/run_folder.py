@@ -55,11 +55,22 @@ def path_component(text: str, fallback: str = "dataset") -> str:
 
 
 def run_dir(out: str | Path, dataset: str, preset: str, method: str, seed: int) -> Path:
-    """``OUT/<dataset>/<preset>/<method>/seed<k>``; every part must already be one safe folder name."""
+    """``OUT/<dataset>/<preset>/<method>/seed<k>``; every part must already be one safe folder name, and none
+    may be a symbolic link: a link would send the run's files (and their replacement) outside ``OUT``."""
     for part in (dataset, preset, method):
         if path_component(part, fallback="") != part:
             raise RunFolderError(f"{part!r} cannot be a folder name in a results folder; use {path_component(part)!r}")
-    return Path(out) / dataset / preset / method / f"seed{seed}"
+    directory = Path(out) / dataset / preset / method / f"seed{seed}"
+    check_no_links(directory)
+    return directory
+
+
+def check_no_links(directory: Path) -> None:
+    """Refuse a run folder whose ``<dataset>``, ``<preset>``, ``<method>`` or ``seed<k>`` part is a symbolic link."""
+    for part in reversed((directory, *directory.parents[:3])):
+        if part.is_symlink():
+            raise RunFolderError(f"{part}: a symbolic link (to {part.resolve()}); results are written only inside "
+                                 f"the results folder: replace the link with a folder, or choose another --out")
 
 
 def is_finished(directory: Path) -> bool:
@@ -268,6 +279,7 @@ def place_run_folder(staging: Path, directory: Path) -> None:
     ``staging`` may lie anywhere (e.g. a worker's local temp folder): it is first moved beside
     ``directory``, so the final step is always a rename on one filesystem. The caller holds the lease.
     """
+    check_no_links(directory)  # again: a link may have been put in place while the run was computed
     directory.parent.mkdir(parents=True, exist_ok=True)
     if staging.parent.resolve() != directory.parent.resolve():
         beside = directory.with_name(f".{directory.name}.tmp-{attempt_token()}")

@@ -17,6 +17,7 @@ paths) is refused when saving, so a nested pickle can never be written in the fi
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,12 @@ TENSOR_REF = "__tensor__"
 ARRAY_REF = "__ndarray__"
 _REFS = (TENSOR_REF, ARRAY_REF)
 _SCALARS = (type(None), bool, int, float, str)
+#: What a saved state may hold: numbers and flags; the float8 and complex types are never written.
+TENSOR_DTYPES = frozenset({torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.int32,
+                           torch.int16, torch.int8, torch.uint8, torch.bool})
+_ARRAY_DTYPES = TENSOR_DTYPES - {torch.bfloat16}  # a numpy array's: numpy has no bfloat16
+MAX_DEPTH = 64  # levels of nesting in a state tree (methods nest a few)
+_INT_LIMIT = 2**63
 
 
 class StateFormatError(ValueError):
@@ -85,32 +92,52 @@ def split_state(state: Any) -> tuple[dict[str, torch.Tensor], Any]:
 
 
 def join_state(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
-    """The state :func:`split_state` took apart; StateFormatError when the two halves do not match."""
+    """The state :func:`split_state` took apart; StateFormatError when the two halves do not match, or when
+    the tree nests deeper than :data:`MAX_DEPTH` or holds a number no state holds (:func:`check_number`)."""
     used: set[str] = set()
 
-    def walk(value: Any) -> Any:
+    def walk(value: Any, path: tuple[str, ...]) -> Any:
+        if len(path) > MAX_DEPTH:
+            raise StateFormatError(f"{_where(path[:3])}… nests deeper than {MAX_DEPTH} levels")
         if isinstance(value, dict):
             refs = [k for k in _REFS if k in value]
             if refs:
-                key = value[refs[0]]
-                if len(value) != 1 or not isinstance(key, str):
-                    raise StateFormatError(f"malformed tensor reference {value!r}")
-                if key not in tensors:
-                    raise StateFormatError(f"the tensor {key!r} is missing")
-                used.add(key)
-                return tensors[key].numpy() if refs[0] == ARRAY_REF else tensors[key]
-            return {k: walk(v) for k, v in value.items()}
+                return reference(value, refs[0], path)
+            return {k: walk(v, (*path, k)) for k, v in value.items()}
         if isinstance(value, list):
-            return [walk(v) for v in value]
+            return [walk(v, (*path, str(i))) for i, v in enumerate(value)]
         if isinstance(value, _SCALARS):
+            check_number(value, _where(path))
             return value
         raise StateFormatError(f"unexpected {type(value).__name__} in the state tree")
 
-    state = walk(tree)
+    def reference(value: dict, kind: str, path: tuple[str, ...]) -> Any:
+        key = value[kind]
+        if len(value) != 1 or not isinstance(key, str):
+            raise StateFormatError(f"malformed tensor reference {value!r}")
+        if key not in tensors:
+            raise StateFormatError(f"the tensor {key!r} is missing")
+        used.add(key)
+        if kind == ARRAY_REF:
+            if tensors[key].dtype not in _ARRAY_DTYPES:
+                raise StateFormatError(f"{_where(path)}: the array {key!r} has dtype {tensors[key].dtype}, "
+                                       f"which no numpy array of a saved state has")
+            return tensors[key].numpy()
+        return tensors[key]
+
+    state = walk(tree, ())
     unused = sorted(set(tensors) - used)
     if unused:
         raise StateFormatError(f"{len(unused)} tensors are not referenced by the state (first: {unused[0]!r})")
     return state
+
+
+def check_number(value: Any, where: str) -> None:
+    """Refuse NaN, an infinity or an integer beyond 64 bits: no config or saved state holds one."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise StateFormatError(f"{where} is {value}; a saved value is a finite number")
+    if isinstance(value, int) and not isinstance(value, bool) and not -_INT_LIMIT <= value < _INT_LIMIT:
+        raise StateFormatError(f"{where} is an integer of {value.bit_length()} bits; a saved integer fits in 64")
 
 
 def write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
@@ -126,9 +153,13 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     try:
-        return load_file(path, device="cpu")
+        tensors = load_file(path, device="cpu")
     except Exception as exc:  # safetensors raises its own error types for a truncated or foreign file
         raise StateFormatError(f"{path}: not a readable safetensors file ({type(exc).__name__}: {exc})") from exc
+    for key, tensor in tensors.items():
+        if tensor.dtype not in TENSOR_DTYPES:
+            raise StateFormatError(f"{path}: tensor {key!r} has dtype {tensor.dtype}, which scrapbench never saves")
+    return tensors
 
 
 def _where(path: tuple[str, ...]) -> str:

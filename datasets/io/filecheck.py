@@ -26,7 +26,14 @@ from pathlib import Path
 import PIL
 from tqdm.auto import tqdm
 
-from scrapbench.datasets.io.images import check_pixel_limit, decode_fully, decode_mask, mask_values, open_image
+from scrapbench.datasets.io.images import (
+    check_pixel_limit,
+    decode_fully,
+    decode_mask,
+    mask_values,
+    open_image,
+    pixel_limit,
+)
 from scrapbench.datasets.types import DatasetError
 
 # Bump when what a check records, or how it decides, changes.
@@ -152,6 +159,7 @@ def check_files(
     for _, kind in files:
         if kind not in _KINDS:
             raise ValueError(f"unknown file kind {kind!r}; expected one of {_KINDS}")
+    limit = pixel_limit()  # a bad setting is one error, not one per file
     cache = _Cache(cache_dir, root)
     keys = {path: cache.key(path) for path, _ in files} if cache.path is not None else {}
     facts: dict[Path, FileFacts] = {}
@@ -168,7 +176,7 @@ def check_files(
             todo.append((path, kind, stat))
             continue
         try:
-            check_pixel_limit(path, known.width, known.height)  # the limit may have been lowered since
+            check_pixel_limit(path, known.width, known.height, limit)  # the limit may have been lowered since
         except DatasetError as exc:
             errors[path] = exc
             continue

@@ -167,14 +167,15 @@ def prepare_dataset(
     preview_dir: str | Path | None = None,
     inputs: Sequence[str | Path | None] = (),
     show_progress: bool | None = None,
+    force: bool = False,
 ) -> Path:
     """Write the patches of ``sources`` to ``out`` in the on-disk format (atomically); return ``out``.
 
     Also writes ``out/sources.csv`` (patch → source image, split and box in source pixels) and, with
     ``preview_dir``, one PNG per source image showing its region and kept tiles. ``out`` follows
     :mod:`scrapbench.storage.outdir`: it may not overlap ``inputs`` nor the folders ``sources`` come from, and
-    an existing folder is replaced only if scrapbench wrote it. Every source image and mask is checked
-    before anything is written.
+    an existing folder is replaced only if ``prepare`` wrote it (``force``: any scrapbench command). Every
+    source image and mask is checked before anything is written.
     """
     from scrapbench.storage.outdir import check_no_overlap, guard_output
 
@@ -183,7 +184,7 @@ def prepare_dataset(
         raise DatasetError("no source images to prepare")
     class_names = check_class_names(list(class_names), "class names")
     inputs = [*inputs, *source_inputs(sources)]
-    guard_output(out, inputs)
+    guard_output(out, inputs, command="prepare", force=force)
     if preview_dir is not None:
         check_no_overlap(preview_dir, [*inputs, out], option="--preview")
     ids = [_safe_id(s.id) for s in sources]
@@ -234,8 +235,8 @@ def prepare_dataset(
         },
     }
     write_folder_dataset(out, class_names, {"train": patches("train"), "test": patches("test")}, meta,
-                         inputs=inputs, command="prepare", finish=lambda folder: _write_manifest(folder / "sources.csv",
-                                                                                                 records))
+                         inputs=inputs, command="prepare", force=force,
+                         finish=lambda folder: _write_manifest(folder / "sources.csv", records))
     return out
 
 

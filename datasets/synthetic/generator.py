@@ -240,12 +240,14 @@ def write_synthetic(
     workers: int | None = None,
     show_progress: bool | None = None,
     keep_existing: bool = False,
+    force: bool = False,
 ) -> Path:
     """Render a dataset into ``out_dir`` in the on-disk folder format (atomically); returns the folder.
 
     ``workers``: processes (default: ``default_workers``). ``show_progress``: a progress bar
     (default: only on a terminal). An existing ``out_dir`` is replaced only if scrapbench wrote it
-    (:mod:`scrapbench.storage.outdir`); ``keep_existing`` keeps one that appears while rendering.
+    (:mod:`scrapbench.storage.outdir`; ``force``: whichever scrapbench command wrote it); ``keep_existing``
+    keeps one that appears while rendering.
     """
     meta = {
         "name": f"synthetic-{config.name}",
@@ -269,7 +271,7 @@ def write_synthetic(
         for split in ("train", "test")
     }
     return write_folder_dataset(out_dir, config.class_names, splits, meta=meta, command="synth",
-                                keep_existing=keep_existing)
+                                keep_existing=keep_existing, force=force)
 
 
 def cache_key(config: SyntheticConfig, seed: int) -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import pickle
 import pickletools
+import re
 import struct
 import zipfile
 import zlib
@@ -98,10 +99,22 @@ def read_checkpoint(path: str | Path, label: str, map_location: str | torch.devi
     raise WeightsError(f"{label} {path} could not be read: not a torch, TorchScript or safetensors file")
 
 
+_BLOCKED_GLOBAL = re.compile(r"GLOBAL (\S+?)(?: whose | was not |\.?$)", re.MULTILINE)
+# Torch's own paragraphs around the reason: how to turn the check off, or how to allow-list the global.
+_TORCH_ADVICE = ("Weights only load failed", "weights_only", "safe_globals", "Check the documentation")
+
+
 def _reason(exc: BaseException) -> str:
-    """The line of an error that says what was wrong (torch's weights-only errors are paragraphs)."""
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return next((line for line in lines if "Unsupported global" in line), lines[0] if lines else "")
+    """What was wrong, in one line: the Python global a crafted pickle names, never torch's advice to load it
+    anyway (``weights_only=False``, allow-listing), which would run the file's code."""
+    text = str(exc)
+    blocked = _BLOCKED_GLOBAL.search(text)
+    if blocked:
+        return (f"Unsupported global {blocked.group(1)}: the file names this Python function or class, which "
+                f"loading could run; a weights file holds only tensors")
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    reasons = [line for line in lines if not any(advice in line for advice in _TORCH_ADVICE)]
+    return reasons[0] if reasons else lines[0] if lines else ""
 
 
 def _read_safetensors(path: Path, map_location: str | torch.device) -> dict[str, torch.Tensor]:

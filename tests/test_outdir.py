@@ -208,9 +208,10 @@ def test_an_empty_writer_record_is_stale_once_its_process_is_gone(tmp_path, reco
 
 def test_a_full_disk_leaves_no_staging_folder_behind(tmp_path, full_disk):
     full_disk(lambda path: ".scrapbench-writer" in path.name)
-    with pytest.raises(OSError, match="No space left on device") as caught, staged_output(tmp_path / "out", "test"):
+    with pytest.raises(OutputError, match="could not be written: No space left on device") as caught, \
+            staged_output(tmp_path / "out", "test"):
         pass
-    assert ".scrapbench-staging-" in str(caught.value.filename) and caught.value.filename.endswith(".scrapbench-writer")
+    assert ".scrapbench-staging-" in str(caught.value) and ".scrapbench-writer)" in str(caught.value)  # names the file
     assert list(tmp_path.iterdir()) == []
 
 

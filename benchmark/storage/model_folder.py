@@ -26,7 +26,6 @@ from scrapbench.core.method import AnomalyMethod, ModelFolderError, config_from_
 from scrapbench.storage.atomic import atomic_write_json
 from scrapbench.storage.state_io import (
     StateFormatError,
-    check_number,
     join_state,
     read_tensors,
     split_state,
@@ -78,12 +77,8 @@ def load_method(directory: str | Path, device: str = "cpu", expected: type | Non
     meta = _read_json(meta_path)
     _check_format(meta_path, meta)
     method_cls = _method_class(meta_path, meta, expected)
-    values = _field(meta_path, meta, "config", dict)
-    try:
-        for key, value in values.items():
-            for item in value if isinstance(value, list) else [value]:
-                check_number(item, f"config field {key!r}")
-        config = config_from_dict(method_cls.Config, values)
+    try:  # every value checked against its field's type (scrapbench.core.config_check), as --set values are
+        config = config_from_dict(method_cls.Config, _field(meta_path, meta, "config", dict))
     except (TypeError, ValueError) as exc:
         raise ModelFolderError(f"{meta_path}: config does not fit {meta['method']!r}: {exc}") from exc
     class_names = _class_names(meta_path, meta)

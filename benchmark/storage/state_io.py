@@ -93,7 +93,7 @@ def split_state(state: Any) -> tuple[dict[str, torch.Tensor], Any]:
 
 def join_state(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
     """The state :func:`split_state` took apart; StateFormatError when the two halves do not match, or when
-    the tree nests deeper than :data:`MAX_DEPTH` or holds a number no state holds (:func:`check_number`)."""
+    the tree nests deeper than :data:`MAX_DEPTH` or holds a number no state holds (:func:`_check_number`)."""
     used: set[str] = set()
 
     def walk(value: Any, path: tuple[str, ...]) -> Any:
@@ -107,7 +107,7 @@ def join_state(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
         if isinstance(value, list):
             return [walk(v, (*path, str(i))) for i, v in enumerate(value)]
         if isinstance(value, _SCALARS):
-            check_number(value, _where(path))
+            _check_number(value, _where(path))
             return value
         raise StateFormatError(f"unexpected {type(value).__name__} in the state tree")
 
@@ -132,7 +132,7 @@ def join_state(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return state
 
 
-def check_number(value: Any, where: str) -> None:
+def _check_number(value: Any, where: str) -> None:
     """Refuse NaN, an infinity or an integer beyond 64 bits: no config or saved state holds one."""
     if isinstance(value, float) and not math.isfinite(value):
         raise StateFormatError(f"{where} is {value}; a saved value is a finite number")

@@ -238,7 +238,8 @@ def _string_for_a_tensor(folder: Path) -> None:
     # malformed values: each one line naming the file and the field
     (_edit_meta(class_names=["motor", "motor"]), r"method\.json: class_names: duplicate class names \['motor'\]"),
     (_edit_meta(class_names=["motor", " "]), r"method\.json: class_names: class names must be non-empty text"),
-    (_edit_meta(config={"max_images": float("nan")}), r"config does not fit 'toy': .*max_images = nan: expected int \(64-bit\)"),
+    (_edit_meta(config={"max_images": float("nan")}),
+     r"config does not fit 'toy': .*max_images = nan: expected int \(64-bit\)"),
     (_edit_meta(config={"noise": float("inf")}), r"noise = inf: expected float \(finite\)"),
     (_edit_meta(config={"max_images": 10**300}), r"max_images = 1000.*0000: expected int \(64-bit\)"),
     (_raw_meta_value('"max_images": ' + "9" * 100_000), r"method\.json: not valid JSON \(Exceeds the limit"),

@@ -2,8 +2,8 @@
 
     .venv/bin/python scripts/reference_report.py [--runs runs/reference] [--device cpu]
 
-Runs Table 2 and the Table 3 ablation (3 seeds, ``cpu`` preset, synthetic data seed 0; finished runs
-in ``--runs`` are reused), then builds the report. The report is a pure function of the run
+Runs Table 2 and the Table 3 ablation (3 seeds, ``cpu`` preset, synthetic data seed 0, ``--jobs auto`` as
+`make run`; finished runs in ``--runs`` are reused), then builds the report. The report is a pure function of the run
 folders, so re-running on the same runs gives the same files. Paths are relative to the
 repository root.
 """
@@ -24,10 +24,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/reference"), help="report folder")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--jobs", default="auto", help="scrapbench run --jobs, as `make run` runs it")
     args = parser.parse_args()
     scrapbench = str(Path(sys.executable).with_name("scrapbench"))
     subprocess.run([scrapbench, "run", "--methods", "all,ablation", "--seeds", str(args.seeds), "--preset", "cpu",
-                    "--device", args.device, "--out", str(args.runs), "--no-progress"], check=True, cwd=REPO)
+                    "--device", args.device, "--jobs", args.jobs, "--out", str(args.runs), "--no-progress"],
+                   check=True, cwd=REPO)
     # Relative paths (from the repository root) keep machine-specific paths out of the committed report.
     subprocess.run([scrapbench, "report", str(args.runs), "--out", str(args.out)], check=True, cwd=REPO)
 

@@ -78,7 +78,7 @@ def run_one(dataset: Dataset, plan: RunPlan, options: RunOptions, *, wait: bool 
     except RunFolderError as exc:
         return RunResult(plan.method, plan.seed, plan.directory, "failed", error=str(exc))
     except OSError as exc:  # the lease, staging or placing the folder: this run fails, the grid goes on
-        return RunResult(plan.method, plan.seed, plan.directory, "failed", error=write_error(exc, plan.directory))
+        return RunResult(plan.method, plan.seed, plan.directory, "failed", error=_write_error(exc, plan.directory))
 
 
 def failed_attempt(directory: Path) -> str | None:
@@ -127,10 +127,10 @@ def _attempt(dataset: Dataset, plan: RunPlan, options: RunOptions, folder: Path,
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # one broken method must not stop the others; the record says why
-        full = disk_full(exc)
+        full = _disk_full(exc)
         if full is not None:
             _empty(folder)
-        message = one_line_error(exc) if full is None else write_error(full, plan.directory, folder)
+        message = one_line_error(exc) if full is None else _write_error(full, plan.directory, folder)
         try:
             atomic_write_json(folder / "error.json", {
                 "method": plan.method, "seed": plan.seed, "message": message, "error": repr(exc),
@@ -138,35 +138,35 @@ def _attempt(dataset: Dataset, plan: RunPlan, options: RunOptions, folder: Path,
                 "date": datetime.now(timezone.utc).isoformat(timespec="seconds")})
         except OSError as record_error:
             _empty(folder)
-            message = f"{message} (and no error.json: {write_error(record_error, plan.directory, folder)})"
+            message = f"{message} (and no error.json: {_write_error(record_error, plan.directory, folder)})"
         return RunResult(plan.method, plan.seed, folder, "failed", error=message, attempt=attempt)
     return RunResult(plan.method, plan.seed, folder, "done", metrics, attempt=attempt)
 
 
 #: errno values of a full disk or an exhausted quota.
-DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
-def disk_full(exc: BaseException) -> OSError | None:
+def _disk_full(exc: BaseException) -> OSError | None:
     """The disk-full OSError that caused ``exc`` (``exc`` itself, or one in its chain of causes), if any."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, OSError) and current.errno in DISK_FULL:
+        if isinstance(current, OSError) and current.errno in _DISK_FULL:
             return current
         current = current.__cause__ or current.__context__
     return None
 
 
-def write_error(exc: OSError, directory: Path, staging: Path | None = None) -> str:
+def _write_error(exc: OSError, directory: Path, staging: Path | None = None) -> str:
     """One line naming the file that could not be written (under its final name in ``directory``: a path inside
     the staging folder is shown where it would have been) and what to do."""
     where = str(exc.filename) if exc.filename is not None else None
     if where is not None and staging is not None and Path(where).is_relative_to(staging):
         where = str(directory / Path(where).relative_to(staging))
     reason = exc.strerror or one_line_error(exc)
-    if exc.errno in DISK_FULL:
+    if exc.errno in _DISK_FULL:
         place = where or f"the run folder {directory}"
         return f"disk full: could not write {place} ({reason}); this attempt's partial files were removed; " \
                f"free space and run the same command again"

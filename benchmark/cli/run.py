@@ -12,8 +12,14 @@ from scrapbench.cli.weights import print_weight_problems
 
 
 def run(
-    methods: list[str] = typer.Option(["all"], "--methods", "-m",
-                                      help="Names, comma lists, `all` (Table 2) or `ablation` (Table 3)."),
+    methods: list[str] = typer.Option([], "--methods", "-m",
+                                      help="Names, comma lists, `all` (Table 2) or `ablation` (Table 3); default "
+                                           "`all`, or with --sweep only the sweep's variants."),
+    sweep: list[str] = typer.Option([], "--sweep", help="Sweep a config field, METHOD.FIELD=V1,V2,... (repeatable; "
+                                                        "several fields of one method: their cartesian product): "
+                                                        "variants METHOD[FIELD=V] run as methods of their own. "
+                                                        "Values are YAML: 1,2,4 · 0.5,1e-3 · true,false · a list "
+                                                        "field takes bracketed lists, [3,9],[3,9,15]."),
     seeds: int = typer.Option(3, min=1, help="Number of seeds per method (seeds first_seed..first_seed+N-1)."),
     first_seed: int = typer.Option(0, min=0, help="First seed."),
     dataset: str = typer.Option("synthetic", help="`synthetic`, a dataset folder, or a public benchmark: "
@@ -52,7 +58,7 @@ def run(
     """Fit, predict and evaluate methods over several seeds; resumes where it stopped."""
     from scrapbench.core.precision import resolve_precision
     from scrapbench.core.presets import resolve_preset
-    from scrapbench.core.registry import resolve_method_names
+    from scrapbench.core.registry import variant_base
     from scrapbench.datasets import DatasetError, load_dataset
     from scrapbench.datasets.resolve import parse_benchmark_spec
     from scrapbench.run.executors import ExecutorError, create_executor
@@ -62,10 +68,10 @@ def run(
 
     try:
         resolve_precision(precision, device)  # an unknown value or a GPU without bf16 stops here
-        names = resolve_method_names(methods)
+        names = _method_names(methods, sweep)
         resolved = resolve_preset(preset, set_)
-        overrides = with_weights(names, resolved.overrides, weights)
-        unknown = sorted(set(overrides) - set(names))
+        overrides = with_weights(names, _with_base_settings(names, resolved.overrides), weights)
+        unknown = sorted(set(overrides) - set(names) - {variant_base(name) for name in names})
         if unknown:
             fail(f"settings for methods not being run: {unknown}")
         _require_weights(names, resolved.name, overrides, preset)
@@ -149,6 +155,31 @@ def _run_per_category(spec: str, names: list[str], seeds: range, options, train_
     return run_categories(spec, names, list(seeds), options, train_on=train_on, per_defect_type=per_defect_type,
                           on_result=show, on_dataset=opened, on_failure=left_out,
                           say=lambda text: console.print(f"note: {text}"), executor=executor)
+
+
+def _method_names(methods: list[str], sweep: list[str]) -> list[str]:
+    """The methods to run: ``--methods`` (default ``all``) and the ``--sweep`` variants; with --sweep and no
+    --methods, the variants alone."""
+    from scrapbench.core.registry import resolve_method_names, sweep_names
+
+    variants = sweep_names(sweep)
+    names = resolve_method_names(methods or ([] if variants else ["all"]))
+    return names + [name for name in variants if name not in names]
+
+
+def _with_base_settings(names: list[str], overrides: dict) -> dict:
+    """``--set`` / preset-file values of a method apply to its sweep variants too, except the fields a variant
+    fixes (the swept value wins)."""
+    from scrapbench.core.variants import parse_name
+
+    out = {method: dict(values) for method, values in overrides.items()}
+    for name in names:
+        parsed = parse_name(name)
+        if parsed is not None and parsed[0] in overrides:
+            base, fields = parsed
+            inherited = {key: value for key, value in overrides[base].items() if key not in fields}
+            out[name] = {**inherited, **out.get(name, {})}
+    return out
 
 
 def _executor_settings(name: str, jobs: str, device: str, address: str | None, gpus_per_run: float | None,

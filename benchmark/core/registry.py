@@ -21,6 +21,8 @@ from scrapbench.core.method import AnomalyMethod
 ENTRY_POINT_GROUP = "scrapbench.methods"
 TABLE2 = "table2"
 ABLATION = "ablation"
+#: The suite of sweep variants (``method[field=value]``): reported in the sweep tables, not in Table 2 / 3.
+SWEEP = "sweep"
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class MethodSpec:
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
+_VARIANTS: dict[str, MethodSpec] = {}  # resolved sweep variants (scrapbench.core.variants), by the name asked for
 _loaded_builtins = False
 
 
@@ -121,19 +124,67 @@ def list_methods(suite: str | None = None) -> list[MethodSpec]:
 
 
 def get_spec(name: str) -> MethodSpec:
+    """The spec of a registered name, or of a sweep variant ``method[field=value,...]`` (its method's class with
+    those fields fixed, under the variant's canonical name). KeyError: an unknown method; ValueError (one line
+    with the field list): a variant's unknown field or a value of the wrong type."""
     _ensure_builtins()
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise KeyError(f"unknown method {name!r}{hint} (`scrapbench list` shows all)")
-    return _REGISTRY[name]
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if name in _VARIANTS:
+        return _VARIANTS[name]
+    from scrapbench.core.variants import parse_name
+
+    parsed = parse_name(name)
+    if parsed is not None:
+        spec = _variant_spec(name, *parsed)
+        _VARIANTS[name] = spec
+        return spec
+    close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise KeyError(f"unknown method {name!r}{hint} (`scrapbench list` shows all)")
+
+
+def _variant_spec(name: str, base_name: str, fields: dict[str, Any]) -> MethodSpec:
+    """``base_name``'s spec with ``fields`` fixed (each checked against its config field), named canonically."""
+    from scrapbench.core.method import config_value
+    from scrapbench.core.variants import is_variant, variant_name
+
+    if is_variant(base_name):
+        raise ValueError(f"method {name!r}: a variant of a variant; write all fields in one pair of brackets")
+    base = get_spec(base_name)
+    config_cls = base.load_class().Config
+    known = [f.name for f in dataclasses.fields(config_cls)]
+    unknown = [field_name for field_name in fields if field_name not in known]
+    if unknown:
+        raise ValueError(f"method {name!r}: {base_name} has no config field {unknown[0]!r}; its fields: "
+                         f"{', '.join(known)}")
+    checked = {key: config_value(config_cls, key, value, f"method {name!r}: {key}") for key, value in fields.items()}
+    ordered = [(key, checked[key]) for key in known if key in checked]
+    canonical = variant_name(base.name, ordered)
+    if canonical != name and canonical in _VARIANTS:
+        return _VARIANTS[canonical]
+    spec = MethodSpec(canonical, base.target, f"{base.description} ({canonical[len(base.name):]})", (SWEEP,),
+                      {**base.overrides, **dict(ordered)})
+    _VARIANTS[canonical] = spec
+    return spec
+
+
+def variant_base(name: str) -> str:
+    """The registered method a name belongs to: ``winclip_plus`` for ``winclip_plus[k_shot=2]``, else ``name``."""
+    from scrapbench.core.variants import parse_name
+
+    parsed = parse_name(name)
+    return name if parsed is None else parsed[0]
 
 
 def resolve_method_names(names: Iterable[str]) -> list[str]:
-    """Expand ``all`` (the paper's Table 2 set) and ``ablation`` (Table 3); keep order, no repeats."""
+    """Expand ``all`` (the paper's Table 2 set) and ``ablation`` (Table 3); keep order, no repeats. Sweep
+    variants (``method[field=value]``) are resolved to their canonical names."""
+    from scrapbench.core.variants import split_top_level
+
     out: list[str] = []
     for raw in names:
-        for name in (n.strip() for n in raw.split(",")):
+        for name in (n.strip() for n in split_top_level(raw)):
             if not name:
                 continue
             expanded = [s.name for s in list_methods(TABLE2 if name == "all" else name)] \
@@ -166,3 +217,36 @@ def create_method(
 
 def config_fields(name: str) -> list[str]:
     return [f.name for f in dataclasses.fields(get_spec(name).load_class().Config)]
+
+
+def sweep_names(settings: Sequence[str]) -> list[str]:
+    """The canonical variant names of ``--sweep METHOD.FIELD=V1,V2`` settings (the cartesian product of one
+    method's swept fields), in the order given. Before anything runs, an unknown method raises KeyError, an
+    unknown field or a value of the wrong type ValueError: one line naming the ``--sweep`` (and the field list)."""
+    from scrapbench.core.config_check import field_types, type_name
+    from scrapbench.core.method import config_value
+    from scrapbench.core.variants import expand_sweeps, is_variant, parse_sweep, variant_name
+
+    for setting in settings:
+        method, field_name, values = parse_sweep(setting)
+        where = f"--sweep {method}.{field_name}"
+        if is_variant(method):
+            raise ValueError(f"{where}: sweep a registered method, not a variant")
+        config_cls = get_spec(method).load_class().Config
+        types = field_types(config_cls)
+        fields = "; ".join(f"{f.name} ({type_name(types[f.name])})" if f.name in types else f.name
+                           for f in dataclasses.fields(config_cls))
+        if field_name not in {f.name for f in dataclasses.fields(config_cls)}:
+            raise ValueError(f"{where}: {method} has no config field {field_name!r}; its fields: {fields}")
+        for value in values:
+            try:
+                config_value(config_cls, field_name, value, where)
+            except ValueError as exc:
+                raise ValueError(f"{exc}; {method}'s fields: {fields}") from None
+    out: list[str] = []
+    for method, combos in expand_sweeps(settings).items():
+        for fields in combos:
+            name = get_spec(variant_name(method, fields.items())).name
+            if name not in out:
+                out.append(name)
+    return out

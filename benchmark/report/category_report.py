@@ -9,6 +9,8 @@ this writes to ``out_dir``::
     categories_mean.{csv,md,tex}           # methods × metrics, the mean over categories (Table 2 layout)
     per_category_<metric>.{csv,md,tex}     # categories × methods, mean ± std over seeds; last row: the mean
     published.{csv,md,tex}                 # with --published: the papers' numbers beside the measured means
+    sweep_<field>.{csv,md}, figures/sweep_*.png  # sweep variants over their values (report/sweep_report.py),
+                                           # with --published: the published values of the same setting
 
 The mean over categories of a method and metric is the mean over categories of each category's
 mean over seeds. Its ± is the sample standard deviation over seeds of the per-seed means over
@@ -24,17 +26,20 @@ from pathlib import Path
 
 import pandas as pd
 
+from scrapbench.core.variants import split_name
 from scrapbench.report.cells import MARK_COLUMNS, mark_notes, marked_labels, mean_std_cell, metric_label
 from scrapbench.report.collect import SummaryTable, method_order
 from scrapbench.report.published import (
     BENCHMARK_CATEGORIES,
     DATASET_NAMES,
     METRICS,
+    PublishedResult,
     load_published,
     load_published_papers,
     published_for,
 )
 from scrapbench.report.render import markdown_page, to_latex, to_markdown, write_summary
+from scrapbench.report.sweep_report import write_sweeps
 from scrapbench.storage.atomic import atomic_write_text
 
 #: Metrics of the benchmark tables, in the order of the papers' tables.
@@ -167,12 +172,7 @@ def published_frames(tidy: pd.DataFrame, methods: Sequence[str], benchmark: str,
     for method in methods:
         runs = tidy[tidy["method"] == method]
         shots = int(runs["shots"].iloc[0])
-        row = published_for(method, benchmark, shots)
-        given = sorted(r.shots for r in load_published() if r.method == method and r.dataset == benchmark)
-        if row is None and given:
-            notes.append(f"{labels[method]}: the paper gives {', '.join(map(str, given))} shot(s), these runs used "
-                         f"{shots}; compare with `--set {method}.k_shot={given[-1]}`.")
-        comparable = row is not None
+        row, comparable = published_setting(method, benchmark, shots, notes, labels[method])
         if row is not None:
             trained = set(runs["training"])
             expected = {f"cross_dataset:{row.train_on}"} if row.train_on else {""}
@@ -181,8 +181,8 @@ def published_frames(tidy: pd.DataFrame, methods: Sequence[str], benchmark: str,
                 notes.append(f"{labels[method]}: trained on {_describe_training(trained)}, the paper on "
                              f"{_describe_training(expected, published=True)}; no difference shown.")
         measured = {k: category_means(runs, METRICS[k]) for k in keys}
-        number: dict[str, object] = {"method": method, "shots": shots,
-                                     "paper": row.paper if row else None, "table": row.table if row else None}
+        number: dict[str, object] = {"method": method, "shots": shots, "paper": row.paper if row else None,
+                                     "table": row.table if row else None, "comparable": comparable}
         cells: dict[str, str] = {"Method": labels[method]}
         for key in keys:
             mean = measured[key].loc[method, "mean"] if method in measured[key].index else math.nan
@@ -206,6 +206,31 @@ def published_frames(tidy: pd.DataFrame, methods: Sequence[str], benchmark: str,
         notes.append("AnomalyCLIP's published AUPRO follows its own evaluation code (200 thresholds, FPR rescaled; "
                      "docs/metrics.md); the measured one the MVTec AD recipe.")
     return pd.DataFrame(numbers), pd.DataFrame(shown)
+
+
+def published_setting(method: str, benchmark: str, shots: int, notes: list[str] | None = None,
+                      label: str | None = None) -> tuple[PublishedResult | None, bool]:
+    """The published row of ``method``'s setting at ``shots`` on ``benchmark`` and whether it is that setting.
+
+    A sweep variant (``winclip_plus[k_shot=2]``) is its method's row at its shot count; a variant that fixes
+    another field than ``k_shot`` is not the paper's setting (no difference). ``notes`` gets why not.
+    """
+    base, fields = split_name(method)
+    label = label or method
+    row = published_for(base, benchmark, shots)
+    given = sorted(r.shots for r in load_published() if r.method == base and r.dataset == benchmark)
+    if row is None and given and notes is not None:
+        hint = f"--sweep {base}.k_shot={','.join(map(str, given))}" if len(given) > 1 else \
+            f"--set {base}.k_shot={given[-1]}"
+        notes.append(f"{label}: the paper gives {', '.join(map(str, given))} shot(s), these runs used {shots}; "
+                     f"compare with `{hint}`.")
+    other = sorted(set(fields) - {"k_shot"})
+    if row is not None and other:
+        if notes is not None:
+            notes.append(f"{label}: fixes {', '.join(other)}, which the paper's setting does not; no difference "
+                         f"shown.")
+        return row, False
+    return row, row is not None
 
 
 def _kind(spec: str) -> str:
@@ -237,8 +262,9 @@ def _describe_training(protocols: set[str], published: bool = False) -> str:
 # -- the report --------------------------------------------------------------------------------------------------
 
 
-def write_benchmark_tables(tidy: pd.DataFrame, out_dir: Path, published: bool) -> tuple[list[str], list[str]]:
-    """Every table file; returns (report sections, notes)."""
+def write_benchmark_tables(tidy: pd.DataFrame, out_dir: Path, published: bool,
+                           figures: bool = True) -> tuple[list[str], list[str]]:
+    """Every table file (and the sweeps' figures); returns (report sections, notes)."""
     benchmark = str(tidy["benchmark"].iloc[0])
     name = DATASET_NAMES.get(benchmark, benchmark)
     methods = method_order(list(tidy["method"].unique()))
@@ -286,8 +312,35 @@ def write_benchmark_tables(tidy: pd.DataFrame, out_dir: Path, published: bool) -
                         f"[published.csv](published.csv) · [published.md](published.md) · "
                         f"[published.tex](published.tex)\n\n{markdown}"
                         + "".join(f"\n- {n}" for n in published_notes) + "\n")
+    sections += write_sweeps(tidy, means.metrics, _category_mean_stats, out_dir, figures,
+                             f"{name} mean over categories, ± over seeds",
+                             _published_lookup(numbers) if published else None)
     notes += protocol_notes(tidy, methods)
     return sections, notes
+
+
+def _category_mean_stats(runs: pd.DataFrame, metric: str) -> tuple[float, float, int]:
+    """A sweep cell on a benchmark: the method's mean over categories and its ± (module docstring)."""
+    means = category_means(runs, metric)
+    if means.empty:
+        return math.nan, math.nan, 0
+    hit = means.iloc[0]
+    return float(hit["mean"]), float(hit["std"]), int(hit["seeds"])
+
+
+def _published_lookup(numbers: pd.DataFrame):
+    """(method, metric) → the published value of the method's setting, where the runs follow its protocol."""
+    by_metric = {metric: key for key, metric in METRICS.items()}
+    rows = numbers.set_index("method")
+
+    def lookup(method: str, metric: str) -> float | None:
+        key = by_metric.get(metric)
+        if key is None or method not in rows.index or not rows.loc[method, "comparable"]:
+            return None
+        value = rows.loc[method, f"{key}_published_pct"]
+        return None if value is None or pd.isna(value) else float(value)
+
+    return lookup
 
 
 def protocol_notes(tidy: pd.DataFrame, methods: Sequence[str]) -> list[str]:
@@ -308,13 +361,13 @@ def protocol_notes(tidy: pd.DataFrame, methods: Sequence[str]) -> list[str]:
 
 
 def benchmark_page(tidy: pd.DataFrame, failed: pd.DataFrame, runs_dir: Path, out_dir: Path, published: bool,
-                   failed_section: str | None) -> str:
+                   failed_section: str | None, figures: bool = True) -> str:
     """Write the tables and return ``report.md`` of a benchmark's runs (module docstring)."""
     benchmark = str(tidy["benchmark"].iloc[0])
     name = DATASET_NAMES.get(benchmark, benchmark)
     categories = sorted(set(tidy["category"]))
     methods = method_order(list(tidy["method"].unique()))
-    sections, notes = write_benchmark_tables(tidy, out_dir, published)
+    sections, notes = write_benchmark_tables(tidy, out_dir, published, figures)
     if failed_section:
         sections.append(failed_section)
     sections.append(_runs_section(tidy, methods, categories))

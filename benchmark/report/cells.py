@@ -45,10 +45,17 @@ DISPLAY_NAMES = {"winclip": "WinCLIP", "winclip_plus": "WinCLIP+", "anomalyclip"
 
 
 def method_label(method: str, config: dict[str, Any]) -> str:
-    """How the paper names a method row (WinCLIP+ gets its shot count)."""
-    label = DISPLAY_NAMES.get(method, method)
-    if method == "winclip_plus" and config.get("k_shot"):
+    """How the paper names a method row (WinCLIP+ gets its shot count); a sweep variant is its method's label
+    and the fields it fixes (``WinCLIP+ (2 shots)``, ``Ours [epochs=2]``)."""
+    from scrapbench.core.variants import format_value, split_name
+
+    base, fields = split_name(method)
+    label = DISPLAY_NAMES.get(base, base)
+    if base == "winclip_plus" and config.get("k_shot"):
         label += f" ({config['k_shot']} shot{'s' if config['k_shot'] != 1 else ''})"
+        fields = {key: value for key, value in fields.items() if key != "k_shot"}
+    if fields:
+        label += " [" + ", ".join(f"{key}={format_value(value)}" for key, value in fields.items()) + "]"
     return label
 
 

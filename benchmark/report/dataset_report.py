@@ -6,9 +6,10 @@ Writes to ``out_dir``::
     runs.csv                   # tidy: one row per (run, metric)
     table2.{csv,md,tex}        # methods × AUROC/AUPRO/AP/F1-max, mean ± std over seeds (Table 2 layout)
     table3.{csv,md,tex}        # the MSM ablation (Table 3 layout), when ablation runs exist
+    sweep_<field>.{csv,md}     # sweep variants (method[field=value]): methods × values (report/sweep_report.py)
     bootstrap.{csv,md}         # paired bootstrap CI of (best − other), see below
     per_class.{csv,md}, per_size.{csv,md}   # breakdowns from the evaluator, mean ± std over seeds
-    figures/*.png              # bars, ROC/PR curves, qualitative grid
+    figures/*.png              # bars, ROC/PR curves, qualitative grid, sweep_<method>_<field>.png
 
 Paired bootstrap: the best method is the one with the highest mean of ``primary_metric`` (AP by
 default). Each other method is compared on the lowest seed both have run (the seed-0 runs in a
@@ -85,7 +86,7 @@ def build_report(
         from scrapbench.report.category_report import benchmark_page
 
         page = benchmark_page(tidy, failed, runs_dir, out_dir, published,
-                              _failed_section(failed) if not failed.empty else None)
+                              _failed_section(failed) if not failed.empty else None, figures)
         atomic_write_text(out_dir / "report.md", page)
         return out_dir / "report.md"
     records = _records(tidy)
@@ -108,6 +109,9 @@ def build_report(
         write_summary(table3, out_dir, "table3", "Effect of the MSM scale sizes (mean ± std over seeds).")
         sections.append(_table_section("Table 3 — multi-scale mechanism ablation", table3, "table3"))
 
+    from scrapbench.report.sweep_report import seed_stats, write_sweeps
+
+    sections += write_sweeps(tidy, PIXEL_METRICS, seed_stats, out_dir, figures, "mean ± std over seeds")
     if n_boot > 0 and len(table2_methods) > 1:
         sections.append(_bootstrap_section(tidy, table2, records, out_dir, primary_metric, n_boot, ci,
                                            bootstrap_seed, notes))

@@ -186,3 +186,57 @@ def metric_bars(
                loc="outside right upper", frameon=False)
     ax.set_title(title, fontsize=_FONT["title"])
     return _save(fig, path)
+
+
+def sweep_lines(
+    x_labels: Sequence[str],
+    x_values: Sequence[float] | None,
+    lines: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]],
+    metric_labels: Sequence[tuple[str, str]],
+    path: str | Path,
+    title: str,
+    x_title: str,
+    published: Mapping[str, Sequence[float]] | None = None,
+) -> Path:
+    """One panel per metric: each line's mean over the swept values with a ± std band, and the published values
+    (when given) as dashed crosses. ``lines[name][metric]`` = (means, stds), in % (NaN: no value there);
+    ``x_values``: numeric positions (``None``: the labels evenly spaced, in order)."""
+    from matplotlib import colormaps
+
+    x = np.asarray(x_values if x_values is not None else range(len(x_labels)), float)
+    n = len(metric_labels)
+    columns = min(n, 3)
+    rows = -(-n // columns)
+    fig = Figure(figsize=(4.3 * columns + 0.6, 3.6 * rows + 0.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False)).ravel()
+    palette = colormaps["tab10"].colors
+    for ax, (metric, label) in zip(axes, metric_labels, strict=False):
+        values: list[float] = []
+        for i, (name, by_metric) in enumerate(lines.items()):
+            means, stds = (np.asarray(a, float) for a in by_metric.get(metric, ([np.nan] * len(x),) * 2))
+            colour = palette[i % 10]
+            ax.plot(x, means, marker="o", ms=5, lw=1.8, color=colour, label=name)
+            band = np.where(np.isfinite(stds), stds, 0.0)
+            ax.fill_between(x, means - band, means + band, color=colour, alpha=0.18, lw=0)
+            values += list((means - band)[np.isfinite(means)]) + list((means + band)[np.isfinite(means)])
+        if published and metric in published:
+            paper = np.asarray(published[metric], float)
+            if np.isfinite(paper).any():
+                ax.plot(x, paper, ls="--", marker="x", ms=7, lw=1.2, color="black", label="published")
+                values += list(paper[np.isfinite(paper)])
+        ax.set_xticks(x, list(x_labels))
+        ax.set_xlabel(x_title, fontsize=_FONT["label"])
+        ax.set_ylabel(f"{label} (%)", fontsize=_FONT["label"])
+        ax.set_title(label, fontsize=_FONT["title"])
+        ax.tick_params(labelsize=_FONT["tick"])
+        ax.grid(alpha=0.3)
+        if values:
+            low, high = min(values), max(values)
+            pad = max(2.0, 0.12 * (high - low))
+            ax.set_ylim(max(0.0, low - pad), min(100.0, high + pad))
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, fontsize=_FONT["legend"], loc="outside right upper", frameon=False)
+    fig.suptitle(title, fontsize=_FONT["title"] + 1)
+    return _save(fig, path)

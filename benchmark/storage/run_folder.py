@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import math
 import os
@@ -54,9 +55,55 @@ def path_component(text: str, fallback: str = "dataset") -> str:
     return name or fallback
 
 
+_SAFE_TOKEN = re.compile(r"^[A-Za-z0-9._-]+$")
+_NUMBER_TOKEN = re.compile(r"^-?[0-9][0-9.]*$")
+_MAX_FOLDER = 100
+
+
+def method_folder(name: str) -> str:
+    """The folder of method ``name`` in a results folder: the name itself for a plain name; for a variant,
+    ``base@field=value@...`` where every value is a plain token (``winclip_plus@k_shot=2``, lists as
+    ``3+9``), otherwise (or when too long) ``base@`` and a digest of the name: one safe path component, and
+    distinct variants never share a folder."""
+    from scrapbench.core.variants import parse_name
+
+    parsed = parse_name(name)
+    if parsed is None:
+        return name
+    base, fields = parsed
+    tokens = [f"{field}={_token(value)}" for field, value in fields.items()]
+    folder = "@".join([base, *tokens])
+    if all(_token(v) is not None for v in fields.values()) and len(folder) <= _MAX_FOLDER \
+            and path_component(folder, fallback="") == folder:
+        return folder
+    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:12]
+    return f"{path_component(base, 'method')[:_MAX_FOLDER - 14]}@h{digest}"
+
+
+def _token(value: Any) -> str | None:
+    """A value as a folder-name token, or ``None`` when it has none that cannot be confused with another value."""
+    if isinstance(value, (bool, int, float)) or value is None:
+        from scrapbench.core.variants import format_value
+
+        text = format_value(value)
+        return text if _SAFE_TOKEN.match(text) else None
+    if isinstance(value, (list, tuple)):
+        items = [_token(item) for item in value]
+        if any(item is None or not _NUMBER_TOKEN.match(item) for item in items):
+            return None  # only lists of plain numbers: "3+9"
+        return "+".join(items)  # type: ignore[arg-type]
+    from scrapbench.core.variants import format_value
+
+    text = str(value)
+    # A string that reads as a number, a bool or null would look like one: a digest instead.
+    return text if _SAFE_TOKEN.match(text) and format_value(text) == text else None
+
+
 def run_dir(out: str | Path, dataset: str, preset: str, method: str, seed: int) -> Path:
-    """``OUT/<dataset>/<preset>/<method>/seed<k>``; every part must already be one safe folder name, and none
-    may be a symbolic link: a link would send the run's files (and their replacement) outside ``OUT``."""
+    """``OUT/<dataset>/<preset>/<method folder>/seed<k>`` (:func:`method_folder`: a sweep variant's name becomes one
+    safe folder name); every part must already be one safe folder name, and none may be a symbolic link: a link
+    would send the run's files (and their replacement) outside ``OUT``."""
+    method = method_folder(method)
     for part in (dataset, preset, method):
         if path_component(part, fallback="") != part:
             raise RunFolderError(f"{part!r} cannot be a folder name in a results folder; use {path_component(part)!r}")

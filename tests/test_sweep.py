@@ -8,8 +8,10 @@ import json
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 from executor_checks import register_toys
 from public_layouts import write_visa
 from toy_method import ColourDistance, ToyConfig
@@ -91,11 +93,11 @@ def test_a_wrong_sweep_is_refused_before_anything_runs(tmp_path, sweep, message)
     assert not (tmp_path / "runs").exists()
 
 
-def test_sweep_on_the_pool_resumes_and_is_reported(tmp_path):
+def test_sweep_on_the_pool_resumes_and_is_reported(tmp_path, one_thread):
     out = tmp_path / "runs"
-    args = ("--sweep", "toy_noisy.noise=1,8", "--preset", "smoke", "--seeds", 2, "--out", out, "--no-progress",
-            "--jobs", 2)  # the pool: two worker processes, which resolve the variants' names themselves
-    first = _cli("run", *args, "--set", "toy_noisy.max_images=3")
+    args = ("--sweep", "toy_noisy.noise=1,8", "--preset", "smoke", "--seeds", 2, "--out", out, "--no-progress")
+    # the pool: two worker processes (one thread each), which resolve the variants' names themselves
+    first = _cli("run", *args, "--jobs", 2, "--set", "toy_noisy.max_images=3")
     assert first.exit_code == 0, first.output
     assert "2 methods × 2 seeds" in first.output and first.output.count("✓ toy_noisy[noise=") == 4
     runs = out / "synthetic-seed0" / "smoke"
@@ -106,12 +108,20 @@ def test_sweep_on_the_pool_resumes_and_is_reported(tmp_path):
     identities = {json.dumps(json.loads((runs / m / "seed0" / "run.json").read_text())["identity"], sort_keys=True)
                   for m in ("toy_noisy@noise=1", "toy_noisy@noise=8")}
     assert len(identities) == 2
-    # resumed: every run is reused, none recomputed
+    # resumed here (this process with a worker's one thread: the same identity): every run reused, none recomputed
     again = _cli("run", *args, "--set", "toy_noisy.max_images=3")
     assert again.exit_code == 0 and again.output.count("↷ toy_noisy[noise=") == 4, again.output
     # --methods with --sweep: both; the base keeps its Table 2 row, the variants go to the sweep table
     both = _cli("run", *args, "--methods", "toy_noisy", "--set", "toy_noisy.max_images=3")
     assert both.exit_code == 0 and both.output.count("✓ toy_noisy seed") == 2, both.output
+
+    # a variant's model folder names the variant; `scrapbench predict` resolves it through the registry
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(images / "a.png")
+    predicted = _cli("predict", runs / "toy_noisy@noise=8" / "seed0" / "model", images, "--out", tmp_path / "pred",
+                     "--no-progress")
+    assert predicted.exit_code == 0 and predicted.output.startswith("toy_noisy[noise=8]: 1 images"), predicted.output
 
     report = _cli("report", out, "--n-boot", 0)
     assert report.exit_code == 0, report.output

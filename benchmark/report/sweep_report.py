@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from scrapbench.core.variants import format_value, split_name
-from scrapbench.report.cells import DISPLAY_NAMES, mean_std_cell, metric_label
+from scrapbench.report.cells import DISPLAY_NAMES, mark_notes, marked, mean_std_cell, method_flags, metric_label
 from scrapbench.report.drawing import sweep_lines
 from scrapbench.report.render import to_markdown
 from scrapbench.storage.atomic import atomic_write_text
@@ -85,16 +85,20 @@ def write_sweeps(tidy: pd.DataFrame, metrics: Sequence[str], stats: CellStats, o
     from scrapbench.report.collect import method_order
 
     sections = []
+    flags = method_flags(tidy)
     for swept, rows in sweeps(method_order(list(tidy["method"].unique()))).items():
         values, numeric = swept_values(rows)
+        row_flags = pd.DataFrame([flags.loc[list(row.points)].any() for row in rows])
+        labels = [marked(row.label, row_flags.iloc[i]) for i, row in enumerate(rows)]
+        footnotes = "".join(f"\n{note}\n" for note in mark_notes(row_flags))
         columns = [format_value(v) for v in values]
         records, tables = [], []
         lines: dict[str, dict[str, dict[str, tuple[list[float], list[float]]]]] = {}
         paper: dict[str, dict[str, list[float]]] = {}
         for metric in metrics:
             shown = []
-            for row in rows:
-                cells = {f"Method \\ {swept}": row.label}
+            for row, label in zip(rows, labels, strict=True):
+                cells = {f"Method \\ {swept}": label}
                 published_cells: dict[str, str] = {}
                 means, stds, paper_values = [], [], []
                 for value, column in zip(values, columns, strict=True):
@@ -102,7 +106,7 @@ def write_sweeps(tidy: pd.DataFrame, metrics: Sequence[str], stats: CellStats, o
                     runs = tidy[tidy["method"] == method] if method is not None else tidy.iloc[0:0]
                     mean, std, seeds = stats(runs, metric) if not runs.empty else (float("nan"),) * 2 + (0,)
                     value_published = published(method, metric) if published and method is not None else None
-                    records.append({"method": method, "row": row.label, "field": swept, "value": column,
+                    records.append({"method": method, "row": label, "field": swept, "value": column,
                                     "metric": metric, "mean_pct": mean, "std_pct": std, "seeds": seeds,
                                     "published_pct": value_published})
                     cells[column] = mean_std_cell(mean, std, seeds)
@@ -118,16 +122,16 @@ def write_sweeps(tidy: pd.DataFrame, metrics: Sequence[str], stats: CellStats, o
             tables.append(f"**{metric_label(metric, qualified=True)} (%)**\n\n" + to_markdown(pd.DataFrame(shown)))
         stem = f"sweep_{path_component(swept, 'field')}"
         atomic_write_text(out_dir / f"{stem}.csv", pd.DataFrame(records).to_csv(index=False, float_format="%.6f"))
-        markdown = "\n".join(tables)
+        markdown = "\n".join(tables) + footnotes
         atomic_write_text(out_dir / f"{stem}.md", markdown)
         pictures = []
         if figures:
-            for row in rows:
+            for row, label in zip(rows, labels, strict=True):
                 path = out_dir / "figures" / f"sweep_{row.slug}_{path_component(swept, 'field')}.png"
                 has_paper = {m: v for m, v in paper[row.slug].items() if any(x == x for x in v)}
-                sweep_lines(columns, [float(v) for v in values] if numeric else None, {row.label: lines[row.slug]},
+                sweep_lines(columns, [float(v) for v in values] if numeric else None, {label: lines[row.slug]},
                             [(m, metric_label(m, qualified=True)) for m in metrics], path,
-                            f"{row.label}: {swept} ({caption})", swept, has_paper or None)
+                            f"{label}: {swept} ({caption})", swept, has_paper or None)
                 pictures.append(f"![{row.label} over {swept}](figures/{path.name})\n")
         sections.append(f"## Sweep — {swept}\n\nOne column per value of `{swept}`, {caption}. Files: "
                         f"[{stem}.csv]({stem}.csv) · [{stem}.md]({stem}.md)\n\n{markdown}\n" + "\n".join(pictures))

@@ -11,8 +11,8 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 from executor_checks import register_toys
+from PIL import Image
 from public_layouts import write_visa
 from toy_method import ColourDistance, ToyConfig
 from typer.testing import CliRunner

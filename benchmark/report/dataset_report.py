@@ -123,7 +123,9 @@ def build_report(
     if figures:
         from scrapbench.report.figure_selection import make_figures
 
-        sections.append(make_figures(tidy, table2, table3, records, out_dir, qualitative_rows, notes))
+        drawn = make_figures(tidy, table2, table3, records, out_dir, qualitative_rows, notes)
+        if drawn:
+            sections.append(drawn)
     if not failed.empty:
         sections.append(_failed_section(failed))
     sections.append(_runs_section(tidy, records))

@@ -32,7 +32,7 @@ _MAX_MAPS_FOR_LIMITS = 64
 
 def make_figures(tidy: pd.DataFrame, table2: SummaryTable, table3: SummaryTable | None, records: dict,
                  out_dir: Path, qualitative_rows: int, notes: list[str]) -> str:
-    """Draw every figure that the runs allow; returns the report's Markdown section."""
+    """Draw every figure that the runs allow; returns the report's Markdown section (empty when none was drawn)."""
     fig_dir = out_dir / "figures"
     lines = ["## Figures", ""]
     metric_labels = [(m, metric_label(m)) for m in PIXEL_METRICS]
@@ -64,7 +64,7 @@ def make_figures(tidy: pd.DataFrame, table2: SummaryTable, table3: SummaryTable 
         drawn = False
     if drawn:
         lines.append("![Qualitative comparison](figures/qualitative.png)\n")
-    return "\n".join(lines)
+    return "\n".join(lines) if len(lines) > 2 else ""  # nothing to draw (e.g. sweep variants alone): no section
 
 
 def _bar_data(table: SummaryTable) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:

@@ -82,6 +82,8 @@ def test_sweeps_expand_into_canonical_variants_the_registry_resolves():
     ("toy_noisy.max_images=2,a", "--sweep toy_noisy.max_images = 'a': expected int (64-bit); toy_noisy's fields: "
                                  "max_images (int (64-bit));"),
     ("toy_noisy.noise=[1,2]", "--sweep toy_noisy.noise = [1, 2]: expected float (finite)"),
+    ("ours.msm_scales=3,9", "--sweep ours.msm_scales = 3: expected a list of int (64-bit); a list value is written "
+                            "in brackets, one per value: [3,9],[3,9,15]; ours's fields:"),
     ("toy_noisy.noise", "expected METHOD.FIELD=V1,V2,..."),
     ("nope.k_shot=1", "unknown method 'nope'"),
 ])

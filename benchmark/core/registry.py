@@ -14,7 +14,7 @@ import importlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, get_origin
 
 from scrapbench.core.method import AnomalyMethod
 
@@ -242,7 +242,9 @@ def sweep_names(settings: Sequence[str]) -> list[str]:
             try:
                 config_value(config_cls, field_name, value, where)
             except ValueError as exc:
-                raise ValueError(f"{exc}; {method}'s fields: {fields}") from None
+                hint = "; a list value is written in brackets, one per value: [3,9],[3,9,15]" \
+                    if get_origin(types.get(field_name)) in (tuple, list) and not isinstance(value, list) else ""
+                raise ValueError(f"{exc}{hint}; {method}'s fields: {fields}") from None
     out: list[str] = []
     for method, combos in expand_sweeps(settings).items():
         for fields in combos:

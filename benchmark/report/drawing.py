@@ -233,10 +233,11 @@ def sweep_lines(
         if values:
             low, high = min(values), max(values)
             pad = max(2.0, 0.12 * (high - low))
-            ax.set_ylim(max(0.0, low - pad), min(100.0, high + pad))
+            ax.set_ylim(max(0.0, low - pad), min(101.0, high + pad))  # a line at 100 % stays visible
     for ax in axes[n:]:
         ax.set_visible(False)
     handles, names = axes[0].get_legend_handles_labels()
-    fig.legend(handles, names, fontsize=_FONT["legend"], loc="outside right upper", frameon=False)
+    fig.legend(handles, names, fontsize=_FONT["legend"], loc="outside lower center", ncols=min(len(names), 4),
+               frameon=False)
     fig.suptitle(title, fontsize=_FONT["title"] + 1)
     return _save(fig, path)

@@ -205,7 +205,7 @@ def sweep_lines(
 
     x = np.asarray(x_values if x_values is not None else range(len(x_labels)), float)
     n = len(metric_labels)
-    columns = min(n, 3)
+    columns = 2 if n == 4 else min(n, 3)
     rows = -(-n // columns)
     fig = Figure(figsize=(4.3 * columns + 0.6, 3.6 * rows + 0.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False)).ravel()

@@ -408,8 +408,8 @@ def test_unusable_runs_are_listed_as_failed_and_not_pooled(small_runs, tmp_path,
     table = pd.read_csv(tmp_path / "out" / "table2.csv").set_index("method")
     assert table.loc["ours", "n_seeds"] == 2  # seeds 0 and 2
     assert table.loc["ours", "auroc_mean_pct"] == pytest.approx(84.5) and table.loc["ours", "ap_mean_pct"] == 27.5
-    assert "| Ours | **84.50 ± 0.71** | 18.50 ± 0.71 | **27.50 ± 0.71** | **36.00 ± 1.41** | 11.0 | 2 |" in \
-        (tmp_path / "out" / "table2.md").read_text()
+    assert ("| Ours | **84.50 ± 0.71** | 18.50 ± 0.71 | **27.50 ± 0.71** | **36.00 ± 1.41** | 428M (304M) | 190.5 | "
+            "11.0 | 2 |") in (tmp_path / "out" / "table2.md").read_text()
     assert set(pd.read_csv(tmp_path / "out" / "runs.csv").query("method == 'ours'")["seed"]) == {0, 2}
 
 
@@ -475,7 +475,8 @@ def test_efficiency_table_and_accuracy_cost_figure(report):
     assert numbers.loc["ours_no_msm", "ap_std_pct"] == pytest.approx(math.sqrt(0.5))
     assert math.isnan(numbers.loc["winclip", "flops_per_image"]) and numbers.loc["winclip", "images_per_s"] == 10.5
     markdown = (root / "out" / "efficiency.md").read_text()
-    assert "| Method | Params | Trained | GFLOPs/img | Fit peak RSS (MB) | Predict peak RSS (MB) | Fit (s) |" in markdown
+    assert "| Method | Params | Trained | GFLOPs/img | Fit peak RSS (MB) | Predict peak RSS (MB) | Fit (s) |" in \
+        markdown
     assert "| Ours | 428M | 304M | 190.5 | 6000 | 2000 | 1.00 | 11.0 | 3 |" in markdown
     assert "| WinCLIP † | – | – | – | – | – | 1.00 | 10.5 | 2 |" in markdown
     assert "GPU" not in markdown.split("\n")[0]  # no run on a GPU: no GPU columns

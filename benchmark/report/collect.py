@@ -342,7 +342,7 @@ def summary_table(tidy: pd.DataFrame, methods: Sequence[str], label_column: str 
 def cost_means(runs: pd.DataFrame) -> dict[str, float]:
     """One method's cost, each the mean over its runs that recorded it (NaN where none did): the
     :data:`COST_COLUMNS`, ``fit_s``, ``images_per_s`` and its sample std over runs, ``images_per_s_std``."""
-    per_run = runs.drop_duplicates("folder")
+    per_run = runs.drop_duplicates("folder" if "folder" in runs else "seed")
     out = {}
     for column, name in (*((c, c) for c in COST_COLUMNS), ("fit_s", "fit_s"),
                          ("predict_images_per_s", "images_per_s")):

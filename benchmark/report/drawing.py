@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from matplotlib.ticker import FuncFormatter, NullFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter, NullLocator
 
 DPI = 120
 _FONT = {"title": 11, "label": 10, "tick": 9, "legend": 9}
@@ -221,17 +221,22 @@ def accuracy_cost_figure(points: Sequence[Mapping[str, float | str]], path: str 
             ax.annotate(str(point["label"]), (x, y), xytext=(6, 5), textcoords="offset points",
                         fontsize=_FONT["tick"], color=palette[i % 10])
         ax.set_xscale("log")
-        plain = FuncFormatter(lambda value, _: f"{value:g}")
-        ax.xaxis.set_major_formatter(plain)
-        # Within about a decade the major ticks are too few: label the minor ones too.
-        narrow = len(shown) > 0 and max(shown) / min(shown) < 30
-        ax.xaxis.set_minor_formatter(plain if narrow else NullFormatter())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        if shown and max(shown) / min(shown) < 30:  # within about a decade: evenly spaced round ticks
+            ax.xaxis.set_major_locator(MaxNLocator(6))
+            ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xlabel(xlabel, fontsize=_FONT["label"])
         ax.set_title(better, fontsize=_FONT["label"], style="italic")
         ax.tick_params(labelsize=_FONT["tick"])
         ax.grid(alpha=0.3, which="both")
-        ax.margins(x=0.25, y=0.15)
-        if missing:
+        ax.margins(x=0.3, y=0.15)  # room for the labels right of the points
+        if missing and not shown:
+            ax.set_xticks([])
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.text(0.5, 0.5, "not recorded by these runs", transform=ax.transAxes, ha="center",
+                    fontsize=_FONT["label"], color="grey")
+        elif missing:
             ax.text(0.01, 0.01, "not recorded: " + ", ".join(missing), transform=ax.transAxes,
                     fontsize=_FONT["tick"] - 1, color="grey", va="bottom")
     axes[0].set_ylabel(f"{accuracy_label} (%), mean ± std over seeds", fontsize=_FONT["label"])

@@ -43,6 +43,24 @@ def test_attention_is_counted_with_its_fast_paths_off():
     assert torch.backends.mha.get_fastpath_enabled()  # switched back on
 
 
+def test_the_clip_encoder_is_counted_as_the_benchmark_script_computes_it():
+    """open_clip's ViT (nn.MultiheadAttention inside) counts exactly as scripts/bench_paper_preset.py's analytic
+    formula: every projection, attention product and the embedding."""
+    import importlib.util
+    from pathlib import Path
+
+    from scrapbench.methods.common.clip_backbone import load_clip_resized
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_paper_preset.py"
+    spec = importlib.util.spec_from_file_location("bench_paper_preset", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    visual = load_clip_resized("scrapbench-vit-tiny", None, 64, "cpu").visual.eval()
+    pixels = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        assert count_flops(lambda: visual(pixels)) == script.analytic_vit_flops(visual, 64, 2)["total"]
+
+
 # -- parameter counts --------------------------------------------------------------------------------------------
 
 

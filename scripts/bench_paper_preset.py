@@ -77,21 +77,15 @@ class _Peak:
         self.device, self.mb = device, 0.0
 
     def __enter__(self) -> _Peak:
-        import torch
-
         from scrapbench.run.provenance import PeakMemory
 
-        if self.device.startswith("cuda"):
-            torch.cuda.reset_peak_memory_stats()
-        self._rss = PeakMemory().__enter__()
+        self._memory = PeakMemory(device=self.device).__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        import torch
-
-        self._rss.__exit__(*exc)
-        self.mb = round(torch.cuda.max_memory_allocated() / 2**20 if self.device.startswith("cuda")
-                        else self._rss.peak_mb, 1)
+        self._memory.__exit__(*exc)
+        cuda = self._memory.peak_cuda_mb
+        self.mb = round(cuda if cuda is not None else self._memory.peak_mb, 1)
 
 
 def _images(count: int, seed: int = 0) -> list:
@@ -153,11 +147,10 @@ def analytic_vit_flops(visual: Any, size: int, batch: int) -> dict[str, float]:
 def measure_roofline(device: str, precision: str, batch: int, repeats: int) -> dict[str, Any]:
     """ViT-L/14 at 518 px: FLOPs (counted and analytic), achieved FLOP/s, fraction of matmul peak."""
     import torch
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    from torch.utils.flop_counter import FlopCounterMode
 
     from scrapbench.core.precision import inference
     from scrapbench.methods.common.clip_backbone import layer_tokens, load_clip_resized, project_tokens
+    from scrapbench.run.cost import count_flops
 
     visual = load_clip_resized("ViT-L-14-336-quickgelu", None, 518, device).visual.eval()
     pixels = torch.randn(batch, 3, 518, 518, device=device)
@@ -166,24 +159,13 @@ def measure_roofline(device: str, precision: str, batch: int, repeats: int) -> d
         _, final = layer_tokens(visual, pixels, (24,))
         return project_tokens(visual, final[:, 0])
 
-    # FlopCounterMode sees neither nn.MultiheadAttention's fused fast path (q/k/v/out projections and
-    # attention: gone) nor scaled_dot_product_attention's flash kernels (attention: gone). Count with the
-    # fast path off and the math backend (attention as matmuls); the other two show what is missed.
-    def count(fn: Callable[[], Any], fastpath: bool, math: bool) -> int:
-        torch.backends.mha.set_fastpath_enabled(fastpath)
-        try:
-            with (sdpa_kernel(SDPBackend.MATH) if math else contextlib.nullcontext()), \
-                    FlopCounterMode(display=False) as counter:
-                fn()
-        finally:
-            torch.backends.mha.set_fastpath_enabled(True)
-        return counter.get_total_flops()
-
+    # scrapbench's count (scrapbench.run.cost.count_flops): the fast path off, attention on the math backend;
+    # the other settings show what FlopCounterMode misses with torch's defaults.
     with torch.inference_mode():
-        counted = {"open_clip_fastpath_on": count(lambda: visual(pixels), True, False),
-                   "open_clip_fastpath_off_flash": count(lambda: visual(pixels), False, False),
-                   "open_clip_fastpath_off_math": count(lambda: visual(pixels), False, True),
-                   "scrapbench_math": count(ours, True, True)}
+        counted = {"open_clip_fastpath_on": count_flops(lambda: visual(pixels), fastpath=True, math_attention=False),
+                   "open_clip_fastpath_off_flash": count_flops(lambda: visual(pixels), math_attention=False),
+                   "open_clip_fastpath_off_math": count_flops(lambda: visual(pixels)),
+                   "scrapbench_math": count_flops(ours, fastpath=True)}
     analytic = analytic_vit_flops(visual, 518, batch)
     flops = counted["scrapbench_math"]
     # Matmul and forwards alternate, the best of each counts: on a shared machine a load that comes and

@@ -11,6 +11,26 @@ from scrapbench.core.registry import create_method, list_methods
 from scrapbench.run.provenance import seed_everything
 
 METHOD_NAMES = [spec.name for spec in list_methods()]
+# What the fit trains on the smoke preset: nothing (a frozen CLIP, perhaps with a memory of reference images), a
+# few prompt vectors on a frozen CLIP (under 1% of the parameters), or some of the networks (the rest frozen:
+# CLIP's text tower, Mask R-CNN's backbone on small presets, SAM beside the fine-tuned YOLO).
+TRAINED = {"winclip": "none", "winclip_plus": "none", "anomalyclip": "prompts", "yolov8_sam": "part",
+           "yolo11_sam": "part", "mask_rcnn": "part", "ours": "part", "ours_msm_5_11": "part",
+           "ours_msm_7_13": "part", "ours_no_msm": "part"}
+
+
+def _check_parameter_counts(name, counts):
+    """``parameter_counts()`` of a fitted built-in: (total, trained) as its fit trains (TRAINED)."""
+    assert counts is not None, f"{name}: holds torch networks, yet counts no parameters"
+    total, trained = counts
+    assert total > 0 and 0 <= trained <= total, (name, counts)
+    kind = TRAINED.get(name)
+    if kind == "none":
+        assert trained == 0, (name, counts)
+    elif kind == "prompts":
+        assert 0 < trained < total / 100, (name, counts)
+    elif kind == "part":
+        assert 0 < trained < total, (name, counts)
 
 
 def _fit(name, dataset, workdir, seed=0):
@@ -33,6 +53,7 @@ def test_fit_predict_contract(name, smoke_dataset, test_images, tmp_path):
     maps = check_maps(method.predict(test_images), test_images, name)
     assert all(m.dtype == np.float32 and m.shape == img.shape[:2] for m, img in zip(maps, test_images, strict=True))
     assert "random_init" in method.weights_info()
+    _check_parameter_counts(name, method.parameter_counts())
 
     again = _fit(name, smoke_dataset, tmp_path / "b")
     for first, second in zip(maps, again.predict(test_images), strict=True):
@@ -41,6 +62,7 @@ def test_fit_predict_contract(name, smoke_dataset, test_images, tmp_path):
     method.save(tmp_path / "saved")
     assert_holds_no_pickle(tmp_path / "saved")
     loaded = AnomalyMethod.load(tmp_path / "saved")
+    assert loaded.parameter_counts() == method.parameter_counts(), f"{name}: the loaded method counts otherwise"
     for first, reloaded in zip(maps, loaded.predict(test_images), strict=True):
         np.testing.assert_allclose(first, reloaded, rtol=1e-5, atol=1e-6, err_msg=f"{name}: save/load changed maps")
 

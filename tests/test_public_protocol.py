@@ -97,6 +97,10 @@ def test_mvtec_runs_per_category_and_reports_categories_and_their_mean_by_value(
         assert means.loc[method, "auroc_mean_pct"] == pytest.approx(mean, abs=1e-5)
         assert means.loc[method, "auroc_std_pct"] == pytest.approx(std, abs=1e-5)
         assert std != pytest.approx(np.std([x for v in values.values() for x in v], ddof=1))  # not the pooled std
+    cost = pd.read_csv(out / "report" / "efficiency.csv").set_index("method")  # each method's cost: all its runs
+    fit_s = [_record(out, f"mvtec-{c}", "toy", s)["timings"]["fit_s"] for c in ("bottle", "metal_nut") for s in (0, 1)]
+    assert cost.loc["toy", "fit_s"] == pytest.approx(np.mean(fit_s), abs=1e-6)
+    assert "## Cost" in (out / "report" / "report.md").read_text()
     markdown = (out / "report" / "per_category_aupro.md").read_text()
     assert markdown.splitlines()[0] == "| Category | toy | toy_supervised |"
     assert [line.split(" |")[0] for line in markdown.splitlines()[2:5]] == ["| bottle", "| metal_nut", "| Mean"]

@@ -29,6 +29,15 @@ RUNS = {
                     {0: (0.83, 0.16, 0.25, 0.33), 1: (0.84, 0.17, 0.26, 0.34)}),
 }
 
+# run.json's cost record (scrapbench.run.cost) of the methods that have one; winclip's runs are as an older
+# scrapbench wrote them, without it.
+COSTS = {"mask_rcnn": {"params_total": 43_971_000, "params_trained": 43_700_000, "flops_per_image": 268_000_000_000,
+                       "fit_peak_rss_mb": 3000.0, "predict_peak_rss_mb": 1200.0},
+         "ours": {"params_total": 428_000_000, "params_trained": 304_000_000, "flops_per_image": 190_500_000_000,
+                  "fit_peak_rss_mb": 6000.0, "predict_peak_rss_mb": 2000.0},
+         "ours_no_msm": {"params_total": 428_000_000, "params_trained": 304_000_000, "flops_per_image": 190_000_000_000,
+                         "fit_peak_rss_mb": 5900.0, "predict_peak_rss_mb": 1900.0}}
+
 
 def _write_runs(root, dataset, preset="smoke", with_maps=True, with_state=True):
     """Run folders as the runner writes them (hand-written metrics; maps = noisy ground truth)."""
@@ -71,6 +80,8 @@ def _write_runs(root, dataset, preset="smoke", with_maps=True, with_state=True):
                       "timings": {"fit_s": 1.0, "predict_s": 2.0, "predict_images_per_s": 10.0 + seed,
                                   "peak_rss_mb": 500.0},
                       "versions": {"torch": "2.x"}, "git": None, "date": "2025-01-01T00:00:00+00:00"}
+            if method in COSTS:
+                record["cost"] = {"fit_peak_cuda_mb": None, "predict_peak_cuda_mb": None, **COSTS[method]}
             (folder / "run.json").write_text(json.dumps(record))
 
 
@@ -101,7 +112,9 @@ def test_table2_values_mean_std_bold_and_markers(report):
     assert numbers.loc["mask_rcnn", "auroc_std_pct"] == pytest.approx(2.0)
     assert numbers.loc["winclip", "images_per_s"] == pytest.approx(10.5)
     markdown = (root / "out" / "table2.md").read_text()
-    assert "| Ours | **85.00 ± 1.00** | 19.00 ± 1.00 | **28.00 ± 1.00** | **36.00 ± 1.00** | 11.0 | 3 |" in markdown
+    assert ("| Ours | **85.00 ± 1.00** | 19.00 ± 1.00 | **28.00 ± 1.00** | **36.00 ± 1.00** | 428M (304M) | 190.5 | "
+            "11.0 | 3 |") in markdown
+    assert "| WinCLIP † | 51.00 ± 1.41 | 7.00 ± 1.41 | 1.00 ± 0.00 | 2.00 ± 0.00 | – | – | 10.5 | 2 |" in markdown
     assert "| Mask R-CNN | 68.00 ± 2.00 | **21.00 ± 1.00** |" in markdown  # best AUPRO, as in the paper
     assert "| WinCLIP † |" in markdown and "† run with random-initialised" in markdown
     latex = (root / "out" / "table2.tex").read_text()
@@ -372,6 +385,9 @@ UNUSABLE = {  # what breaks ours seed 1 → what its listing says
     "class names": (_set("run.json", "dataset.class_names", [1]), "run.json: dataset.class_names is [1], not"),
     "k_shot string": (_set("run.json", "config.k_shot", "abc"), 'run.json: config.k_shot is "abc", not'),
     "timing string": (_set("run.json", "timings.fit_s", "abc"), 'run.json: timings.fit_s is "abc", not'),
+    "cost string": (_set("run.json", "cost.flops_per_image", "1e9"), 'run.json: cost.flops_per_image is "1e9", not'),
+    "cost negative": (_set("run.json", "cost.params_total", -1), "run.json: cost.params_total is -1, not"),
+    "cost list": (_set("run.json", "cost", [1]), "run.json: cost is [1], not an object"),
     "run nested deep": (_write("run.json", '{"method": "ours", "seed": 1, "x": ' + DEEP + "}"),
                         "run.json: corrupt (nested too deeply)"),
 }
@@ -392,8 +408,8 @@ def test_unusable_runs_are_listed_as_failed_and_not_pooled(small_runs, tmp_path,
     table = pd.read_csv(tmp_path / "out" / "table2.csv").set_index("method")
     assert table.loc["ours", "n_seeds"] == 2  # seeds 0 and 2
     assert table.loc["ours", "auroc_mean_pct"] == pytest.approx(84.5) and table.loc["ours", "ap_mean_pct"] == 27.5
-    assert "| Ours | **84.50 ± 0.71** | 18.50 ± 0.71 | **27.50 ± 0.71** | **36.00 ± 1.41** | 11.0 | 2 |" in \
-        (tmp_path / "out" / "table2.md").read_text()
+    assert ("| Ours | **84.50 ± 0.71** | 18.50 ± 0.71 | **27.50 ± 0.71** | **36.00 ± 1.41** | 428M (304M) | 190.5 | "
+            "11.0 | 2 |") in (tmp_path / "out" / "table2.md").read_text()
     assert set(pd.read_csv(tmp_path / "out" / "runs.csv").query("method == 'ours'")["seed"]) == {0, 2}
 
 
@@ -446,3 +462,25 @@ def test_rows_carry_a_mark_for_every_flag_their_runs_have(small_runs, tmp_path):
     assert "Mask R-CNN \\S{}" in (tmp_path / "out" / "table2.tex").read_text()
     numbers = pd.read_csv(tmp_path / "out" / "table2.csv").set_index("method")
     assert bool(numbers.loc["mask_rcnn", "nondeterministic"]) and not bool(numbers.loc["ours", "nondeterministic"])
+
+
+def test_efficiency_table_and_accuracy_cost_figure(report):
+    """Every method's cost, the mean over its seeds; runs without a cost record (winclip's) show –."""
+    root, path = report
+    numbers = pd.read_csv(root / "out" / "efficiency.csv").set_index("method")
+    assert list(numbers.index) == ["winclip", "mask_rcnn", "ours", "ours_no_msm"]
+    assert numbers.loc["ours", "flops_per_image"] == pytest.approx(190.5e9)
+    assert numbers.loc["ours", "params_trained"] == 304_000_000 and numbers.loc["ours", "ap_mean_pct"] == \
+        pytest.approx(28.0)
+    assert numbers.loc["ours_no_msm", "ap_std_pct"] == pytest.approx(math.sqrt(0.5))
+    assert math.isnan(numbers.loc["winclip", "flops_per_image"]) and numbers.loc["winclip", "images_per_s"] == 10.5
+    markdown = (root / "out" / "efficiency.md").read_text()
+    assert "| Method | Params | Trained | GFLOPs/img | Fit peak RSS (MB) | Predict peak RSS (MB) | Fit (s) |" in \
+        markdown
+    assert "| Ours | 428M | 304M | 190.5 | 6000 | 2000 | 1.00 | 11.0 | 3 |" in markdown
+    assert "| WinCLIP † | – | – | – | – | – | 1.00 | 10.5 | 2 |" in markdown
+    assert "GPU" not in markdown.split("\n")[0]  # no run on a GPU: no GPU columns
+    page = path.read_text()
+    assert "## Cost" in page and "(efficiency.csv)" in page and "(figures/accuracy_vs_cost.png)" in page
+    figure = (root / "out" / "figures" / "accuracy_vs_cost.png").read_bytes()
+    assert figure.startswith(b"\x89PNG") and len(figure) > 20_000

@@ -145,6 +145,17 @@ class AnomalyMethod(ABC):
         """Where the pretrained weights came from; ``{"random_init": True}`` marks untrained rows."""
         return {"random_init": False}
 
+    def parameter_counts(self) -> tuple[int, int] | None:
+        """``(total, trained)``: the parameters of the networks the fitted method holds, and those its fit
+        optimises; ``None`` for a method without torch networks. Default: every ``torch.nn.Module`` reachable
+        from the instance's attributes (:func:`scrapbench.core.parameters.held_modules`), each parameter
+        counted once, trained = ``requires_grad``. Override when the flags do not say what the fit trains
+        (a network trained by a third-party trainer, a tower that is frozen but not flagged)."""
+        from scrapbench.core.parameters import count_parameters, held_modules
+
+        modules = held_modules(self)
+        return count_parameters(modules) if modules else None
+
     def to_device(self, device: str) -> None:  # noqa: B027 (an optional hook: most methods override it)
         """Move the networks to ``device`` (a loaded method, before its state is restored). Default: nothing to move."""
 

@@ -7,6 +7,7 @@ this writes to ``out_dir``::
     report.md                              # one page linking everything below
     runs.csv, failed_runs.csv              # as for any report
     categories_mean.{csv,md,tex}           # methods × metrics, the mean over categories (Table 2 layout)
+    efficiency.{csv,md}                    # each method's cost, the mean over its runs (all categories)
     per_category_<metric>.{csv,md,tex}     # categories × methods, mean ± std over seeds; last row: the mean
     published.{csv,md,tex}                 # with --published: the papers' numbers beside the measured means
     sweep_<field>.{csv,md}, figures/sweep_*.png  # sweep variants over their values (report/sweep_report.py),
@@ -28,7 +29,8 @@ import pandas as pd
 
 from scrapbench.core.variants import split_name
 from scrapbench.report.cells import MARK_COLUMNS, mark_notes, marked_labels, mean_std_cell, metric_label
-from scrapbench.report.collect import SummaryTable, method_order
+from scrapbench.report.collect import SummaryTable, cost_means, method_order
+from scrapbench.report.efficiency import efficiency_section
 from scrapbench.report.published import (
     BENCHMARK_CATEGORIES,
     DATASET_NAMES,
@@ -145,8 +147,7 @@ def mean_table(tidy: pd.DataFrame, methods: Sequence[str]) -> SummaryTable:
         covered = runs["category"].nunique()
         if covered < tidy["category"].nunique():
             row["label"] = f"{row['label']} {INCOMPLETE_MARK} ({covered}/{tidy['category'].nunique()} categories)"
-        per_run = runs.drop_duplicates("folder")["predict_images_per_s"].dropna()
-        row["images_per_s"] = per_run.mean() if len(per_run) else math.nan
+        row.update(cost_means(runs))  # over every category's runs
         rows.append(row)
     metric_seeds = pd.DataFrame(pooled, columns=["method", *metrics]).set_index("method")
     return SummaryTable(pd.DataFrame(rows).set_index("method"), tuple(metrics), "Method", metric_seeds)
@@ -281,6 +282,8 @@ def write_benchmark_tables(tidy: pd.DataFrame, out_dir: Path, published: bool,
                     + to_markdown(means.formatted()) + "".join(f"\n{n}\n" for n in footnotes)
                     + "\nFiles: [categories_mean.csv](categories_mean.csv) · "
                       "[categories_mean.md](categories_mean.md) · [categories_mean.tex](categories_mean.tex)\n")
+    cost = efficiency_section(tidy, methods, out_dir, category_means(tidy, "ap"), "ap", figures=False, notes=notes)
+    sections += [cost] if cost else []  # means over every category's runs
     for metric in means.metrics:
         stem = f"per_category_{metric}"
         numbers, shown = per_category_frames(tidy, methods, categories, metric)

@@ -113,3 +113,46 @@ def marked_labels(tidy: pd.DataFrame) -> dict[str, str]:
 def mark_notes(flags: pd.DataFrame) -> list[str]:
     """The footnotes of the marks set in any row of ``flags`` (a frame with the mark columns)."""
     return [mark.note for mark in ROW_MARKS if mark.column in flags and bool(flags[mark.column].any())]
+
+
+# -- cost --------------------------------------------------------------------------------------------------------
+
+
+def count_cell(value: float) -> str:
+    """A parameter count, short: ``428M``, ``44.0M``, ``3.49M``, ``1.79k``, ``0``; ``–`` when not recorded."""
+    if pd.isna(value):
+        return "–"
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= scale:
+            short = value / scale
+            return f"{short:.{0 if short >= 100 else 1 if short >= 10 else 2}f}{suffix}"
+    return f"{value:.0f}"
+
+
+def number_cell(value: float, digits: int = 1) -> str:
+    """``12.3`` (``digits`` after the point); values under 10 keep three significant digits (``0.0425``);
+    ``–`` when not recorded."""
+    if pd.isna(value):
+        return "–"
+    return f"{value:.{digits}f}" if abs(value) >= 10 or value == 0 else f"{value:#.3g}"
+
+
+def gflops_cell(flops: float) -> str:
+    """FLOPs as GFLOPs (``–`` when not recorded)."""
+    return number_cell(flops / 1e9)
+
+
+def params_cell(total: float, trained: float) -> str:
+    """``149M (0.59M)``: the parameters and, in brackets, those the fit trains."""
+    return "–" if pd.isna(total) else f"{count_cell(total)} ({count_cell(trained)})"
+
+
+def cost_cells(numbers: pd.DataFrame) -> dict[str, list[str]]:
+    """The cost columns of a Table 2 layout (``numbers``: :func:`scrapbench.report.collect.cost_means` per row)."""
+    def column(name: str) -> pd.Series:
+        return numbers[name] if name in numbers else pd.Series(float("nan"), index=numbers.index)
+
+    return {"Params (trained)": [params_cell(t, r) for t, r in zip(column("params_total"), column("params_trained"),
+                                                                   strict=True)],
+            "GFLOPs/img": [gflops_cell(v) for v in column("flops_per_image")],
+            "images/s": [number_cell(v) for v in column("images_per_s")]}

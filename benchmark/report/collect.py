@@ -26,6 +26,7 @@ from scrapbench.metrics.summary import IMAGE_METRICS, PIXEL_METRICS
 from scrapbench.report.cells import (
     MARK_COLUMNS,
     ablation_label,
+    cost_cells,
     mark_notes,
     marked,
     mean_std_cell,
@@ -34,6 +35,10 @@ from scrapbench.report.cells import (
 )
 from scrapbench.run.provenance import identity_differences, without_seed
 from scrapbench.storage.run_folder import RunFolderError, iter_finished_runs, read_finished_run
+
+#: run.json's ``cost`` record (``scrapbench.run.cost.cost_record``), one tidy column each.
+COST_COLUMNS = ("params_total", "params_trained", "flops_per_image", "fit_peak_rss_mb", "predict_peak_rss_mb",
+                "fit_peak_cuda_mb", "predict_peak_cuda_mb")
 
 
 class ReportError(ValueError):
@@ -82,7 +87,8 @@ def collect(runs_dir: str | Path) -> Collected:
             continue
         rows += [{**base, "metric": metric, "value": value} for metric, value in values.items()]
     columns = ["dataset", "preset", "method", "seed", "label", "ablation_label", "suites", "learning_type",
-               *MARK_COLUMNS, "fit_s", "predict_images_per_s", "peak_rss_mb", "folder", "dataset_fingerprint",
+               *MARK_COLUMNS, "fit_s", "predict_images_per_s", "peak_rss_mb", *COST_COLUMNS, "flops_error", "folder",
+               "dataset_fingerprint",
                "evaluator_version", "identity", "benchmark", "category", "training", "shots", "metric", "value"]
     return Collected(pd.DataFrame(rows, columns=columns), sorted(unusable, key=lambda item: item[0]))
 
@@ -98,6 +104,7 @@ def _run_columns(folder: Path, record: dict[str, Any]) -> dict[str, Any]:
                              f"{record['seed']}")
     dataset = record.get("dataset", {})
     timings = record.get("timings", {})
+    cost = record.get("cost") or {}  # absent in runs from before scrapbench recorded it: their cells show –
     config = record.get("config", {})
     return {
         "dataset": dataset.get("name", "?"),
@@ -115,6 +122,8 @@ def _run_columns(folder: Path, record: dict[str, Any]) -> dict[str, Any]:
         "fit_s": timings.get("fit_s"),
         "predict_images_per_s": timings.get("predict_images_per_s"),
         "peak_rss_mb": timings.get("peak_rss_mb"),
+        **{column: cost.get(column) for column in COST_COLUMNS},
+        "flops_error": cost.get("flops_error"),
         "folder": str(folder),
         "dataset_fingerprint": identity.get("dataset_fingerprint"),
         "evaluator_version": identity.get("evaluator_version"),
@@ -258,7 +267,8 @@ def method_order(methods: Sequence[str]) -> list[str]:
 class SummaryTable:
     """Mean/std (in %) per method and metric, plus what the formatted tables need."""
 
-    numbers: pd.DataFrame  # index: method; columns: label, the MARK_COLUMNS, n_seeds, <m>_mean, <m>_std, images_per_s
+    #: index: method; columns: label, the MARK_COLUMNS, n_seeds, <m>_mean, <m>_std, and :func:`cost_means`'s
+    numbers: pd.DataFrame
     metrics: tuple[str, ...]
     row_title: str
     #: Seeds pooled per (method, metric) where that is not ``n_seeds`` (index: method; columns: metrics)
@@ -289,7 +299,8 @@ class SummaryTable:
                     cell += f" ({seeds} of {int(row['n_seeds'])} seeds)"
                 cells.append(f"{bold[0]}{cell}{bold[1]}" if method in best else cell)
             out[f"{metric_label(metric)} (%)"] = cells
-        out["images/s"] = [f"{v:.1f}" if not pd.isna(v) else "–" for v in self.numbers["images_per_s"]]
+        for title, cells in cost_cells(self.numbers).items():
+            out[title] = cells
         out["seeds"] = self.numbers["n_seeds"].astype(int).astype(str)
         return out.reset_index(drop=True)
 
@@ -320,13 +331,27 @@ def summary_table(tidy: pd.DataFrame, methods: Sequence[str], label_column: str 
             row[f"{metric}_mean"] = values.mean() if len(values) else math.nan
             row[f"{metric}_std"] = values.std(ddof=1) if len(values) > 1 else math.nan
             pooled[metric] = part["seed"].nunique()
-        per_run = runs.drop_duplicates("seed")["predict_images_per_s"].dropna()
-        row["images_per_s"] = per_run.mean() if len(per_run) else math.nan
+        row.update(cost_means(runs))
         rows.append(row)
         seeds.append(pooled)
     numbers = pd.DataFrame(rows).set_index("method") if rows else pd.DataFrame()
     metric_seeds = pd.DataFrame(seeds, columns=["method", *metrics]).set_index("method")
     return SummaryTable(numbers, tuple(metrics), row_title, metric_seeds)
+
+
+def cost_means(runs: pd.DataFrame) -> dict[str, float]:
+    """One method's cost, each the mean over its runs that recorded it (NaN where none did): the
+    :data:`COST_COLUMNS`, ``fit_s``, ``images_per_s`` and its sample std over runs, ``images_per_s_std``."""
+    per_run = runs.drop_duplicates("folder" if "folder" in runs else "seed")
+    out = {}
+    for column, name in (*((c, c) for c in COST_COLUMNS), ("fit_s", "fit_s"),
+                         ("predict_images_per_s", "images_per_s")):
+        values = pd.to_numeric(per_run[column], errors="coerce").dropna() if column in per_run \
+            else pd.Series(dtype=float)
+        out[name] = float(values.mean()) if len(values) else math.nan
+        if name == "images_per_s":
+            out["images_per_s_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+    return out
 
 
 def suite_methods(tidy: pd.DataFrame, suite: str) -> list[str]:

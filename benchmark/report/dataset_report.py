@@ -4,12 +4,14 @@ Writes to ``out_dir``::
 
     report.md                  # one page linking everything below
     runs.csv                   # tidy: one row per (run, metric)
-    table2.{csv,md,tex}        # methods × AUROC/AUPRO/AP/F1-max, mean ± std over seeds (Table 2 layout)
+    table2.{csv,md,tex}        # methods × AUROC/AUPRO/AP/F1-max, mean ± std over seeds, and each method's cost
     table3.{csv,md,tex}        # the MSM ablation (Table 3 layout), when ablation runs exist
     sweep_<field>.{csv,md}     # sweep variants (method[field=value]): methods × values (report/sweep_report.py)
+    efficiency.{csv,md}        # every method's cost: params, FLOPs/image, peak memory, fit time, images/s
     bootstrap.{csv,md}         # paired bootstrap CI of (best − other), see below
     per_class.{csv,md}, per_size.{csv,md}   # breakdowns from the evaluator, mean ± std over seeds
-    figures/*.png              # bars, ROC/PR curves, qualitative grid, sweep_<method>_<field>.png
+    figures/*.png              # bars, ROC/PR curves, qualitative grid, sweep_<method>_<field>.png, AP against
+                               # cost (accuracy_vs_cost.png)
 
 Paired bootstrap: the best method is the one with the highest mean of ``primary_metric`` (AP by
 default). Each other method is compared on the lowest seed both have run (the seed-0 runs in a
@@ -38,6 +40,7 @@ from scrapbench.report.collect import (
     suite_methods,
     summary_table,
 )
+from scrapbench.report.efficiency import efficiency_section
 from scrapbench.report.render import markdown_page, to_markdown, write_summary
 from scrapbench.storage.atomic import atomic_write_text
 from scrapbench.storage.run_folder import iter_failed_runs, read_json_record
@@ -112,6 +115,11 @@ def build_report(
     from scrapbench.report.sweep_report import seed_stats, write_sweeps
 
     sections += write_sweeps(tidy, PIXEL_METRICS, seed_stats, out_dir, figures, "mean ± std over seeds")
+    all_methods = method_order(list(tidy["method"].unique()))
+    accuracy = summary_table(tidy, all_methods, metrics=(primary_metric,)).numbers
+    cost = efficiency_section(tidy, all_methods, out_dir, accuracy.rename(
+        columns={f"{primary_metric}_mean": "mean", f"{primary_metric}_std": "std"}), primary_metric, figures, notes)
+    sections += [cost] if cost else []
     if n_boot > 0 and len(table2_methods) > 1:
         sections.append(_bootstrap_section(tidy, table2, records, out_dir, primary_metric, n_boot, ci,
                                            bootstrap_seed, notes))

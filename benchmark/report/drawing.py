@@ -6,12 +6,14 @@ job. Figures are built on ``matplotlib.figure.Figure`` directly (no pyplot state
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter, NullLocator
 
 DPI = 120
 _FONT = {"title": 11, "label": 10, "tick": 9, "legend": 9}
@@ -239,5 +241,59 @@ def sweep_lines(
     handles, names = axes[0].get_legend_handles_labels()
     fig.legend(handles, names, fontsize=_FONT["legend"], loc="outside lower center", ncols=min(len(names), 4),
                frameon=False)
+    fig.suptitle(title, fontsize=_FONT["title"] + 1)
+    return _save(fig, path)
+
+
+def accuracy_cost_figure(points: Sequence[Mapping[str, float | str]], path: str | Path, accuracy_label: str = "AP",
+                         title: str = "Accuracy against cost") -> Path:
+    """Two panels: accuracy against GFLOPs per image, and against images per second; one labelled point per
+    method with error bars of its spread over seeds.
+
+    ``points``: ``label``, ``accuracy`` and ``accuracy_std`` (%), ``gflops``, ``images_per_s`` and
+    ``images_per_s_std`` (NaN where not recorded: such a method is left out of that panel, and named there).
+    """
+    from matplotlib import colormaps
+
+    fig = Figure(figsize=(13, 5.2), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    palette = colormaps["tab10"].colors
+    panels = (("gflops", None, "GFLOPs per test image (log scale)", "better: up and to the left"),
+              ("images_per_s", "images_per_s_std", "Test images per second (log scale)", "better: up and to the right"))
+    for ax, (key, spread, xlabel, better) in zip(axes, panels, strict=True):
+        missing, shown = [], []
+        for i, point in enumerate(points):
+            x, y = float(point[key]), float(point["accuracy"])
+            if not (np.isfinite(x) and x > 0 and np.isfinite(y)):
+                missing.append(str(point["label"]))
+                continue
+            shown.append(x)
+            yerr = float(point["accuracy_std"])
+            xerr = float(point[spread]) if spread else math.nan
+            ax.errorbar([x], [y], yerr=[yerr] if np.isfinite(yerr) else None,
+                        xerr=[xerr] if np.isfinite(xerr) else None, fmt="o", ms=7, capsize=3,
+                        color=palette[i % 10], elinewidth=1.0)
+            ax.annotate(str(point["label"]), (x, y), xytext=(6, 5), textcoords="offset points",
+                        fontsize=_FONT["tick"], color=palette[i % 10])
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        if shown and max(shown) / min(shown) < 30:  # within about a decade: evenly spaced round ticks
+            ax.xaxis.set_major_locator(MaxNLocator(6))
+            ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xlabel(xlabel, fontsize=_FONT["label"])
+        ax.set_title(better, fontsize=_FONT["label"], style="italic")
+        ax.tick_params(labelsize=_FONT["tick"])
+        ax.grid(alpha=0.3, which="both")
+        ax.margins(x=0.3, y=0.15)  # room for the labels right of the points
+        if missing and not shown:
+            ax.set_xticks([])
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.text(0.5, 0.5, "not recorded by these runs", transform=ax.transAxes, ha="center",
+                    fontsize=_FONT["label"], color="grey")
+        elif missing:
+            ax.text(0.01, 0.01, "not recorded: " + ", ".join(missing), transform=ax.transAxes,
+                    fontsize=_FONT["tick"] - 1, color="grey", va="bottom")
+    axes[0].set_ylabel(f"{accuracy_label} (%), mean ± std over seeds", fontsize=_FONT["label"])
     fig.suptitle(title, fontsize=_FONT["title"] + 1)
     return _save(fig, path)

@@ -26,6 +26,7 @@ from scrapbench.core.method import AnomalyMethod, FitContext, LearningType, chec
 from scrapbench.core.registry import create_method, get_spec
 from scrapbench.datasets.protocols import benchmark_record
 from scrapbench.datasets.types import Dataset, Sample, Split
+from scrapbench.run.cost import cost_record, flops_per_image
 from scrapbench.run.plan import RunOptions, RunPlan
 from scrapbench.run.provenance import (
     NondeterminismMonitor,
@@ -52,6 +53,8 @@ class FitRecord:
     peak_rss_mb: float
     nondeterministic_ops: list[str]
     environment: dict[str, Any]  # device, versions, git commit, CPU model of the fitting process
+    peak_cuda_mb: float | None = None  # torch's allocator peak on a CUDA device, else None
+    parameters: tuple[int, int] | None = None  # (total, trained) of the fitted method, None: no torch networks
 
 
 @dataclass
@@ -64,6 +67,9 @@ class Predictions:
     predict_s: float
     peak_rss_mb: float
     nondeterministic_ops: list[str]
+    peak_cuda_mb: float | None = None
+    flops_per_image: int | None = None  # counted on the part's first image when asked (scrapbench.run.cost)
+    flops_error: str | None = None  # why the count failed (the predictions stand)
 
 
 class Compute:
@@ -130,7 +136,7 @@ def fit_run(dataset: Dataset, plan: RunPlan, options: RunOptions, directory: Pat
     ctx = FitContext(seed=plan.seed, device=options.device, workdir=workdir, class_names=dataset.class_names,
                      show_progress=options.show_progress, verbose=options.verbose, object_name=dataset.object_name,
                      precision=plan.identity["compute"]["precision"])
-    with PeakMemory() as memory, NondeterminismMonitor() as nondeterminism:
+    with PeakMemory(device=options.device) as memory, NondeterminismMonitor() as nondeterminism:
         start = time.perf_counter()
         method.fit(dataset.train, ctx)
         fit_s = time.perf_counter() - start
@@ -140,7 +146,8 @@ def fit_run(dataset: Dataset, plan: RunPlan, options: RunOptions, directory: Pat
         config=config_to_dict(method.config), weights=method.weights_info(), fit_s=fit_s,
         peak_rss_mb=memory.peak_mb, nondeterministic_ops=sorted(nondeterminism.ops),
         environment={"device": device_description(options.device), "versions": library_versions(),
-                     "git": git_commit(), "cpu_model": nondeterminism.record()["cpu_model"]})
+                     "git": git_commit(), "cpu_model": nondeterminism.record()["cpu_model"]},
+        peak_cuda_mb=memory.peak_cuda_mb, parameters=method.parameter_counts())
     return method, record
 
 
@@ -149,9 +156,10 @@ def keep_maps(options: RunOptions, num_test: int) -> bool:
 
 
 def predict_part(method: AnomalyMethod, samples: Sequence[Sample], options: RunOptions, plan: RunPlan, *,
-                 num_test: int | None = None, label: str = "") -> Predictions:
+                 num_test: int | None = None, label: str = "", count_flops: bool = True) -> Predictions:
     """Predict ``samples`` in batches of ``options.batch_size`` and evaluate them (``num_test``: the whole test
-    set's size, which decides whether maps are kept; default ``len(samples)``)."""
+    set's size, which decides whether maps are kept; default ``len(samples)``). ``count_flops``: then count the
+    FLOPs of predicting the first sample, outside the timed and measured loop (``scrapbench.run.cost``)."""
     from scrapbench.metrics import PixelMetrics
 
     save_maps = keep_maps(options, len(samples) if num_test is None else num_test)
@@ -160,7 +168,7 @@ def predict_part(method: AnomalyMethod, samples: Sequence[Sample], options: RunO
     rows = []
     predict_s = 0.0
     batches = range(0, len(samples), options.batch_size)
-    with PeakMemory() as memory, NondeterminismMonitor() as nondeterminism:
+    with PeakMemory(device=options.device) as memory, NondeterminismMonitor() as nondeterminism:
         for begin in tqdm(batches, desc=f"{plan.method} seed {plan.seed}: predict{label}", unit="batch", leave=False,
                           disable=not options.show_progress):
             batch = samples[begin:begin + options.batch_size]
@@ -175,7 +183,14 @@ def predict_part(method: AnomalyMethod, samples: Sequence[Sample], options: RunO
                              "image_score": score, "anomalous_pixels": int((sample.mask > 0).sum())})
                 if save_maps:
                     kept_maps[sample.id] = amap.astype(np.float16)
-    return Predictions(metrics, rows, kept_maps, predict_s, memory.peak_mb, sorted(nondeterminism.ops))
+    flops, flops_error = None, None
+    if count_flops and len(samples):
+        try:
+            flops = flops_per_image(method, samples[0].image, options.device)
+        except Exception as exc:  # a count the counter cannot make must not cost the run its predictions
+            flops_error = one_line_error(exc)
+    return Predictions(metrics, rows, kept_maps, predict_s, memory.peak_mb, sorted(nondeterminism.ops),
+                       memory.peak_cuda_mb, flops, flops_error)
 
 
 def shard_bounds(num_samples: int, shards: int, batch_size: int) -> list[tuple[int, int]]:
@@ -203,11 +218,13 @@ def shard_label(index: int, bounds: Sequence[tuple[int, int]]) -> str:
 def predict_shard(model_dir: Path, test: Split, bounds: tuple[int, int], options: RunOptions, plan: RunPlan,
                   label: str = "") -> Predictions:
     """Load the fitted method from ``model_dir`` (as a worker on another GPU would) and predict ``test[lo:hi]``
-    (read lazily, batch by batch)."""
+    (read lazily, batch by batch). The part that starts the test set counts the FLOPs per image, on the image
+    an unsharded run counts them on."""
     method = AnomalyMethod.load(model_dir, device=options.device)
     method.precision = plan.identity["compute"]["precision"]  # the run's resolved --precision, as fit had it
     lo, hi = bounds
-    return predict_part(method, test.subset(range(lo, hi)), options, plan, num_test=len(test), label=label)
+    return predict_part(method, test.subset(range(lo, hi)), options, plan, num_test=len(test), label=label,
+                        count_flops=lo == 0)
 
 
 def finish_run(directory: Path, dataset: Dataset, plan: RunPlan, options: RunOptions, fitted: FitRecord,
@@ -251,6 +268,10 @@ def finish_run(directory: Path, dataset: Dataset, plan: RunPlan, options: RunOpt
         "timings": {"fit_s": round(fitted.fit_s, 3), "predict_s": round(predict_s, 3),
                     "predict_images_per_s": round(len(dataset.test) / predict_s, 3) if predict_s else None,
                     "peak_rss_mb": round(max([fitted.peak_rss_mb, *(part.peak_rss_mb for part in parts)]), 1)},
+        # FLOPs from the part that counted them (the first), peaks: fit's, and the largest part's
+        "cost": cost_record(fitted.parameters, next((p.flops_per_image for p in parts if p.flops_per_image is not None),
+                                                    None),
+                            fitted, parts, next((p.flops_error for p in parts if p.flops_error), None)),
         "execution": {**(options.execution or {"executor": "local"}), "shards": len(parts)},
         "versions": environment["versions"],
         "git": environment["git"],

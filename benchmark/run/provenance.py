@@ -252,23 +252,31 @@ def git_commit() -> str | None:
 
 
 class PeakMemory:
-    """Samples this process's resident memory in a thread; ``peak_mb`` is the maximum seen.
+    """Samples this process's resident memory in a thread; ``peak_mb`` is the maximum seen. With a CUDA
+    ``device``, ``peak_cuda_mb`` is also the most memory torch's allocator held on it in the block
+    (``torch.cuda.max_memory_allocated``, reset on entry); ``None`` on other devices.
 
     ``ru_maxrss`` only reports the whole process's lifetime peak, so it cannot tell runs apart.
     """
 
-    def __init__(self, interval_s: float = 0.05) -> None:
+    def __init__(self, interval_s: float = 0.05, device: str = "cpu") -> None:
         self._process = psutil.Process()
         self._interval = interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self.peak_bytes = self._process.memory_info().rss
+        self._cuda = str(device) if str(device).startswith("cuda") else None
+        self.peak_cuda_bytes: int | None = None
 
     def _sample(self) -> None:
         while not self._stop.wait(self._interval):
             self.peak_bytes = max(self.peak_bytes, self._process.memory_info().rss)
 
     def __enter__(self) -> PeakMemory:
+        if self._cuda is not None:
+            import torch
+
+            torch.cuda.reset_peak_memory_stats(self._cuda)
         self._thread.start()
         return self
 
@@ -276,10 +284,18 @@ class PeakMemory:
         self._stop.set()
         self._thread.join()
         self.peak_bytes = max(self.peak_bytes, self._process.memory_info().rss)
+        if self._cuda is not None:
+            import torch
+
+            self.peak_cuda_bytes = torch.cuda.max_memory_allocated(self._cuda)
 
     @property
     def peak_mb(self) -> float:
         return self.peak_bytes / 2**20
+
+    @property
+    def peak_cuda_mb(self) -> float | None:
+        return None if self.peak_cuda_bytes is None else self.peak_cuda_bytes / 2**20
 
 
 @contextmanager

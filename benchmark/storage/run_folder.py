@@ -180,17 +180,23 @@ def _record_problem(directory: Path, record: dict[str, Any]) -> str | None:
     if not isinstance(record.get("method"), str) or not record["method"]:
         return f"method is {_shown(record.get('method'))}, not a method name"
     for key, kind, what in (("preset", str, "a string"), ("dataset", dict, "an object"), ("config", dict, "an object"),
-                            ("timings", dict, "an object"), ("weights", dict, "an object"),
+                            ("timings", dict, "an object"), ("cost", dict, "an object"), ("weights", dict, "an object"),
                             ("versions", dict, "an object"), ("determinism", (dict, type(None)), "an object")):
         if key in record and not isinstance(record[key], kind):
             return f"{key} is {_shown(record[key])}, not {what}"
     dataset, config, timings = record.get("dataset", {}), record.get("config", {}), record.get("timings", {})
+    cost = {key: value for key, value in record.get("cost", {}).items() if key != "flops_error"}
     checks = [("suites", record.get("suites", []), _is_string_list),
               ("dataset.name", dataset.get("name", ""), lambda v: isinstance(v, str)),
               ("dataset.class_names", dataset.get("class_names", []), _is_string_list),
               ("config.k_shot", config.get("k_shot"), lambda v: v is None or (_is_int(v) and v >= 0)),
               *((f"timings.{key}", value, lambda v: v is None or (_is_number(v) and v >= 0))
-                for key, value in timings.items())]
+                for key, value in timings.items()),
+              # run.json's cost (scrapbench.run.cost): counts and megabytes, or null where not measured
+              *((f"cost.{key}", value, lambda v: v is None or (_is_number(v) and v >= 0))
+                for key, value in cost.items()),
+              ("cost.flops_error", record.get("cost", {}).get("flops_error"),
+               lambda v: v is None or isinstance(v, str))]
     for name, value, valid in checks:
         if not valid(value):
             return f"{name} is {_shown(value)}, not what scrapbench writes there"

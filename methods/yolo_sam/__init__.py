@@ -337,6 +337,17 @@ class YoloSam(AnomalyMethod):
         # (read with torch.load(weights_only=True), see sam_refiner.build_sam).
         self._set_sam(seed=0, state=state["sam_state"])
 
+    def parameter_counts(self) -> tuple[int, int] | None:
+        """YOLO and SAM together; trained: YOLO's parameters but its DFL layer, which ultralytics' trainer
+        always freezes (``BaseTrainer``'s ``always_freeze_names``). The flags cannot say it: ultralytics reloads
+        the trained model with ``requires_grad`` off, and SAM (never trained here) keeps it on."""
+        from scrapbench.core.parameters import count_parameters
+
+        if self._yolo is None or self._refiner is None:
+            return None
+        trained = {id(p) for name, p in self._yolo.named_parameters() if ".dfl" not in name}
+        return count_parameters([self._yolo, self._refiner.predictor.model], lambda p: id(p) in trained)
+
     def to_device(self, device: str) -> None:
         self._device = device
         self._predictor = None

@@ -220,6 +220,8 @@ def server(tmp_path_factory):
 
 @pytest.mark.slow
 def test_a_server_killed_mid_grid_costs_nothing_and_track_fills_in(server, smoke_dataset, tmp_path, toys):
+    """In the --jobs pool: results come back to the driver, which logs them (the local executor: ``tracked``)."""
+    from scrapbench.run.executors.pool import PoolExecutor
     from scrapbench.run.grid import run_benchmark
     from scrapbench.track.log import MlflowTracker
 
@@ -234,9 +236,10 @@ def test_a_server_killed_mid_grid_costs_nothing_and_track_fills_in(server, smoke
 
     out = tmp_path / "runs"
     started = time.monotonic()
-    results = run_benchmark(smoke_dataset, ["toy", "toy_noisy", "toy_broken"], [0, 1], smoke_options(out),
-                            on_result=kill_after_two, tracker=tracker)
-    assert time.monotonic() - started < 60  # a dead server is not waited for
+    with PoolExecutor(2, threads_per_run=1) as pool:
+        results = run_benchmark(smoke_dataset, ["toy", "toy_noisy", "toy_broken"], [0, 1], smoke_options(out),
+                                on_result=kill_after_two, tracker=tracker, executor=pool)
+    assert time.monotonic() - started < 90  # a dead server is not waited for (two workers start in ~10 s)
     assert [r.status for r in results] == ["done"] * 4 + ["failed"] * 2  # the grid finished, nothing lost
     assert len(warnings) == 1 and tracker.logged == 2 and tracker.problems >= 4, warnings
     assert "\n" not in warnings[0]

@@ -119,7 +119,7 @@ def test_report_from_mlflow_gives_the_tables_of_the_run_folder(tracked, tmp_path
     back = _cli("report", "--from", f"mlflow:sqlite:///{out}/mlflow.db", "--experiment", EXPERIMENT,
                 "--out", tmp_path / "back", "--n-boot", "50", "--no-figures")
     assert back.exit_code == 0, back.output
-    assert "8 run(s) read back" in back.output
+    assert "8 run(s) read back" in back.output and "Downloading artifacts" not in back.output
     for name in ("table2.csv", "table2.md", "bootstrap.csv", "per_class.csv", "per_size.csv", "failed_runs.csv"):
         assert (tmp_path / "back" / name).read_bytes() == (tmp_path / "direct" / name).read_bytes(), name
     # the only scrapbench experiment there is the default
@@ -250,6 +250,7 @@ def test_a_server_killed_mid_grid_costs_nothing_and_track_fills_in(server, smoke
     assert parent.info.status == "RUNNING" and len(children) == 2  # the parent was not closed: the server was dead
     filled = _cli("track", out, "--to", f"mlflow:{server.uri}", "--no-progress")
     assert filled.exit_code == 0 and "4 run(s) logged, 2 already there" in filled.output, filled.output
+    assert "View run" not in filled.output and "Traceback" not in filled.output
     [parent], children = _runs(client)
     assert parent.info.status == "FINISHED" and len(children) == 6
     assert {r.info.status for r in children} == {"FINISHED", "FAILED"}

@@ -64,6 +64,7 @@ def _download(spec: str, experiment: str | None, out: Path, runs: Path) -> Path:
     """``--from mlflow:URI``: the experiment's runs as run folders in OUT/mlflow-runs (replaced: a folder of this
     report, under its marker), to report on as on RUNS."""
     import shutil
+    import sys
 
     from scrapbench.track import TrackError, require_mlflow, tracking_uri
     from scrapbench.track.readback import download_grid
@@ -77,6 +78,6 @@ def _download(spec: str, experiment: str | None, out: Path, runs: Path) -> Path:
         folder.unlink()
     elif folder.exists():
         shutil.rmtree(folder)
-    count = download_grid(uri, experiment, folder)
+    count = download_grid(uri, experiment, folder, progress=sys.stderr.isatty())
     console.print(f"{count} run(s) read back from {uri}")
     return folder

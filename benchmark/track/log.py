@@ -40,7 +40,9 @@ from scrapbench.track.records import (
 
 #: MLflow's HTTP settings when the user set none: a dead server answers in seconds, not minutes.
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+#: MLflow's console output, off unless --verbose: "View run … at" links, a progress bar per artifact downloaded.
+QUIET = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 #: Loggers whose output stays out of the console unless --verbose (database migrations, retries).
 CHATTY_LOGGERS = ("mlflow", "alembic", "urllib3.connectionpool")
 
@@ -57,7 +59,7 @@ class _Known:
 def mlflow_client(uri: str, verbose: bool = False) -> Any:
     """An ``MlflowClient`` for ``uri``, with short HTTP timeouts and MLflow's chatter kept out of the console."""
     require_mlflow()
-    for name, value in HTTP_DEFAULTS.items():
+    for name, value in {**HTTP_DEFAULTS, **({} if verbose else QUIET)}.items():
         os.environ.setdefault(name, value)
     from mlflow import MlflowClient  # configures MLflow's loggers: the levels are set after it
 
@@ -76,10 +78,10 @@ class MlflowTracker:
 
     def __init__(self, uri: str, on_problem: Callable[[str], None] = lambda message: None,
                  verbose: bool = False) -> None:
-        from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH
-
         self.uri = uri
         self.client = mlflow_client(uri, verbose)
+        from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH
+
         self._param_limit, self._batch = MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH
         self._artifact_root = artifact_root(uri)
         self._on_problem = on_problem

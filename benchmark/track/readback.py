@@ -36,7 +36,7 @@ def scrapbench_experiments(client: Any) -> list[str]:
     return sorted(e.name for e in client.search_experiments() if e.name.startswith(EXPERIMENT_PREFIX))
 
 
-def download_grid(uri: str, experiment: str | None, dest: Path, verbose: bool = False) -> int:
+def download_grid(uri: str, experiment: str | None, dest: Path, verbose: bool = False, progress: bool = True) -> int:
     """Write the run folders of ``experiment`` (the only scrapbench experiment if None) below the empty or new
     folder ``dest``; returns how many. TrackError names what is missing, or what the tracker answered."""
     try:
@@ -53,7 +53,9 @@ def download_grid(uri: str, experiment: str | None, dest: Path, verbose: bool = 
         chosen = _chosen_runs(client, found.experiment_id)
         if not chosen:
             raise TrackError(f"experiment {experiment!r} at {uri} holds no runs of scrapbench")
-        for parts, run in sorted(chosen.items()):
+        from tqdm.auto import tqdm
+
+        for parts, run in tqdm(sorted(chosen.items()), desc="reading back", unit="run", disable=not progress):
             _write_run(client, run, _folder(dest, parts))
     except TrackError:
         raise

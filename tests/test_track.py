@@ -122,11 +122,6 @@ def test_report_from_mlflow_gives_the_tables_of_the_run_folder(tracked, tmp_path
     assert "8 run(s) read back" in back.output and "Downloading artifacts" not in back.output
     for name in ("table2.csv", "table2.md", "bootstrap.csv", "per_class.csv", "per_size.csv", "failed_runs.csv"):
         assert (tmp_path / "back" / name).read_bytes() == (tmp_path / "direct" / name).read_bytes(), name
-    # the only scrapbench experiment there is the default
-    again = _cli("report", "--from", f"mlflow:sqlite:///{out}/mlflow.db", "--out", tmp_path / "back", "--n-boot",
-                 "0", "--no-figures")
-    assert again.exit_code == 0, again.output
-    assert (tmp_path / "back" / "table2.csv").read_bytes() == (tmp_path / "direct" / "table2.csv").read_bytes()
     unknown = _cli("report", "--from", f"mlflow:sqlite:///{out}/mlflow.db", "--experiment", "nope",
                    "--out", tmp_path / "back")
     assert unknown.exit_code == 2 and "no experiment 'nope'" in unknown.output and EXPERIMENT in unknown.output
@@ -254,9 +249,26 @@ def test_a_server_killed_mid_grid_costs_nothing_and_track_fills_in(server, smoke
     [parent], children = _runs(client)
     assert parent.info.status == "FINISHED" and len(children) == 6
     assert {r.info.status for r in children} == {"FINISHED", "FAILED"}
-    # the grid read back through the server gives the tables of the run folder
+    # the grid read back through the server (its only scrapbench experiment) gives the tables of the run folder
     direct = _cli("report", out, "--out", tmp_path / "direct", "--n-boot", "0", "--no-figures")
     back = _cli("report", "--from", f"mlflow:{server.uri}", "--out", tmp_path / "back", "--n-boot", "0",
                 "--no-figures")
     assert direct.exit_code == 0 and back.exit_code == 0, back.output
     assert (tmp_path / "back" / "table2.csv").read_bytes() == (tmp_path / "direct" / "table2.csv").read_bytes()
+
+
+def test_a_param_longer_than_mlflow_allows_is_cut_not_refused(tracked, tmp_path):
+    from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
+    from scrapbench.track.log import MlflowTracker
+    from scrapbench.track.records import finished_record
+
+    out, _, _ = tracked
+    record = finished_record(out / "synthetic-seed0" / "smoke" / "toy" / "seed0")
+    record.params["config.prompt"] = "x" * (MAX_PARAM_VAL_LENGTH + 10)
+    problems: list[str] = []
+    tracker = MlflowTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", problems.append)
+    assert tracker.log(record) == "logged" and not problems
+    [_], [child] = _runs(MlflowClient(tracker.uri))
+    value = child.data.params["config.prompt"]
+    assert len(value) == MAX_PARAM_VAL_LENGTH and value.endswith("…")

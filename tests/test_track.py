@@ -272,3 +272,25 @@ def test_a_param_longer_than_mlflow_allows_is_cut_not_refused(tracked, tmp_path)
     [_], [child] = _runs(MlflowClient(tracker.uri))
     value = child.data.params["config.prompt"]
     assert len(value) == MAX_PARAM_VAL_LENGTH and value.endswith("…")
+
+
+def test_a_benchmarks_categories_share_one_experiment(tmp_path, monkeypatch):
+    from public_layouts import write_mvtec
+
+    from scrapbench.run.categories import run_categories
+    from scrapbench.track.log import MlflowTracker
+
+    register_toys(monkeypatch, "toy_noisy", "toy_broken")
+    write_mvtec(tmp_path / "mvtec", {"bottle": {"train": 3, "good": 2, "broken_large": 2},
+                                     "metal_nut": {"train": 2, "good": 1, "bent": 2}})
+    out, uri = tmp_path / "runs", f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
+    tracker = MlflowTracker(uri)
+    grid = run_categories(f"mvtec:{tmp_path / 'mvtec'}", ["toy_noisy", "toy_broken"], [0], smoke_options(out),
+                          tracker=tracker)
+    assert [r.status for r in grid.results] == ["done", "failed"] * 2 and tracker.logged == 4
+    parents, children = _runs(MlflowClient(uri), "scrapbench/mvtec/smoke")
+    assert sorted(p.info.run_name for p in parents) == ["mvtec-bottle/smoke", "mvtec-metal_nut/smoke"]
+    assert len(children) == 4 and sum(c.info.status == "FAILED" for c in children) == 2
+    by_parent = {p.info.run_id: p.info.run_name.split("/")[0] for p in parents}
+    assert {(by_parent[c.data.tags["mlflow.parentRunId"]], c.data.tags["scrapbench.folder"].split("/")[0])
+            for c in children} == {("mvtec-bottle", "mvtec-bottle"), ("mvtec-metal_nut", "mvtec-metal_nut")}

@@ -15,7 +15,7 @@ from typing import Any
 
 from scrapbench.metrics.summary import HEADLINE_METRICS
 from scrapbench.run.provenance import flatten, identity_hash
-from scrapbench.storage.run_folder import read_finished_run, read_json_record
+from scrapbench.storage.run_folder import RunFolderError, read_finished_run, read_json_record
 
 #: A finished run's files logged as artifacts (at the artifact root), when present: what ``report --from`` needs to
 #: rebuild the tables (records, per-image scores, the evaluator's state for the bootstrap and curves) and the
@@ -75,7 +75,9 @@ def relative_folder(folder: Path) -> str:
 def finished_record(folder: Path, benchmark: str | None = None) -> ChildRecord:
     """The child run of a finished run folder (RunFolderError when its records are not what the runner writes)."""
     record, metrics = read_finished_run(folder)
-    identity = record.get("identity") if isinstance(record.get("identity"), dict) else {}
+    identity = record.get("identity")
+    if not isinstance(identity, dict):  # found again by its identity: without one, it cannot be told apart
+        raise RunFolderError(f"{folder / 'run.json'}: no run identity (written by an older scrapbench)")
     dataset = record.get("dataset", {})
     params = _params(identity)
     for key in ("name", "spec", "seed", "num_train", "num_test", "benchmark", "category"):

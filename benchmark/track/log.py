@@ -113,7 +113,8 @@ class MlflowTracker:
         return outcome
 
     def finish(self) -> None:
-        """Mark the parents that got children here FINISHED (a parent is RUNNING while its grid logs)."""
+        """Mark FINISHED the parents that got children here, and those found still RUNNING (a parent is RUNNING
+        while its grid logs)."""
         for run_id in sorted(self._touched):
             try:
                 self.client.set_terminated(run_id, FINISHED)
@@ -189,6 +190,8 @@ class MlflowTracker:
                             _Known(run.info.run_id, run.info.status, tags.get(ATTEMPT_TAG)))
                     elif GRID_TAG in tags:
                         self._parents.setdefault((experiment, tags[GRID_TAG]), run.info.run_id)
+                        if run.info.status == "RUNNING":  # its grid could not close it (a tracker gone meanwhile)
+                            self._touched.add(run.info.run_id)
                 token = page.token
                 if not token:
                     break

@@ -8,7 +8,8 @@ STAMP := $(VENV)/.scrapbench-installed
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 # --jobs auto: one run per core with one torch thread each (as far as memory allows), so the main job keeps
 # every core busy and its numbers do not depend on the core count (README, "Running").
-RUN_ARGS ?= --methods all --seeds 3 --jobs auto
+# --track mlflow: every run also logged to the MLflow store $(OUT)/mlflow.db (README, "Tracking with MLflow").
+RUN_ARGS ?= --methods all --seeds 3 --jobs auto --track mlflow
 # pytest-xdist workers for `make test` (each test file runs whole on one worker; see tests/conftest.py).
 TEST_JOBS ?= 2
 OUT ?= runs
@@ -23,7 +24,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH) || $(BIN)/python -m pip install --quiet torch torchvision
-	$(BIN)/python -W "ignore:Editable installation" -m pip install --quiet -e ".[dev,ray]"
+	$(BIN)/python -W "ignore:Editable installation" -m pip install --quiet -e ".[dev,ray,track]"
 	touch $(STAMP)
 
 run: $(STAMP)

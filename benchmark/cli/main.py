@@ -11,7 +11,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import typer
 
-from scrapbench.cli import evaluate, list_methods, predict, prepare, report, run, synth, weights
+from scrapbench.cli import evaluate, list_methods, predict, prepare, report, run, synth, track, weights
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Pixel-level anomaly segmentation benchmark for steel-scrap recycling.")
@@ -20,7 +20,7 @@ app.command()(run.run)
 weights_app = typer.Typer(no_args_is_help=True, help="Pretrained weights: where they go, and whether they fit.")
 weights_app.command("check")(weights.weights_check)
 app.add_typer(weights_app, name="weights")
-for command in (synth.synth, evaluate.evaluate, report.report, predict.predict, prepare.prepare):
+for command in (synth.synth, evaluate.evaluate, report.report, predict.predict, prepare.prepare, track.track):
     app.command()(command)
 
 

@@ -54,6 +54,8 @@ def run(
     ray_storage: str = typer.Option("auto", help="Ray: shared (workers write --out) | ship (results come back "
                                                  "through Ray) | auto (probe)."),
     precision: str = typer.Option("auto", help=PRECISION_HELP),
+    track: str = typer.Option(None, help="Log every run to MLflow: mlflow (a SQLite store, OUT/mlflow.db) | "
+                                         "mlflow:URI (a tracking server or store). Needs scrapbench[track]."),
 ) -> None:
     """Fit, predict and evaluate methods over several seeds; resumes where it stopped."""
     from scrapbench.core.precision import resolve_precision
@@ -78,10 +80,11 @@ def run(
         chosen, settings = _executor_settings(executor, jobs, device, ray_address, gpus_per_run, cpus_per_run,
                                               ray_storage, verbose)
         runner = create_executor(chosen, **settings)  # before the data: a missing Ray is told at once
+        tracker = _open_tracker(track, out, verbose)  # also before the data: a missing MLflow is told at once
         per_category = train_on is not None or parse_benchmark_spec(dataset) is not None
         if not per_category:
             data = load_dataset(dataset, preset=resolved.name, seed=data_seed, show_progress=progress)
-    except (KeyError, ValueError, OSError, DatasetError, ExecutorError) as exc:
+    except (KeyError, ValueError, OSError, DatasetError, ExecutorError) as exc:  # TrackError is a ValueError
         fail(error_text(exc))
     options = RunOptions(preset=resolved.name, device=device, out=out, dataset_spec=dataset, data_seed=data_seed,
                          save_maps=save_maps, overrides=overrides, overwrite=overwrite, show_progress=progress,
@@ -117,13 +120,15 @@ def run(
         with runner:
             if per_category:
                 grid = _run_per_category(dataset, names, range(first_seed, first_seed + seeds), options, train_on,
-                                         per_defect_type, show, runner)
+                                         per_defect_type, show, runner, tracker)
                 results, left_out = grid.results, grid.failures
             else:
                 results = run_benchmark(data, names, range(first_seed, first_seed + seeds), options, on_result=show,
-                                        executor=runner)
+                                        executor=runner, tracker=tracker)
     except (RunIdentityError, RunFolderError, OSError, DatasetError, ExecutorError) as exc:
         fail(error_text(exc))
+    if tracker is not None and not tracker.problems:
+        console.print(f"MLflow: {tracker.logged} run(s) logged, {tracker.present} already there ({tracker.uri})")
     failed = [r for r in results if r.status == "failed"]
     if failed:
         console.print(f"{len(failed)} of {len(results)} run(s) failed (see above; a failed run's error.json holds "
@@ -136,8 +141,31 @@ def run(
     console.print(f"all {len(results)} runs finished; `scrapbench report {out}` builds the tables.")
 
 
+def _open_tracker(spec: str | None, out: Path, verbose: bool):
+    """``--track``: the MLflow tracker, or None. Its problems later are one warning, never a failed run."""
+    if spec is None:
+        return None
+    from scrapbench.track import require_mlflow, tracking_uri
+    from scrapbench.track.log import MlflowTracker
+
+    uri = tracking_uri(spec, out)
+    require_mlflow()
+
+    def warn(message: str) -> None:
+        again = "" if spec == "mlflow" else f" --to {uri}"
+        console.print(Text.assemble(("warning: ", "bold yellow"), f"MLflow at {uri}: {message}; the runs go on "
+                                    f"without it, and `scrapbench track {out}{again}` logs them later"))
+
+    try:
+        return MlflowTracker(uri, warn, verbose)
+    except Exception as exc:  # an URI MLflow has no store for, ...: before anything runs
+        from scrapbench.run.compute import one_line_error
+
+        raise ValueError(f"--track {spec}: {one_line_error(exc)}") from exc
+
+
 def _run_per_category(spec: str, names: list[str], seeds: range, options, train_on: str | None,
-                      per_defect_type: bool, show, executor):
+                      per_defect_type: bool, show, executor, tracker):
     """``run`` on a public benchmark (or with --train-on): one line per category, then its runs."""
     from scrapbench.run.categories import run_categories
 
@@ -154,7 +182,7 @@ def _run_per_category(spec: str, names: list[str], seeds: range, options, train_
                                 f"; {len(names)} methods × {len(seeds)} seeds per category → {options.out}"))
     return run_categories(spec, names, list(seeds), options, train_on=train_on, per_defect_type=per_defect_type,
                           on_result=show, on_dataset=opened, on_failure=left_out,
-                          say=lambda text: console.print(f"note: {text}"), executor=executor)
+                          say=lambda text: console.print(f"note: {text}"), executor=executor, tracker=tracker)
 
 
 def _method_names(methods: list[str], sweep: list[str]) -> list[str]:

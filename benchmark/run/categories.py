@@ -28,7 +28,7 @@ from scrapbench.datasets.resolve import parse_benchmark_spec
 from scrapbench.datasets.types import Dataset
 from scrapbench.run.executors.base import Executor
 from scrapbench.run.executors.local import LocalExecutor
-from scrapbench.run.grid import prepare, run_plans
+from scrapbench.run.grid import Tracker, prepare, run_plans
 from scrapbench.run.plan import RunOptions, RunResult, plan_grid, refuse_identity_mismatches, with_fingerprint
 
 
@@ -100,6 +100,7 @@ def run_categories(
     on_failure: Callable[[CategoryFailure], None] | None = None,
     say: Callable[[str], None] = lambda text: None,
     executor: Executor | None = None,
+    tracker: Tracker | None = None,
 ) -> CategoryRuns:
     """Every (dataset of ``spec``, method, seed), each method trained as its learning type and ``train_on`` say.
 
@@ -164,5 +165,5 @@ def run_categories(
     with tqdm(total=total, desc="runs", unit="run", disable=not options.show_progress) as progress:
         for dataset, group_options, plans in planned:
             dataset, group_options = prepare(dataset, group_options, executor)
-            outcome.results += run_plans(dataset, plans, group_options, executor, on_result, progress)
+            outcome.results += run_plans(dataset, plans, group_options, executor, on_result, progress, tracker)
     return outcome

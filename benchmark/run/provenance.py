@@ -10,6 +10,7 @@ variant are recorded beside the identity, not in it: resuming after an upgrade i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -88,9 +89,16 @@ def without_seed(identity: Mapping[str, Any]) -> str:
     return json.dumps({k: v for k, v in identity.items() if k != "seed"}, sort_keys=True)
 
 
+def identity_hash(identity: Mapping[str, Any]) -> str:
+    """A short, stable name of a whole identity (``sha256:<hex>`` of its canonical JSON): what an experiment
+    tracker finds a run again by (``scrapbench.track``)."""
+    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
 def identity_differences(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """``field: recorded → current`` for every field (dotted path) whose value differs."""
-    before, after = _flatten(recorded), _flatten(current)
+    before, after = flatten(recorded), flatten(current)
     return [f"{key}: {before.get(key, '(absent)')!r} → {after.get(key, '(absent)')!r}"
             for key in sorted(set(before) | set(after)) if before.get(key, _ABSENT) != after.get(key, _ABSENT)]
 
@@ -98,11 +106,12 @@ def identity_differences(recorded: Mapping[str, Any], current: Mapping[str, Any]
 _ABSENT = object()
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested objects as one level of dotted keys (``config.lr``); lists and other values stay as they are."""
     if isinstance(value, Mapping):
         out: dict[str, Any] = {}
         for key, item in value.items():
-            out.update(_flatten(item, f"{prefix}{key}."))
+            out.update(flatten(item, f"{prefix}{key}."))
         return out
     return {prefix[:-1]: value}
 

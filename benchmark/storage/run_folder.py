@@ -240,9 +240,13 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+#: Folders of an MLflow store (``scrapbench.track``: its artifacts hold copies of run records) are not results.
+TRACKER_FOLDERS = frozenset({"mlartifacts", "mlruns"})
+
+
 def _visible(path: Path, out: Path) -> bool:
-    """False below hidden folders: staging folders and replaced attempts are not results."""
-    return not any(part.startswith(".") for part in path.relative_to(out).parts)
+    """False below hidden folders (staging folders and replaced attempts) and an MLflow store's folders."""
+    return not any(part.startswith(".") or part in TRACKER_FOLDERS for part in path.relative_to(out).parent.parts)
 
 
 def iter_finished_runs(out: str | Path) -> Iterator[Path]:

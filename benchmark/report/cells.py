@@ -44,22 +44,23 @@ DISPLAY_NAMES = {"winclip": "WinCLIP", "winclip_plus": "WinCLIP+", "anomalyclip"
                  "ours_msm_7_13": "Ours, MSM 7×7 & 13×13"}
 
 
-def method_label(method: str, config: dict[str, Any]) -> str:
-    """How the paper names a method row (WinCLIP+ gets its shot count)."""
-    label = DISPLAY_NAMES.get(method, method)
+def method_label(method: str, config: dict[str, Any], display_name: str | None = None) -> str:
+    """How the paper names a method row (WinCLIP+ gets its shot count); another method's row: its class's
+    ``display_name`` (run.json) or its registered name."""
+    label = DISPLAY_NAMES.get(method) or display_name or method
     if method == "winclip_plus" and config.get("k_shot"):
         label += f" ({config['k_shot']} shot{'s' if config['k_shot'] != 1 else ''})"
     return label
 
 
-def ablation_label(method: str, config: dict[str, Any]) -> str:
+def ablation_label(method: str, config: dict[str, Any], display_name: str | None = None) -> str:
     """Table 3 names rows by the MSM setting: ``3×3 & 9×9`` or ``w/o MSM``."""
     if config.get("use_msm") is False:
         return "w/o MSM"
     scales = config.get("msm_scales")
     if isinstance(scales, (list, tuple)) and scales:
         return " & ".join(f"{s}×{s}" for s in scales)
-    return method_label(method, config)
+    return method_label(method, config, display_name)
 
 
 @dataclass(frozen=True)

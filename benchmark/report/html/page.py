@@ -220,6 +220,7 @@ def render_page(out_dir: Path, viewer: dict[str, Any] | None, viewer_note: str |
         f'<meta http-equiv="Content-Security-Policy" content="{text(_csp(script))}">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         '<meta name="referrer" content="no-referrer">',
+        '<link rel="icon" href="data:,">',  # no favicon.ico request to a web server
         f"<title>{text(title)}</title>",
         f"<style>{_asset('report.css')}</style></head><body>",
         f'<header><h1>{inline(title)}</h1><nav>{" · ".join(nav)}</nav></header><main>',

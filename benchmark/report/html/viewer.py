@@ -4,7 +4,7 @@ anomaly map, and the per-image numbers the page sorts and filters by.
 Written under ``figures/viewer/`` of the report (one folder, staged and swapped in whole)::
 
     image/<i>.jpg     test image i (its position in the test split, 5 digits), at most ``max_side`` pixels a side
-    truth/<i>.jpg     its ground truth: each anomaly class painted in its colour, as in the qualitative figure
+    truth/<i>.jpg     its ground truth: the image dimmed, each anomaly class in its colour (the qualitative figure's)
     m<k>/<i>.png      method k's map, 8-bit grey: code = round(255 · clip((score − lo) / (hi − lo), 0, 1))
 
 File names are positions, never ids or method names, so no user text reaches a path. The page thresholds a
@@ -103,7 +103,9 @@ def _write_images(test, folder: Path, max_side: int) -> tuple[list[int], list[in
         image = image[..., :3].astype(np.uint8)
         mask = np.asarray(sample.mask)
         _jpeg(image, folder / "image" / f"{i:05d}.jpg", max_side)
-        _jpeg(class_overlay(image, mask), folder / "truth" / f"{i:05d}.jpg", max_side)
+        # the image dimmed and each class in full colour: a thumbnail's few anomalous pixels must stand out
+        _jpeg(class_overlay((image * 0.45).astype(np.uint8), mask, alpha=1.0), folder / "truth" / f"{i:05d}.jpg",
+              max_side)
         values = np.unique(mask[mask > 0]).astype(np.int64)
         anomalous.append(int(bool(sample.is_anomalous)))
         pixels.append(int((mask > 0).sum()))
@@ -136,7 +138,7 @@ def _write_maps(rec: dict, position: Mapping[str, int], folder: Path,
     sizes = None
     with read_npz(rec["folder"] / "maps.npz") as archive:
         names = [name for name in archive.files if name in position]
-        lo, hi = encoding_range([archive[k] for k in sorted(names)[:_MAX_MAPS_FOR_LIMITS]], threshold)
+        lo, hi = encoding_range([archive[k] for k in sorted(names)[:_MAX_MAPS_FOR_LIMITS]] or [np.zeros(1)], threshold)
         for name in names:
             score = np.asarray(archive[name], np.float32)
             i = position[name]

@@ -212,8 +212,8 @@
           stack.appendChild(map);
           cell.appendChild(stack);
         }
-        cell.appendChild(el("div", "scores", "AP " + fmt(m.ap[i], true) + " \u00b7 AUROC " + fmt(m.auroc[i], true)
-                                              + " \u00b7 max " + fmt(m.max[i])));
+        cell.appendChild(el("div", "scores", "AP " + fmt(m.ap[i], true) + " \u00b7 AUROC " + fmt(m.auroc[i], true)));
+        cell.appendChild(el("div", "scores", "max score " + fmt(m.max[i])));
         grid.appendChild(cell);
       });
     });

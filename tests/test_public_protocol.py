@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -108,6 +109,11 @@ def test_mvtec_runs_per_category_and_reports_categories_and_their_mean_by_value(
     assert "# scrapbench report — MVTec AD, preset `smoke`" in page and "mean over categories" in page
     assert "toy_supervised was trained on a seeded split of each category's test images" in page
     assert (out / "report" / "per_category_image_auroc.tex").read_text().startswith("\\begin{table}")
+    html = (out / "report" / "report.html").read_text()  # the same tables in the page, the mean first
+    shown = re.findall(r'<section class="table" id="table-([^"]+)"', html)
+    assert shown[0] == "categories_mean" and shown[-2:] == ["runs", "failed_runs"]
+    assert sorted(shown[1:-2]) == sorted(p.stem for p in (out / "report").glob("per_category_*.csv"))
+    assert "one viewer per category" in html
 
 
 def test_supervised_methods_get_a_seeded_split_of_the_test_images(data, tmp_path):

@@ -19,7 +19,10 @@ def report(
     ci: float = typer.Option(0.95, help="Confidence level of the bootstrap intervals."),
     primary_metric: str = typer.Option("ap", help="Metric that picks the best method for the bootstrap."),
     rows: int = typer.Option(4, help="Test images in the qualitative figure."),
-    figures: bool = typer.Option(True, "--figures/--no-figures", help="Draw the PNG figures."),
+    figures: bool = typer.Option(True, "--figures/--no-figures", help="Draw the PNG figures (and the HTML page's "
+                                                                      "per-image thumbnails)."),
+    html: bool = typer.Option(True, "--html/--no-html", help="Write report.html: every table, figure and a "
+                                                             "per-image viewer in one page (no network needed)."),
     published: bool = typer.Option(False, "--published", help="MVTec AD / VisA runs: the papers' numbers beside the "
                                                               "measured means over categories, with the difference."),
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
@@ -48,10 +51,11 @@ def report(
         elif experiment is not None:
             fail("--experiment reads an MLflow experiment: it needs --from mlflow:URI")
         path = build_report(runs, out, dataset=dataset, preset=preset, n_boot=n_boot, ci=ci,
-                            primary_metric=primary_metric, qualitative_rows=rows, figures=figures, published=published)
+                            primary_metric=primary_metric, qualitative_rows=rows, figures=figures, published=published,
+                            html=html)
     except (ReportError, RunFolderError, OutputError, OSError, TrackError) as exc:
         fail(error_text(exc))
-    console.print(f"report written to {path}")
+    console.print(f"report written to {path}" + (f" and {path.parent / 'report.html'}" if html else ""))
     with open(path.parent / "failed_runs.csv", newline="") as handle:
         failed = list(csv.DictReader(handle))
     if failed:

@@ -70,6 +70,9 @@ class AnomalyMethod(ABC):
     learning_type: ClassVar[LearningType]
     #: The config field that ``--weights`` sets (e.g. ``"clip_pretrained"``); ``None``: no weights.
     weights_field: ClassVar[str | None] = None
+    #: How reports name this method's rows (any text: reports escape it); ``None``: the paper's name of a
+    #: built-in method, else the registered name. Recorded in run.json, so the report needs no import.
+    display_name: ClassVar[str | None] = None
     #: The name it is registered under; set only by ``scrapbench.core.registry.instantiate`` (which
     #: ``create_method`` and the model-folder loader use); ``None`` for a method built by hand.
     registry_name: str | None = None

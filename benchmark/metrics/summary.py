@@ -165,3 +165,25 @@ def curve_data(m: Statistics, max_points: int = 1000) -> dict[str, dict[str, lis
     edges = m.grid.edge(np.arange(m.bins))
     top = float(m.grid.edge(m.grid.bin_of(m.score_max) + 1))
     return curves.curve_points(pos, neg, pro, n_regions, edges, top, m.fpr_limit, max_points)
+
+
+def per_image(m: Statistics) -> dict[str, Any]:
+    """Per test image, in ``m.ids`` order: ``ap`` and ``auroc`` of its own pixels (NaN on an image without
+    anomalous pixels), computed on the per-image histograms the bootstrap resamples (``bootstrap_bins`` bins, so
+    close to, not bit-equal with, an exact per-image value); ``max``, its highest score (exact); ``sizes``, a
+    bit mask of the size classes of its regions (bit k: ``SIZE_NAMES[k]``); ``classes``, a bit mask of its
+    regions' class values (bit v − 1: class value v)."""
+    n = m.count
+    neg = gather(m, "images", "neg")
+    rows = gather(m, "anomalous_images", "index")
+    pos = gather(m, "anomalous_images", "pos")
+    ap, auroc = np.full(n, np.nan), np.full(n, np.nan)
+    if rows.size:
+        ap[rows] = curves.average_precision(pos, neg[rows])
+        auroc[rows] = curves.auroc(pos, neg[rows])
+    region_image = gather(m, "regions", "image")
+    sizes, classes = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    np.bitwise_or.at(sizes, region_image, 1 << gather(m, "regions", "size"))
+    np.bitwise_or.at(classes, region_image, 1 << (gather(m, "regions", "class_value") - 1))
+    return {"ids": list(m.ids), "ap": ap, "auroc": auroc, "max": gather(m, "images", "max").astype(np.float64),
+            "sizes": sizes, "classes": classes}

@@ -44,13 +44,14 @@ DISPLAY_NAMES = {"winclip": "WinCLIP", "winclip_plus": "WinCLIP+", "anomalyclip"
                  "ours_msm_7_13": "Ours, MSM 7×7 & 13×13"}
 
 
-def method_label(method: str, config: dict[str, Any]) -> str:
-    """How the paper names a method row (WinCLIP+ gets its shot count); a sweep variant is its method's label
-    and the fields it fixes (``WinCLIP+ (2 shots)``, ``Ours [epochs=2]``)."""
+def method_label(method: str, config: dict[str, Any], display_name: str | None = None) -> str:
+    """How the paper names a method row (WinCLIP+ gets its shot count); another method's row: its class's
+    ``display_name`` (run.json) or its registered name. A sweep variant is its method's label and the fields it
+    fixes (``WinCLIP+ (2 shots)``, ``Ours [epochs=2]``)."""
     from scrapbench.core.variants import format_value, split_name
 
     base, fields = split_name(method)
-    label = DISPLAY_NAMES.get(base, base)
+    label = DISPLAY_NAMES.get(base) or display_name or base
     if base == "winclip_plus" and config.get("k_shot"):
         label += f" ({config['k_shot']} shot{'s' if config['k_shot'] != 1 else ''})"
         fields = {key: value for key, value in fields.items() if key != "k_shot"}
@@ -59,14 +60,14 @@ def method_label(method: str, config: dict[str, Any]) -> str:
     return label
 
 
-def ablation_label(method: str, config: dict[str, Any]) -> str:
+def ablation_label(method: str, config: dict[str, Any], display_name: str | None = None) -> str:
     """Table 3 names rows by the MSM setting: ``3×3 & 9×9`` or ``w/o MSM``."""
     if config.get("use_msm") is False:
         return "w/o MSM"
     scales = config.get("msm_scales")
     if isinstance(scales, (list, tuple)) and scales:
         return " & ".join(f"{s}×{s}" for s in scales)
-    return method_label(method, config)
+    return method_label(method, config, display_name)
 
 
 @dataclass(frozen=True)

@@ -106,13 +106,14 @@ def _run_columns(folder: Path, record: dict[str, Any]) -> dict[str, Any]:
     timings = record.get("timings", {})
     cost = record.get("cost") or {}  # absent in runs from before scrapbench recorded it: their cells show –
     config = record.get("config", {})
+    display_name = record.get("display_name") if isinstance(record.get("display_name"), str) else None
     return {
         "dataset": dataset.get("name", "?"),
         "preset": record.get("preset", "?"),
         "method": record["method"],
         "seed": int(record["seed"]),
-        "label": method_label(record["method"], config),
-        "ablation_label": ablation_label(record["method"], config),
+        "label": method_label(record["method"], config, display_name),
+        "ablation_label": ablation_label(record["method"], config, display_name),
         "suites": ",".join(record.get("suites", [])),
         "learning_type": record.get("learning_type"),
         "random_init": bool(record.get("weights", {}).get("random_init", False)),

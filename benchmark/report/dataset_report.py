@@ -60,13 +60,15 @@ def build_report(
     qualitative_rows: int = 4,
     figures: bool = True,
     published: bool = False,
+    html: bool = True,
 ) -> Path:
     """Build the report of the runs of one (dataset, preset) below ``runs_dir``; returns ``report.md``.
 
     ``n_boot=0`` skips the bootstrap; ``figures=False`` skips the PNGs. The runs of a public benchmark
     (its categories' datasets, ``mvtec-*`` / ``visa-*``) get the per-category report of
     :mod:`scrapbench.report.category_report` instead, unless ``dataset`` names one category's dataset;
-    ``published`` adds the papers' numbers there.
+    ``published`` adds the papers' numbers there. ``html``: also ``report.html``, the folder as one page
+    (:mod:`scrapbench.report.html`), with the per-image viewer's thumbnails when ``figures`` is set.
     """
     runs_dir, out_dir = Path(runs_dir), Path(out_dir)
     collected = collect(runs_dir)
@@ -91,6 +93,8 @@ def build_report(
         page = benchmark_page(tidy, failed, runs_dir, out_dir, published,
                               _failed_section(failed) if not failed.empty else None, figures)
         atomic_write_text(out_dir / "report.md", page)
+        _write_html(out_dir, html, None, f"a benchmark's report has one viewer per category: `scrapbench report "
+                                         f"{runs_dir} --dataset {tidy['dataset'].iloc[0]}`")
         return out_dir / "report.md"
     records = _records(tidy)
     sections: list[str] = []
@@ -134,11 +138,38 @@ def build_report(
         drawn = make_figures(tidy, table2, table3, records, out_dir, qualitative_rows, notes)
         if drawn:
             sections.append(drawn)
+    viewer, viewer_note = None, "the report ran with --no-figures"
+    if html and figures:
+        viewer, viewer_note = _viewer(tidy, records, out_dir, notes)
     if not failed.empty:
         sections.append(_failed_section(failed))
     sections.append(_runs_section(tidy, records))
     atomic_write_text(out_dir / "report.md", _page(tidy, records, runs_dir, out_dir, sections, notes))
+    _write_html(out_dir, html, viewer, viewer_note)
     return out_dir / "report.md"
+
+
+def _viewer(tidy: pd.DataFrame, records: dict, out_dir: Path, notes: list[str]) -> tuple[dict | None, str | None]:
+    """The per-image viewer's thumbnails and data (None and why when it cannot be built)."""
+    from scrapbench.report.html import write_viewer
+
+    try:
+        viewer = write_viewer(method_order(list(tidy["method"].unique())), marked_labels(tidy), records, out_dir)
+    except Exception as exc:  # the dataset may be gone or moved; the tables are still worth having
+        notes.append(f"per-image viewer skipped: {type(exc).__name__}: {exc}")
+        return None, f"{type(exc).__name__}: {exc}"
+    return viewer, None if viewer is not None else "no run saved its maps (maps.npz)"
+
+
+def _write_html(out_dir: Path, html: bool, viewer: dict | None, viewer_note: str | None) -> None:
+    """report.html from the folder as written now; without ``html``, an older one is removed (it would show other
+    numbers than the folder's files)."""
+    if html:
+        from scrapbench.report.html import write_html
+
+        write_html(out_dir, viewer, viewer_note)
+    else:
+        (out_dir / "report.html").unlink(missing_ok=True)
 
 
 def failed_runs(runs_dir: str | Path, tidy: pd.DataFrame | None = None, whole_benchmark: bool = False,

@@ -83,7 +83,8 @@ def _figure_methods(tidy: pd.DataFrame, table2: SummaryTable, table3: SummaryTab
     return method_order(methods) if methods else []
 
 
-def _lowest_seed(records: dict, method: str, needs: str | None = None) -> tuple[int, dict] | None:
+def lowest_seed(records: dict, method: str, needs: str | None = None) -> tuple[int, dict] | None:
+    """(seed, record) of ``method``'s lowest seed (whose folder holds the file ``needs``); None without one."""
     for (m, seed), rec in sorted(records.items(), key=lambda kv: kv[0][1]):
         if m == method and (needs is None or (rec["folder"] / needs).is_file()):
             return seed, rec
@@ -109,7 +110,7 @@ def _curves(methods: Sequence[str], labels: Mapping[str, str], records: dict) ->
 
     out = {}
     for method in methods:
-        found = _lowest_seed(records, method, "metrics_state.npz")
+        found = lowest_seed(records, method, "metrics_state.npz")
         if found is None:
             continue
         seed, rec = found
@@ -130,13 +131,24 @@ def choose_examples(per_image: pd.DataFrame, available: set[str], n: int) -> lis
     return [ids[i] for i in picks]
 
 
-def _qualitative(methods: Sequence[str], labels: Mapping[str, str], records: dict, path: Path, n_rows: int) -> bool:
+def run_dataset(run: Mapping[str, Any]):
+    """The dataset named in a run.json record (data seed included), checked against the run's fingerprint
+    (ValueError when it changed: its images would not be the ones the run's maps were made of)."""
     from scrapbench.datasets import load_dataset
     from scrapbench.datasets.fingerprint import dataset_fingerprint
 
+    data = run.get("dataset", {})
+    dataset = load_dataset(data.get("spec", "synthetic"), preset=run.get("preset", "cpu"),
+                           seed=int(data.get("seed") or 0))
+    if dataset_fingerprint(dataset) != run.get("identity", {}).get("dataset_fingerprint"):
+        raise ValueError(f"the dataset {data.get('spec')!r} has changed since the runs (its fingerprint differs)")
+    return dataset
+
+
+def _qualitative(methods: Sequence[str], labels: Mapping[str, str], records: dict, path: Path, n_rows: int) -> bool:
     chosen = {}
     for method in methods:
-        found = _lowest_seed(records, method, "maps.npz")
+        found = lowest_seed(records, method, "maps.npz")
         if found is not None:
             chosen[method] = found
     if not chosen or n_rows <= 0:
@@ -149,13 +161,7 @@ def _qualitative(methods: Sequence[str], labels: Mapping[str, str], records: dic
                                        keep_default_na=False), available, n_rows)
         if not ids:
             return False
-        run = first_rec["run"]
-        data = run.get("dataset", {})
-        dataset = load_dataset(data.get("spec", "synthetic"), preset=run.get("preset", "cpu"),
-                               seed=int(data.get("seed") or 0))
-        recorded = run.get("identity", {}).get("dataset_fingerprint")
-        if dataset_fingerprint(dataset) != recorded:  # the images would not be the ones the maps were made of
-            raise ValueError(f"the dataset {data.get('spec')!r} has changed since the runs (its fingerprint differs)")
+        dataset = run_dataset(first_rec["run"])
         position = {sample_id: i for i, sample_id in enumerate(dataset.test.ids)}
         samples = [dataset.test[position[i]] for i in ids]
         rows = [(s.id, s.image, s.mask) for s in samples]

@@ -249,6 +249,7 @@ def finish_run(directory: Path, dataset: Dataset, plan: RunPlan, options: RunOpt
         "scrapbench_version": __version__,
         "method": plan.method,
         "description": spec.description,
+        "display_name": spec.load_class().display_name,
         "suites": list(spec.suites),
         "learning_type": fitted.learning_type,
         "seed": plan.seed,

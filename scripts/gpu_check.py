@@ -4,8 +4,8 @@
     python scripts/gpu_check.py --quick --device cpu --out /tmp/check     # tiny sizes: seconds a part
     scripts/gpu_check.sh                  # on an offline GPU server: installs wheelhouse/ first (README)
 
-Six parts, in order, each written to the JSON and the Markdown summary (atomically) as soon as it is done,
-so a check cut short keeps the parts before:
+Six parts, each written to the JSON and the Markdown summary (atomically) as soon as it is done, so a check
+cut short keeps the parts done before (part 6 runs right after part 3: it takes seconds and needs only part 2):
 
 1. environment: device, memory, compute capability, torch / CUDA / cuDNN versions, and the dense matmul
    peak measured in this process (8192², fp32, TF32, bf16, fp16);
@@ -119,6 +119,11 @@ class Report:
         value = self.expected[part]
         return sum(value.get(m, 30) for m in methods) if isinstance(value, dict) else value
 
+    def cap(self, expected: float) -> float:
+        """A measurement's time limit: three times its expected time (a hang does not eat the whole budget), within
+        what is left."""
+        return min(self.left(), max(3 * expected, 60))
+
     def fits(self, seconds: float) -> bool:
         return seconds <= self.left()
 
@@ -129,6 +134,7 @@ class Report:
         from scrapbench.storage.atomic import atomic_write_json, atomic_write_text
 
         self.data["parts"][part] = result
+        self.data["parts"] = {name: self.data["parts"][name] for name in PARTS if name in self.data["parts"]}
         self.data["check"]["elapsed_s"] = round(time.monotonic() - self.start, 1)
         atomic_write_json(self.json_path, self.data)
         atomic_write_text(self.md_path, summary(self.data))
@@ -478,7 +484,7 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
 
     env = part("environment", report.expected_s("environment", methods), lambda: environment(args.device, sizes))
     roof = part("roofline", report.expected_s("roofline", methods),
-                lambda: roofline(args.device, args.quick, report.left(), env))
+                lambda: roofline(args.device, args.quick, report.cap(report.expected_s("roofline", methods)), env))
 
     def all_methods() -> dict[str, Any]:
         by_method: dict[str, Any] = {}
@@ -492,7 +498,7 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
                 by_method[name] = {"status": "skipped", "reason": report.skip_note(expected)}
                 result["status"] = "partial"
                 continue
-            by_method[name] = found = measure(name, args.device, args.quick, report.left())
+            by_method[name] = found = measure(name, args.device, args.quick, report.cap(expected))
             method_goals(found)
             if found["status"] != "done":
                 result["status"] = "partial"
@@ -501,6 +507,8 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
         return result
 
     part("methods", report.expected_s("methods", methods), all_methods)
+    # Part 6 needs only part 2 and takes seconds: before the grids, whose runs cannot be stopped half-way.
+    part("estimate", report.expected_s("estimate", methods), lambda: paper_estimate(roof))
     grids = SmokeGrids(args.device, methods, Path(args.work))
 
     def precision_part() -> dict[str, Any]:
@@ -517,7 +525,6 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
 
     expected = report.expected_s("determinism", methods) * (1 if f"smoke-{default}" in grids.done else 2)
     part("determinism", expected, determinism_part)
-    part("estimate", report.expected_s("estimate", methods), lambda: paper_estimate(roof))
     return report.data
 
 

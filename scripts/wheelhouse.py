@@ -1,4 +1,6 @@
-"""The wheels an offline GPU server lacks, downloaded here into ``wheelhouse/`` (README, "Offline GPU server").
+"""The wheels an offline GPU server lacks, downloaded here into ``wheelhouse/``.
+
+README, "GPU check and offline GPU servers":
 
     python3 scripts/wheelhouse.py download [--python-version 3.12] [--target scripts/offline_target.txt]
     python3 scripts/wheelhouse.py verify   [--python-version 3.12]      # offline, into fresh virtual environments
@@ -116,14 +118,15 @@ def _pip(venv_python: Path | str, *args: str, isolated: bool = False, **kwargs) 
     return subprocess.run([str(venv_python), "-m", "pip", *args], env=env, text=True, **kwargs)
 
 
-def install_site(site: Path, python: Path | str = sys.executable, isolated: bool = False) -> list[str]:
+def install_site(site: Path, python: Path | str = sys.executable, isolated: bool = False,
+                 wheelhouse: Path = WHEELHOUSE) -> list[str]:
     """What ``scripts/gpu_check.sh`` does on the server: every wheel of the wheelhouse into ``site`` (``--no-deps``:
     the server's own packages stay as they are), then scrapbench built from the working tree with the build wheels
     alone; returns the requirements that are still not met."""
-    manifest = json.loads((WHEELHOUSE / "MANIFEST.json").read_text())
-    wheels = [str(WHEELHOUSE / w["file"]) for w in manifest["wheels"] if not w["file"].startswith("build/")]
+    manifest = json.loads((wheelhouse / "MANIFEST.json").read_text())
+    wheels = [str(wheelhouse / w["file"]) for w in manifest["wheels"] if not w["file"].startswith("build/")]
     steps = [("the wheelhouse's wheels", ["--no-deps", *wheels]),
-             ("scrapbench from the working tree", ["--find-links", str(WHEELHOUSE / "build"), "--no-deps",
+             ("scrapbench from the working tree", ["--find-links", str(wheelhouse / "build"), "--no-deps",
                                                    str(REPO)])]
     for what, args in steps:
         proc = _pip(python, "install", "--quiet", "--no-index", "--no-compile", "--target", str(site), *args,
@@ -202,11 +205,11 @@ def fetch(venv_python: Path, chosen: list[dict], folder: Path, root: Path) -> li
 
 
 def download(args: argparse.Namespace) -> None:
-    target = read_target(args.target)
+    target, wheelhouse = read_target(args.target), args.wheelhouse
     runtime, build = requirements()
     python = find_python(args.python_version)
-    if WHEELHOUSE.exists() and not (WHEELHOUSE / "MANIFEST.json").is_file() and any(WHEELHOUSE.iterdir()):
-        raise SystemExit(f"{WHEELHOUSE} holds files this script did not write (no MANIFEST.json); move them away")
+    if wheelhouse.exists() and not (wheelhouse / "MANIFEST.json").is_file() and any(wheelhouse.iterdir()):
+        raise SystemExit(f"{wheelhouse} holds files this script did not write (no MANIFEST.json); move them away")
     with tempfile.TemporaryDirectory(prefix="wheelhouse-") as tmp:
         work = Path(tmp)
         venv_python = placeholder_venv(python, work / "venv", target)
@@ -215,7 +218,7 @@ def download(args: argparse.Namespace) -> None:
         missing = resolve(venv_python, runtime, _pins(target, work), work, "runtime")
         missing = [c for c in missing if not any(alias in target for alias in PROVIDED_BY.get(c["name"], ()))]
         tools = resolve(venv_python, build, None, work, "build", ignore_installed=True)
-        staging = WHEELHOUSE.with_name(".wheelhouse-staging")
+        staging = wheelhouse.with_name(f".{wheelhouse.name}-staging")
         shutil.rmtree(staging, ignore_errors=True)
         try:
             files = fetch(venv_python, missing, staging, staging)
@@ -229,12 +232,12 @@ def download(args: argparse.Namespace) -> None:
                 "size_constraints": list(SIZE_CONSTRAINTS), "total_bytes": total,
                 "limit_mib": args.limit_mib, "wheels": sorted(files, key=lambda f: -f["bytes"])}
     (staging / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    if WHEELHOUSE.exists():
-        shutil.rmtree(WHEELHOUSE)  # ours: it holds a MANIFEST.json (checked above)
-    staging.rename(WHEELHOUSE)
+    if wheelhouse.exists():
+        shutil.rmtree(wheelhouse)  # ours: it holds a MANIFEST.json (checked above)
+    staging.rename(wheelhouse)
     for f in manifest["wheels"]:
         print(f"{f['bytes'] / 2**20:8.2f} MiB  {f['file']}")
-    print(f"{total / 2**20:8.2f} MiB in {len(files)} wheels → {WHEELHOUSE} (limit {args.limit_mib:g} MiB)")
+    print(f"{total / 2**20:8.2f} MiB in {len(files)} wheels → {wheelhouse} (limit {args.limit_mib:g} MiB)")
     if total > args.limit_mib * 2**20:
         raise SystemExit(f"the wheelhouse is {total / 2**20:.1f} MiB, over the {args.limit_mib:g} MiB that travel "
                          f"with the working tree")
@@ -242,11 +245,11 @@ def download(args: argparse.Namespace) -> None:
 
 def verify(args: argparse.Namespace) -> None:
     """Offline: resolve, install and check the wheelhouse against the placeholders; build scrapbench."""
-    target = read_target(args.target)
+    target, wheelhouse = read_target(args.target), args.wheelhouse
     runtime, _ = requirements()
-    manifest = json.loads((WHEELHOUSE / "MANIFEST.json").read_text())
+    manifest = json.loads((wheelhouse / "MANIFEST.json").read_text())
     python = find_python(args.python_version)
-    offline = ["--no-index", "--find-links", str(WHEELHOUSE)]
+    offline = ["--no-index", "--find-links", str(wheelhouse)]
     with tempfile.TemporaryDirectory(prefix="wheelhouse-verify-") as tmp:
         work = Path(tmp)
         venv_python = placeholder_venv(python, work / "venv", target)
@@ -271,7 +274,7 @@ def verify(args: argparse.Namespace) -> None:
         extra = sorted(n for n in (_canonical(line.split("==")[0]) for line in fresh) if n not in names | {"pip"})
         if extra:
             raise SystemExit(f"installed but not in the manifest: {extra}")
-        problems = install_site(work / "site", venv_python, isolated=True)
+        problems = install_site(work / "site", venv_python, isolated=True, wheelhouse=wheelhouse)
         print(f"{'ok' if not problems else 'FAILED'}: gpu_check.sh's install into a fresh site folder (every wheel "
               "with --no-deps, scrapbench built with wheelhouse/build alone); their requirements are met by it and "
               "the server's packages", flush=True)
@@ -323,23 +326,25 @@ def check_site(site: Path, python: Path | str | None = None) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("download", "verify"):
+    for name in ("download", "verify", "install"):
         command = sub.add_parser(name)
+        command.add_argument("--wheelhouse", type=Path, default=WHEELHOUSE, help="the wheelhouse folder")
+        if name == "install":
+            command.add_argument("site", type=Path, help="the folder to install into (pip --target)")
+            continue
         command.add_argument("--python-version", default="3.12", help="the server's Python (major.minor)")
         command.add_argument("--target", type=Path, default=TARGET, help="the server's `pip list --format=freeze`")
         command.add_argument("--limit-mib", type=float, default=LIMIT_MIB)
-    install = sub.add_parser("install")
-    install.add_argument("site", type=Path)
     args = parser.parse_args()
     if args.command == "download":
         download(args)
     elif args.command == "verify":
         verify(args)
     else:
-        problems = install_site(args.site)
+        problems = install_site(args.site, wheelhouse=args.wheelhouse)
         for problem in problems:
             print(f"wheelhouse: {problem}", file=sys.stderr)
-        sys.exit(1 if problems else 0)
+        sys.exit(4 if problems else 0)  # 4: installed, with requirements unmet (gpu_check.sh goes on)
 
 
 if __name__ == "__main__":

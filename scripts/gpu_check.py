@@ -187,12 +187,13 @@ def worker(args: argparse.Namespace) -> None:
         print("RESULT " + json.dumps(measure_one(args.worker, args.device, precision, args.quick)), flush=True)
 
 
-def measure(what: str, device: str, quick: bool, timeout_s: float) -> dict[str, Any]:
+def measure(what: str, device: str, quick: bool, timeout_s: float, isolate: bool = True) -> dict[str, Any]:
     """``what`` (``roofline`` or a method) in bf16 and fp32, in a subprocess stopped after ``timeout_s``.
 
-    ``quick``: in this process instead. A subprocess's start (importing torch, open_clip and anomalib again)
-    takes longer than a tiny measurement, and its own peak memory and timeout matter only at real sizes."""
-    if quick:
+    ``isolate`` false: in this process instead (``--quick``'s default: a subprocess's start, importing torch,
+    open_clip and anomalib again, takes longer than a tiny measurement; its own peak memory and time limit matter
+    at real sizes)."""
+    if not isolate:
         started = time.perf_counter()
         results = {p: measure_one(what, device, p, quick) for p in PRECISIONS}
         status = "partial" if any("error" in r for r in results.values()) else "done"
@@ -209,7 +210,7 @@ def measure(what: str, device: str, quick: bool, timeout_s: float) -> dict[str, 
         problem = None if proc.returncode == 0 else _exit_problem(proc.returncode, stderr)
     except subprocess.TimeoutExpired as exc:
         stdout, stderr = _text(exc.stdout), _text(exc.stderr)
-        status, problem = "timeout", f"stopped after {timeout_s:.0f} s: the budget was spent"
+        status, problem = "timeout", f"stopped at its time limit, {timeout_s:.0f} s"
     results = {}
     for line in stdout.splitlines():
         if line.startswith("RESULT "):
@@ -234,8 +235,9 @@ def _exit_problem(code: int, stderr: str) -> str:
     return stderr[-2000:] or f"exit code {code}"
 
 
-def roofline(device: str, quick: bool, timeout_s: float, environment_part: dict[str, Any] | None) -> dict[str, Any]:
-    found = measure("roofline", device, quick, timeout_s)
+def roofline(device: str, quick: bool, timeout_s: float, environment_part: dict[str, Any] | None,
+             isolate: bool = True) -> dict[str, Any]:
+    found = measure("roofline", device, quick, timeout_s, isolate)
     peaks = (environment_part or {}).get("matmul", {})
     for precision, result in found["by_precision"].items():
         if "error" in result:
@@ -386,9 +388,10 @@ def summary(data: dict[str, Any]) -> str:
     lines += _table(["part", "status", "seconds", "expected s", "note"], rows)
     env = parts.get("environment")
     if env and env["status"] == "done":
+        gpu = f", {env['memory_gib']} GiB, compute capability {env['compute_capability']}, " \
+              f"{env['multiprocessors']} multiprocessors" if env.get("compute_capability") else " (CPU)"
         lines += ["## 1. Environment", "",
-                  f"{_cell(env.get('device_name'))}, {_cell(env.get('memory_gib'))} GiB, compute capability "
-                  f"{_cell(env.get('compute_capability'))}; torch {env['torch']}, CUDA {_cell(env['cuda'])}, "
+                  f"{_cell(env.get('device_name'))}{gpu}; torch {env['torch']}, CUDA {_cell(env['cuda'])}, "
                   f"cuDNN {_cell(env.get('cudnn'))}, Python {env['python']}.", ""]
         lines += _table(["matmul", "n", "TFLOP/s (best)", "TFLOP/s (median)"],
                         [[k, m["n"], m["gflops"] / 1e3, m["gflops_median"] / 1e3] for k, m in env["matmul"].items()])
@@ -484,7 +487,8 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
 
     env = part("environment", report.expected_s("environment", methods), lambda: environment(args.device, sizes))
     roof = part("roofline", report.expected_s("roofline", methods),
-                lambda: roofline(args.device, args.quick, report.cap(report.expected_s("roofline", methods)), env))
+                lambda: roofline(args.device, args.quick, report.cap(report.expected_s("roofline", methods)), env,
+                                 args.isolate))
 
     def all_methods() -> dict[str, Any]:
         by_method: dict[str, Any] = {}
@@ -498,7 +502,7 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
                 by_method[name] = {"status": "skipped", "reason": report.skip_note(expected)}
                 result["status"] = "partial"
                 continue
-            by_method[name] = found = measure(name, args.device, args.quick, report.cap(expected))
+            by_method[name] = found = measure(name, args.device, args.quick, report.cap(expected), args.isolate)
             method_goals(found)
             if found["status"] != "done":
                 result["status"] = "partial"
@@ -536,12 +540,15 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["all"], help="names, comma lists or `all` (Table 2)")
     parser.add_argument("--out", type=Path, default=REPO / "results", help="folder of gpu_check.json / .md")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder of the smoke grids (default: temp)")
+    parser.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
+                        help="each measurement of parts 2 and 3 in a process of its own (default: yes, except --quick)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args)
         return
+    args.isolate = not args.quick if args.isolate is None else args.isolate
     import torch
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():

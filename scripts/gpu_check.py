@@ -450,6 +450,9 @@ def summary(data: dict[str, Any]) -> str:
             for gpus, by_shards in s["wall_hours"].items():
                 rows.append([s["precision"], s["assumed_tflops"], s["gpu_hours"], gpus.removesuffix(" GPUs"),
                              *by_shards.values()])
+        lines += ["Every method's FLOPs (counted on the CPU, `results/paper_grid_costs.json`) at the bare encoder's "
+                  "achieved FLOP/s of part 2; SAM's and YOLO's convolutions and host-side work likely run slower.",
+                  ""]
         shards = next(iter(est["scenarios"][0]["wall_hours"].values()))
         lines += _table(["precision", "TFLOP/s", "GPU-hours", "GPUs", *[f"wall h, {k}" for k in shards]], rows)
     return "\n".join(lines)

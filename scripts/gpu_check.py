@@ -135,6 +135,7 @@ class Report:
 
         self.data["parts"][part] = result
         self.data["parts"] = {name: self.data["parts"][name] for name in PARTS if name in self.data["parts"]}
+        self.data["goals"] = goals(self.data["parts"])
         self.data["check"]["elapsed_s"] = round(time.monotonic() - self.start, 1)
         atomic_write_json(self.json_path, self.data)
         atomic_write_text(self.md_path, summary(self.data))
@@ -356,6 +357,19 @@ def paper_estimate(roofline_part: dict[str, Any] | None) -> dict[str, Any]:
     return {"status": "done", **found, "printed": printed.getvalue()}
 
 
+def goals(parts: dict[str, Any]) -> dict[str, Any]:
+    """The efficiency goals, pass / fail, from parts 2 and 3 (absent: not measured)."""
+    found: dict[str, Any] = {}
+    bf16 = ((parts.get("roofline") or {}).get("by_precision") or {}).get("bf16") or {}
+    if "goal" in bf16:
+        found[f"bf16 encoder >= {ENCODER_GOAL:.0%} of the bf16 matmul peak"] = bf16["goal"]["pass"]
+    for name, method in ((parts.get("methods") or {}).get("by_method") or {}).items():
+        for precision, row in (method.get("by_precision") or {}).items():
+            if "goal" in row:
+                found[f"{name} {precision} <= {OVERHEAD_GOAL}x its bare encoder"] = row["goal"]["pass"]
+    return found
+
+
 # -- the Markdown summary ---------------------------------------------------------------------------
 def _cell(value: Any) -> str:
     if value is None:
@@ -386,6 +400,8 @@ def summary(data: dict[str, Any]) -> str:
         rows.append([name, part["status"] if part else "not reached", part.get("seconds") if part else None,
                      expected, (part or {}).get("reason") or (part or {}).get("error")])
     lines += _table(["part", "status", "seconds", "expected s", "note"], rows)
+    if data.get("goals"):
+        lines += _table(["goal", "result"], [[goal, passed] for goal, passed in data["goals"].items()])
     env = parts.get("environment")
     if env and env["status"] == "done":
         gpu = f", {env['memory_gib']} GiB, compute capability {env['compute_capability']}, " \
@@ -471,8 +487,9 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
     report = Report(args.out, args.device, args.quick, args.budget_s, methods)
     sizes = QUICK if args.quick else FULL
 
-    def part(name: str, expected: float, body) -> dict[str, Any] | None:
-        if not report.fits(expected):
+    def part(name: str, expected: float, body, needs: float | None = None) -> dict[str, Any] | None:
+        """Run ``body`` as part ``name`` if ``needs`` seconds (default: all it is expected to take) are left."""
+        if not report.fits(expected if needs is None else needs):
             report.put(name, {"status": "skipped", "reason": report.skip_note(expected), "expected_s": expected})
             print(f"{name}: skipped ({report.skip_note(expected)})", flush=True)
             return None
@@ -513,7 +530,8 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
             print(f"  {name}: {found['status']} in {found['seconds']} s", flush=True)
         return result
 
-    part("methods", report.expected_s("methods", methods), all_methods)
+    part("methods", report.expected_s("methods", methods), all_methods,  # each method skipped on its own
+         needs=min(report.expected_s("methods", [name]) for name in methods))
     # Part 6 needs only part 2 and takes seconds: before the grids, whose runs cannot be stopped half-way.
     part("estimate", report.expected_s("estimate", methods), lambda: paper_estimate(roof))
     grids = SmokeGrids(args.device, methods, Path(args.work))

@@ -33,7 +33,12 @@ def test_quick_check_on_the_cpu_writes_every_part(tmp_path):
         method = parts["methods"]["by_method"]["anomalyclip"]["by_precision"][precision]
         assert method["predict_images_per_s"] > 0 and method["train_step"]["seconds"] > 0
         assert isinstance(method["goal"]["pass"], bool) and method["overhead_ratio"] > 0
-    assert isinstance(parts["roofline"]["by_precision"]["bf16"]["goal"]["pass"], bool)
+    roof_goal = parts["roofline"]["by_precision"]["bf16"]["goal"]["pass"]
+    assert isinstance(roof_goal, bool)
+
+    def goal(precision: str) -> bool:
+        return parts["methods"]["by_method"]["anomalyclip"]["by_precision"][precision]["goal"]["pass"]
+
     compared = parts["precision"]["by_method"]["anomalyclip"]
     assert compared["map_correlation_min"] > 0.999 and compared["max_abs_delta_pp"] < 0.5, compared
     assert compared["images_compared"] > 0
@@ -43,6 +48,9 @@ def test_quick_check_on_the_cpu_writes_every_part(tmp_path):
     scenarios = parts["estimate"]["scenarios"]
     assert [s["precision"] for s in scenarios] == ["bf16", "fp32"]
     assert all(set(s["wall_hours"]) == {"1 GPUs", "8 GPUs", "32 GPUs"} for s in scenarios)
+    assert data["goals"] == {"bf16 encoder >= 40% of the bf16 matmul peak": roof_goal,
+                             "anomalyclip bf16 <= 1.3x its bare encoder": goal("bf16"),
+                             "anomalyclip fp32 <= 1.3x its bare encoder": goal("fp32")}
     for heading in ("1. Environment", "2. Roofline", "3. Methods", "4. Precision", "5. Determinism", "6. Paper grid"):
         assert heading in summary
 

@@ -14,7 +14,7 @@ RUN_ARGS ?= --methods all --seeds 3 --jobs auto --track mlflow
 TEST_JOBS ?= 2
 OUT ?= runs
 
-.PHONY: setup run test lint reference bench clean
+.PHONY: setup run test lint reference bench gpu-check wheelhouse clean
 
 setup: $(STAMP)
 
@@ -43,6 +43,19 @@ reference: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_run.py
+
+# The GPU path in one command (scripts/gpu_check.py): results/gpu_check.json and .md. On a CPU-only machine:
+# make gpu-check GPU_CHECK_ARGS="--quick --device cpu --out /tmp/check"
+GPU_CHECK_ARGS ?= --budget-s 480
+gpu-check: $(STAMP)
+	$(BIN)/python scripts/gpu_check.py $(GPU_CHECK_ARGS)
+
+# The wheels an offline GPU server with Python $(PY) lacks, into wheelhouse/ (README, "Offline GPU server");
+# then checked offline in fresh virtual environments. Needs python$(PY) here and network.
+PY ?= 3.12
+wheelhouse:
+	$(PYTHON) scripts/wheelhouse.py download --python-version $(PY)
+	$(PYTHON) scripts/wheelhouse.py verify --python-version $(PY)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -88,22 +88,30 @@ class _Peak:
         self.mb = round(cuda if cuda is not None else self._memory.peak_mb, 1)
 
 
-def _images(count: int, seed: int = 0) -> list:
+def _images(count: int, seed: int = 0, patch: int = PATCH) -> list:
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    return [rng.integers(0, 256, (PATCH, PATCH, 3), dtype=np.uint8) for _ in range(count)]
+    return [rng.integers(0, 256, (patch, patch, 3), dtype=np.uint8) for _ in range(count)]
 
 
-def matmul_throughput(device: str, dtype_name: str) -> dict[str, Any]:
-    """Dense square matmul FLOP/s (the best of several repeats): the device's practical peak."""
+def matmul_throughput(device: str, dtype_name: str, n: int | None = None) -> dict[str, Any]:
+    """Dense square matmul FLOP/s (the best of several repeats): the device's practical peak.
+
+    ``tf32``: float32 tensors with TensorFloat-32 matrix products allowed (``high`` float32 matmul
+    precision), put back afterwards; ``fp32`` is full float32, torch's default."""
     import torch
 
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
-    n = 8192 if device.startswith("cuda") else 4096
+    dtype = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
+    n = n or (8192 if device.startswith("cuda") else 4096)
     a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
-    a @ b  # warm-up (kernel choice, thread pools)
-    times = _timed(lambda: a @ b, device, 10 if device.startswith("cuda") else 4)
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high" if dtype_name == "tf32" else "highest")
+    try:
+        a @ b  # warm-up (kernel choice, thread pools)
+        times = _timed(lambda: a @ b, device, 10 if device.startswith("cuda") else 4)
+    finally:
+        torch.set_float32_matmul_precision(before)
     return {"dtype": dtype_name, "n": n, "gflops": round(2 * n**3 / min(times) / 1e9, 1),
             "gflops_median": round(2 * n**3 / statistics.median(times) / 1e9, 1)}
 
@@ -144,19 +152,22 @@ def analytic_vit_flops(visual: Any, size: int, batch: int) -> dict[str, float]:
 
 
 # -- measurements (worker side) ---------------------------------------------------------------------
-def measure_roofline(device: str, precision: str, batch: int, repeats: int) -> dict[str, Any]:
-    """ViT-L/14 at 518 px: FLOPs (counted and analytic), achieved FLOP/s, fraction of matmul peak."""
+def measure_roofline(device: str, precision: str, batch: int, repeats: int, model: str = "ViT-L-14-336-quickgelu",
+                     size: int = 518, matmul_n: int | None = None) -> dict[str, Any]:
+    """ViT-L/14 at 518 px (or ``model`` at ``size``): FLOPs (counted and analytic), achieved FLOP/s, fraction
+    of matmul peak."""
     import torch
 
     from scrapbench.core.precision import inference
     from scrapbench.methods.common.clip_backbone import layer_tokens, load_clip_resized, project_tokens
     from scrapbench.run.cost import count_flops
 
-    visual = load_clip_resized("ViT-L-14-336-quickgelu", None, 518, device).visual.eval()
-    pixels = torch.randn(batch, 3, 518, 518, device=device)
+    visual = load_clip_resized(model, None, size, device).visual.eval()
+    pixels = torch.randn(batch, 3, size, size, device=device)
+    depth = len(visual.transformer.resblocks)
 
     def ours() -> torch.Tensor:
-        _, final = layer_tokens(visual, pixels, (24,))
+        _, final = layer_tokens(visual, pixels, (depth,))
         return project_tokens(visual, final[:, 0])
 
     # scrapbench's count (scrapbench.run.cost.count_flops): the fast path off, attention on the math backend;
@@ -166,7 +177,7 @@ def measure_roofline(device: str, precision: str, batch: int, repeats: int) -> d
                    "open_clip_fastpath_off_flash": count_flops(lambda: visual(pixels), math_attention=False),
                    "open_clip_fastpath_off_math": count_flops(lambda: visual(pixels)),
                    "scrapbench_math": count_flops(ours, fastpath=True)}
-    analytic = analytic_vit_flops(visual, 518, batch)
+    analytic = analytic_vit_flops(visual, size, batch)
     flops = counted["scrapbench_math"]
     # Matmul and forwards alternate, the best of each counts: on a shared machine a load that comes and
     # goes then weighs on both sides alike.
@@ -174,7 +185,7 @@ def measure_roofline(device: str, precision: str, batch: int, repeats: int) -> d
     matmul: dict[str, dict[str, Any]] = {}
     for _ in range(repeats):
         for name in dict.fromkeys(("fp32", precision)):  # outside autocast: each in its own dtype
-            found = matmul_throughput(device, name)
+            found = matmul_throughput(device, name, matmul_n)
             if name not in matmul or found["gflops"] > matmul[name]["gflops"]:
                 matmul[name] = found
         with inference(precision, device):
@@ -185,7 +196,7 @@ def measure_roofline(device: str, precision: str, batch: int, repeats: int) -> d
                 times[label] = min(times.get(label, float("inf")), *_timed(fn, device, 1))
     peak = matmul[precision]["gflops"] * 1e9
     return {
-        "model": "ViT-L-14-336-quickgelu", "image_size": 518, "batch": batch, "precision": precision,
+        "model": model, "image_size": size, "batch": batch, "precision": precision,
         "matmul": list(matmul.values()),
         "flops_per_image": {key: value / batch for key, value in counted.items()},
         "flops_analytic_per_image": {key: value / batch for key, value in analytic.items()},
@@ -195,16 +206,17 @@ def measure_roofline(device: str, precision: str, batch: int, repeats: int) -> d
     }
 
 
-def _method(name: str, precision: str, batch: int):
-    """The paper configuration with random weights and ``batch`` images per forward at test time."""
+def _method(name: str, precision: str, batch: int, preset: str = "paper"):
+    """The paper configuration (or ``preset``'s) with random weights and ``batch`` images per forward at test
+    time."""
     from scrapbench.core.registry import create_method
 
-    method = create_method(name, CLASSES, "paper", {**RANDOM_WEIGHTS[name], "predict_batch_size": batch})
+    method = create_method(name, CLASSES, preset, {**RANDOM_WEIGHTS[name], "predict_batch_size": batch})
     method.precision = precision
     return method
 
 
-def _prepare_for_predict(method: Any, name: str, device: str, precision: str) -> dict[str, Any]:
+def _prepare_for_predict(method: Any, name: str, device: str, precision: str, patch: int = PATCH) -> dict[str, Any]:
     """Make a random-weight method ready to predict, as fit would leave it; returns notes."""
     import numpy as np
 
@@ -221,15 +233,15 @@ def _prepare_for_predict(method: Any, name: str, device: str, precision: str) ->
     if name in ("winclip", "winclip_plus"):
         k = method.config.k_shot
         samples = [Sample(image, np.zeros(image.shape[:2], np.uint8), f"n{i}")
-                   for i, image in enumerate(_images(max(k, 1), seed=1))]
+                   for i, image in enumerate(_images(max(k, 1), seed=1, patch=patch))]
         start = time.perf_counter()
         method.fit(Split.from_samples("train", samples),
                    FitContext(0, device, Path(os.environ.get("TMPDIR", "/tmp")) / "bench_winclip", CLASSES,
                               show_progress=False, precision=precision))
         return {"fit_s": round(time.perf_counter() - start, 2), "k_shot": k}
     if name == "mask_rcnn":
-        method._device, method._image_size = device, PATCH
-        method._model = method._build(PATCH, None).to(device).eval()
+        method._device, method._image_size = device, patch
+        method._model = method._build(patch, None).to(device).eval()
         return {}
     if name in ("yolov8_sam", "yolo11_sam"):
         import tempfile
@@ -243,7 +255,7 @@ def _prepare_for_predict(method: Any, name: str, device: str, precision: str) ->
             from ultralytics import YOLO
 
             model = YOLO(method._yaml_name(), task="segment").model
-        method._image_size = PATCH
+        method._image_size = patch
         method._set_yolo(model)
         method._set_sam(seed=0)
         return {"sam_model": method.config.sam_model}
@@ -251,10 +263,13 @@ def _prepare_for_predict(method: Any, name: str, device: str, precision: str) ->
 
 
 def measure_method(name: str, device: str, precision: str, images: int, batch: int, repeats: int,
-                   train: bool, train_batch: int | None) -> dict[str, Any]:
-    method = _method(name, precision, batch)
-    notes = _prepare_for_predict(method, name, device, precision)
-    inputs = _images(images)
+                   train: bool, train_batch: int | None, preset: str = "paper", patch: int = PATCH) -> dict[str, Any]:
+    """Prediction images/s, peak memory, the CLIP methods' overhead ratio over their bare encoder (the
+    architecture and input size of the method's config) and one training step, at ``preset``'s
+    architectures (the paper's by default) on ``patch``-pixel random images."""
+    method = _method(name, precision, batch, preset)
+    notes = _prepare_for_predict(method, name, device, precision, patch)
+    inputs = _images(images, patch=patch)
     if name in ("yolov8_sam", "yolo11_sam"):
         notes.update(_boxes_for_sam(method))
     method.predict_with_scores(inputs[:1])  # warm-up: kernels, thread pools, lazy state
@@ -268,7 +283,7 @@ def measure_method(name: str, device: str, precision: str, images: int, batch: i
     if name in ENCODERS:
         from scrapbench.core.precision import inference
 
-        model_name, size = ENCODERS[name]
+        model_name, size = method.config.clip_model, method.config.image_size  # ENCODERS[name] for paper
         bare_batch = min(batch, images)
         forwards = bare_forwards(model_name, size, bare_batch, device)
         # Prediction and bare forward alternate, the best of each counts: a load that comes and goes on a
@@ -290,7 +305,7 @@ def measure_method(name: str, device: str, precision: str, images: int, batch: i
                              **{f"{label}_s_per_image": round(min(t), 4) for label, t in bare.items()}}
         result["overhead_ratio"] = round(per_image / min(bare["scrapbench"]), 3)
     if train:
-        result["train_step"] = TRAIN_STEPS[name](method, device, precision, train_batch) \
+        result["train_step"] = TRAIN_STEPS[name](method, device, precision, train_batch, patch) \
             if name in TRAIN_STEPS else None
     return result
 
@@ -320,7 +335,7 @@ def _step_time(step: Callable[[], None], device: str) -> dict[str, Any]:
     return {"seconds": round(seconds, 3), "peak_mb": peak.mb}
 
 
-def train_anomalyclip(method: Any, device: str, precision: str, cap: int | None) -> dict[str, Any]:
+def train_anomalyclip(method: Any, device: str, precision: str, cap: int | None, patch: int = PATCH) -> dict[str, Any]:
     """One step of prompt learning on cached features (the release's loop: the frozen encoder runs once
     per image, its cost is the prediction time above), at the paper's batch of 8."""
     import torch
@@ -346,7 +361,7 @@ def train_anomalyclip(method: Any, device: str, precision: str, cap: int | None)
             **_step_time(step, device)}
 
 
-def train_ours(method: Any, device: str, precision: str, cap: int | None) -> dict[str, Any]:
+def train_ours(method: Any, device: str, precision: str, cap: int | None, patch: int = PATCH) -> dict[str, Any]:
     """One fine-tuning step of the whole network (encoder, prompts, MSM) at the paper's batch of 4."""
     import schedulefree
     import torch
@@ -376,21 +391,21 @@ def train_ours(method: Any, device: str, precision: str, cap: int | None) -> dic
             **_step_time(step, device)}
 
 
-def train_mask_rcnn(method: Any, device: str, precision: str, cap: int | None) -> dict[str, Any]:
+def train_mask_rcnn(method: Any, device: str, precision: str, cap: int | None, patch: int = PATCH) -> dict[str, Any]:
     """One SGD step of torchvision's Mask R-CNN (training stays float32) at the paper's batch of 4."""
     import torch
 
     c = method.config
-    model = method._build(PATCH, None).to(device).train()
+    model = method._build(patch, None).to(device).train()
     batch = _capped(c.batch_size, cap)
-    images = [torch.rand(3, PATCH, PATCH, device=device) for _ in range(batch)]
+    images = [torch.rand(3, patch, patch, device=device) for _ in range(batch)]
     targets = []
-    for i in range(batch):
-        masks = torch.zeros(2, PATCH, PATCH, dtype=torch.uint8, device=device)
-        masks[0, 40 + i:120, 60:200] = 1
-        masks[1, 300:380, 250 + i:330] = 1
-        targets.append({"boxes": torch.tensor([[60, 40 + i, 200, 120], [250 + i, 300, 330, 380]], dtype=torch.float32,
-                                              device=device),
+    for i in range(batch):  # two instances, placed for 512 px and scaled to ``patch``
+        x = [[round(v * patch / PATCH) for v in box] for box in ([60, 40 + i, 200, 120], [250 + i, 300, 330, 380])]
+        masks = torch.zeros(2, patch, patch, dtype=torch.uint8, device=device)
+        for k, (x0, y0, x1, y1) in enumerate(x):
+            masks[k, y0:y1, x0:x1] = 1
+        targets.append({"boxes": torch.tensor(x, dtype=torch.float32, device=device),
                         "labels": torch.tensor([1, 2], device=device), "masks": masks})
     optimiser = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=c.lr, momentum=0.9)
 
@@ -404,7 +419,7 @@ def train_mask_rcnn(method: Any, device: str, precision: str, cap: int | None) -
             **_step_time(step, device)}
 
 
-def train_yolo(method: Any, device: str, precision: str, cap: int | None) -> dict[str, Any]:
+def train_yolo(method: Any, device: str, precision: str, cap: int | None, patch: int = PATCH) -> dict[str, Any]:
     """Forward, loss and backward of the YOLO-seg model (ultralytics' segmentation loss, float32 as
     the method trains it) on one batch of the paper's size; not ultralytics' whole trainer."""
     import torch
@@ -422,10 +437,11 @@ def train_yolo(method: Any, device: str, precision: str, cap: int | None) -> dic
     batch = _capped(c.batch_size, cap)
     instances = 2
     boxes = torch.tensor([[0.25, 0.25, 0.2, 0.2], [0.7, 0.6, 0.3, 0.2]], device=device).repeat(batch, 1)
-    masks = torch.zeros(batch, PATCH // 4, PATCH // 4, device=device)
-    masks[:, 26:38, 26:38] = 1
-    masks[:, 64:90, 70:110] = 2
-    data = {"img": torch.rand(batch, 3, PATCH, PATCH, device=device),
+    masks = torch.zeros(batch, patch // 4, patch // 4, device=device)
+    at = lambda v: round(v * patch / PATCH)  # noqa: E731  (placed for 512 px, scaled to ``patch``)
+    masks[:, at(26):at(38), at(26):at(38)] = 1
+    masks[:, at(64):at(90), at(70):at(110)] = 2
+    data = {"img": torch.rand(batch, 3, patch, patch, device=device),
             "batch_idx": torch.arange(batch, device=device).repeat_interleave(instances).float(),
             "cls": torch.tensor([[0.0], [1.0]], device=device).repeat(batch, 1), "bboxes": boxes, "masks": masks}
     optimiser = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)

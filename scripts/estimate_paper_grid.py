@@ -196,8 +196,10 @@ def makespan(runs: list[dict], gpus: int, shards: int, kind: str = "gpu") -> flo
     return end
 
 
-def estimate(tflops_options: list[float], gpu_counts: list[int], shard_counts: list[int]) -> dict:
-    """Print and return, per assumed throughput, each run's hours and the grid's wall time on N GPUs."""
+def estimate(tflops_options: list[float], gpu_counts: list[int], shard_counts: list[int],
+             out: Path | None = ESTIMATE) -> dict:
+    """Print and return, per assumed throughput, each run's hours and the grid's wall time on N GPUs; written to
+    ``out`` (none: not written)."""
     costs = json.loads(COSTS.read_text())
     result = {"costs_measured_on": costs.get("machine"), "train_images": TRAIN_IMAGES, "test_images": TEST_IMAGES,
               "seeds": SEEDS, "scenarios": []}
@@ -226,7 +228,8 @@ def estimate(tflops_options: list[float], gpu_counts: list[int], shard_counts: l
             "per_run_hours": per_run,
             "wall_hours": {f"{gpus} GPUs": {f"shards {s}": hours for s, hours in by_shards.items()}
                            for gpus, by_shards in wall.items()}})
-    ESTIMATE.write_text(json.dumps(result, indent=2) + "\n")
+    if out is not None:
+        out.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 

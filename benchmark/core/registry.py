@@ -21,6 +21,7 @@ from scrapbench.core.method import AnomalyMethod
 ENTRY_POINT_GROUP = "scrapbench.methods"
 TABLE2 = "table2"
 ABLATION = "ablation"
+ZOO = "zoo"  # anomalib's image models that run offline (opt-in, never part of `all`)
 
 
 @dataclass(frozen=True)
@@ -130,14 +131,15 @@ def get_spec(name: str) -> MethodSpec:
 
 
 def resolve_method_names(names: Iterable[str]) -> list[str]:
-    """Expand ``all`` (the paper's Table 2 set) and ``ablation`` (Table 3); keep order, no repeats."""
+    """Expand ``all`` (the paper's Table 2 set), ``ablation`` (Table 3) and ``zoo`` (anomalib's models that run
+    offline); keep order, no repeats."""
     out: list[str] = []
     for raw in names:
         for name in (n.strip() for n in raw.split(",")):
             if not name:
                 continue
             expanded = [s.name for s in list_methods(TABLE2 if name == "all" else name)] \
-                if name in ("all", ABLATION) else [get_spec(name).name]
+                if name in ("all", ABLATION, ZOO) else [get_spec(name).name]
             out.extend(n for n in expanded if n not in out)
     return out
 

@@ -201,12 +201,13 @@ class _Items(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> Any:
         from anomalib.data import ImageItem
+        from torchvision.transforms.v2.functional import to_dtype, to_image
         from torchvision.tv_tensors import Image, Mask
 
         entry = self.source[index]
         image = entry if isinstance(entry, np.ndarray) else entry.image
         mask = np.zeros(image.shape[:2], bool) if isinstance(entry, np.ndarray) else entry.mask > 0
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255)
+        tensor = to_dtype(to_image(np.ascontiguousarray(image)), torch.float32, scale=True)  # as anomalib's read_image
         tensor, gt_mask = self.resize(Image(tensor), Mask(torch.from_numpy(mask)))  # masks: nearest
         return ImageItem(image=tensor, gt_mask=gt_mask, gt_label=torch.tensor(bool(gt_mask.any())),
                          image_path=f"{index}.png")

@@ -126,7 +126,7 @@ ZOO: tuple[ZooModel, ...] = (
              epochs=300, pre_trained_arg=False, supervised_field="supervised",
              # its Perlin masks need a feature map of >= 32 px (after its 2x upscaling): layer1 (stride 4) at 64 px
              smoke={**_SMOKE, **_r18(layers=("layer1", "layer2"))},
-             cpu={**_CPU, **_r18(), "image_size": 256}),
+             cpu={**_CPU, **_r18(layers=("layer1", "layer2"))}),
     ZooModel("uninet", "UniNet", "UniNet (anomalib): contrastive student-teacher distillation",
              params=(("student_backbone", str, "wide_resnet50_2"), ("teacher_backbone", str, "wide_resnet50_2"),
                      ("temperature", float, 0.1)),

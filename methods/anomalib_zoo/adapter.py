@@ -27,7 +27,7 @@ import torch
 
 from scrapbench.core.method import AnomalyMethod, FitContext, LearningType
 from scrapbench.datasets.types import Split
-from scrapbench.methods.anomalib_zoo.models import SUPERVISED, ZOO, ZooModel
+from scrapbench.methods.anomalib_zoo.models import ZOO, ZooModel
 from scrapbench.methods.common.checkpoints import WeightCheck
 
 _QUIET_LOGGERS = ("anomalib", "lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric",
@@ -61,12 +61,14 @@ class AnomalibAdapter(AnomalyMethod):
         if cls.zoo.unavailable is not None:
             return [WeightCheck(f"anomalib {cls.zoo.anomalib_class}", f"{name}", "missing",
                                 where="not runnable offline", detail=cls.zoo.unavailable)]
-        checks = []
+        checks, seen = [], set()
         for source, fields in (("timm", cls.zoo.timm_backbones), ("torchvision", cls.zoo.torchvision_backbones)):
-            for field_name in dict.fromkeys(fields):
+            for field_name in fields:
                 backbone = getattr(config, field_name)
-                setting = f"{name}.{field_name}={backbone}, pretrained={config.pretrained}"
-                checks += backbone_checks(source, backbone, setting, config.pretrained)
+                if (source, backbone) not in seen:  # UniNet's student and teacher: one file
+                    seen.add((source, backbone))
+                    setting = f"{name}.{field_name}={backbone}, pretrained={config.pretrained}"
+                    checks += backbone_checks(source, backbone, setting, config.pretrained)
         return checks
 
     def weights_info(self) -> dict[str, Any]:
@@ -336,7 +338,7 @@ def _method_class(row: ZooModel) -> type[AnomalibAdapter]:
     cls = type(row.class_name, (AnomalibAdapter,), {
         "__module__": __name__, "__doc__": row.description, "Config": config, "zoo": row,
         "presets": {"smoke": dict(row.smoke), "cpu": dict(row.cpu)},
-        "learning_type": LearningType(SUPERVISED if row.learning_type == SUPERVISED else row.learning_type),
+        "learning_type": LearningType(row.learning_type),
     })
     return cls
 

@@ -18,6 +18,7 @@ from typing import Any
 
 ONE_CLASS = "one_class"
 SUPERVISED = "supervised"
+ZERO_SHOT = "zero_shot"
 
 #: smoke: tiny random-initialised networks at 64 px, one epoch; cpu: 128 px, a few epochs, random init.
 _SMOKE = {"image_size": 64, "epochs": 1, "batch_size": 8, "pretrained": False}
@@ -179,14 +180,14 @@ ZOO: tuple[ZooModel, ...] = (
     ZooModel("csflow", "Csflow", "CS-Flow (anomalib): cross-scale normalising flows",
              unavailable="anomalib hard-wires torchvision's ImageNet EfficientNet-B5 (no random-init path)",
              timm_backbones=(), smoke=dict(_SMOKE), cpu=dict(_CPU)),
-    ZooModel("winclip", "WinClip", "WinCLIP (anomalib)",
+    ZooModel("winclip", "WinClip", "WinCLIP (anomalib)", ZERO_SHOT,
              unavailable="needs open_clip's LAION ViT-B-16-plus-240 weights, downloaded at run time "
                          "(scrapbench's own `winclip` runs without them)", timm_backbones=(),
              smoke=dict(_SMOKE), cpu=dict(_CPU)),
-    ZooModel("vlm_ad", "VlmAd", "VLM-AD (anomalib): a vision-language model asked about each image",
+    ZooModel("vlm_ad", "VlmAd", "VLM-AD (anomalib): a vision-language model asked about each image", ZERO_SHOT,
              unavailable="needs a vision-language model service or its downloaded weights; gives no pixel maps",
              timm_backbones=(), smoke=dict(_SMOKE), cpu=dict(_CPU)),
-    ZooModel("anomalyvfm", "AnomalyVFM", "AnomalyVFM (anomalib): a vision foundation model for anomalies",
+    ZooModel("anomalyvfm", "AnomalyVFM", "AnomalyVFM (anomalib): a vision foundation model for anomalies", ZERO_SHOT,
              unavailable="needs its weights from the Hugging Face Hub, downloaded at run time", timm_backbones=(),
              smoke=dict(_SMOKE), cpu=dict(_CPU)),
     ZooModel("cfm", "CFM", "CFM (anomalib): crossmodal feature mapping for RGB + point clouds",

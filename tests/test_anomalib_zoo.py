@@ -159,3 +159,15 @@ def test_a_zoo_run_is_evaluated_and_reported_beside_the_papers_methods(smoke_dat
     assert list(pd.read_csv(tmp_path / "report" / "table2.csv")["method"]) == ["anomalib.padim"]
     markdown = (tmp_path / "report" / "table2.md").read_text()
     assert "| anomalib.padim †¶ |" in markdown and "¶ one-class: trained on the normal training images" in markdown
+
+
+def test_list_shows_the_zoo_with_learning_types(monkeypatch):
+    from typer.testing import CliRunner
+
+    from scrapbench.cli.main import app
+
+    monkeypatch.setenv("COLUMNS", "300")
+    result = CliRunner().invoke(app, ["list", "--suite", "zoo"])
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if "anomalib." in line]
+    assert len(rows) == len(RUNNABLE) and all("one_class" in row for row in rows)

@@ -82,7 +82,7 @@ class AnomalibAdapter(AnomalyMethod):
 
     def _build(self, pretrained: bool) -> Any:
         """anomalib's model with its default pre-processor at ``image_size`` (centre crop removed) and no
-        post-processor, evaluator or visualiser; backbones random unless ``pretrained``."""
+        post-processor, evaluator or visualiser; backbones random unless ``pretrained``. Call it in ``_quiet``."""
         import anomalib.models
 
         cls = getattr(anomalib.models, self.zoo.anomalib_class)
@@ -90,7 +90,7 @@ class AnomalibAdapter(AnomalyMethod):
         if self.zoo.pre_trained_arg:
             kwargs["pre_trained"] = pretrained
         size = (self.config.image_size, self.config.image_size)
-        with _quiet(False), (contextlib.nullcontext() if pretrained else _random_backbones()):
+        with contextlib.nullcontext() if pretrained else _random_backbones():
             pre_processor = _pre_processor(cls, size)
             return cls(**kwargs, pre_processor=pre_processor, post_processor=False, evaluator=False,
                        visualizer=False)
@@ -111,7 +111,7 @@ class AnomalibAdapter(AnomalyMethod):
             raise ValueError(f"{self.zoo.method_name}: the train split has no normal images to learn from")
         self._device = ctx.device
         with _quiet(ctx.verbose, ctx.workdir / "anomalib.log"):
-            seed_everything(ctx.seed, workers=True, verbose=False)
+            seed_everything(ctx.seed, verbose=False)
             self._module = self._build(self.config.pretrained)
             data = _SplitData(train.subset(indices), _resize_of(self._module), self.config.batch_size, ctx.seed)
             engine = self._engine(ctx.workdir / "anomalib", ctx.device, max_epochs=self.config.epochs,
@@ -150,7 +150,8 @@ class AnomalibAdapter(AnomalyMethod):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._require_runnable()
         tensors = state["module"]
-        module = self._build(False)  # every weight comes from ``state``: nothing pretrained is read
+        with _quiet(False):
+            module = self._build(False)  # every weight comes from ``state``: nothing pretrained is read
         _fit_buffers(module, tensors)
         module.load_state_dict(tensors, strict=True)
         self._module = module.to(self._device).eval()

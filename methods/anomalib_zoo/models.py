@@ -36,7 +36,9 @@ class ZooModel:
     learning_type: str = ONE_CLASS
     #: Constructor arguments exposed as config fields: (name, type, anomalib's default).
     params: tuple[tuple[str, Any, Any], ...] = ()
-    image_size: int = 256  # the side of anomalib's default pre-processor resize
+    image_size: int = 256  # the side of anomalib's default pre-processor resize (its crop, if it crops)
+    #: Lightning's max_epochs; models whose ``trainer_arguments`` fix it (memory banks: 1, MH-PatchCore: 3)
+    #: keep anomalib's value, as anomalib's Engine does.
     epochs: int = 1
     max_steps: int = -1  # anomalib's configs bound some models by steps (-1: none)
     batch_size: int = 32  # anomalib's datamodules' train_batch_size

@@ -5,7 +5,8 @@ either list it here, decorate it with ``@register_method`` or expose it through 
 ``scrapbench.methods`` entry-point group of your own package.
 """
 
-from scrapbench.core.registry import ABLATION, TABLE2, MethodSpec
+from scrapbench.core.registry import ABLATION, TABLE2, ZOO, MethodSpec
+from scrapbench.methods.anomalib_zoo.models import ZOO as ANOMALIB_MODELS
 
 BUILTIN: tuple[MethodSpec, ...] = (
     MethodSpec("winclip", "scrapbench.methods.winclip:WinCLIP",
@@ -38,4 +39,8 @@ BUILTIN: tuple[MethodSpec, ...] = (
     MethodSpec("ours_no_msm", "scrapbench.methods.ours:FineTunedCLIP",
                "Ablation of ours: without the multi-scale mechanism", (ABLATION,),
                {"use_msm": False}),
+    # anomalib's image models (methods/anomalib_zoo): suite `zoo` for those that run offline with pixel maps.
+    *(MethodSpec(row.method_name, f"scrapbench.methods.anomalib_zoo.adapter:{row.class_name}",
+                 row.description if row.runs_offline else f"{row.description} [not runnable here: {row.unavailable}]",
+                 (ZOO,) if row.runs_offline else ()) for row in ANOMALIB_MODELS),
 )

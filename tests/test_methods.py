@@ -1,4 +1,5 @@
-"""Every registered method, through the same public interface the CLI uses (smoke preset)."""
+"""Every registered method, through the same public interface the CLI uses (smoke preset): fit, predict,
+evaluate, save and reload."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from saved_folder import assert_holds_no_pickle
 
 from scrapbench.core.method import AnomalyMethod, FitContext, check_maps
 from scrapbench.core.registry import create_method, list_methods
+from scrapbench.methods.anomalib_zoo.models import ZOO as ZOO_ROWS
+from scrapbench.metrics import PixelMetrics
 from scrapbench.run.provenance import seed_everything
 
 METHOD_NAMES = [spec.name for spec in list_methods()]
@@ -31,6 +34,12 @@ def _check_parameter_counts(name, counts):
         assert 0 < trained < total / 100, (name, counts)
     elif kind == "part":
         assert 0 < trained < total, (name, counts)
+#: anomalib models that refuse to run here (downloads, no pixel maps): listed, never fitted (test_anomalib_zoo.py)
+_REFUSED = {row.method_name for row in ZOO_ROWS if not row.runs_offline}
+RUNNABLE = [name for name in METHOD_NAMES if name not in _REFUSED]
+#: The zoo's models get the same-seed refit on two representatives (a memory bank, a trained flow); every zoo
+#: model still fits, predicts and is saved and reloaded here, and is evaluated in test_anomalib_zoo.py.
+_REFIT = {name for name in RUNNABLE if not name.startswith("anomalib.")} | {"anomalib.patchcore", "anomalib.fastflow"}
 
 
 def _fit(name, dataset, workdir, seed=0):
@@ -47,17 +56,21 @@ def test_images(smoke_dataset):
     return [sample.image for sample in smoke_dataset.test[:4]]
 
 
-@pytest.mark.parametrize("name", METHOD_NAMES)
+@pytest.mark.parametrize("name", RUNNABLE)
 def test_fit_predict_contract(name, smoke_dataset, test_images, tmp_path):
     method = _fit(name, smoke_dataset, tmp_path / "a")
     maps = check_maps(method.predict(test_images), test_images, name)
     assert all(m.dtype == np.float32 and m.shape == img.shape[:2] for m, img in zip(maps, test_images, strict=True))
     assert "random_init" in method.weights_info()
     _check_parameter_counts(name, method.parameter_counts())
+    evaluator = PixelMetrics(class_names=smoke_dataset.class_names)  # the runner's evaluator
+    evaluator.update(np.stack(maps), np.stack([sample.mask for sample in smoke_dataset.test[:4]]))
+    assert 0.0 <= evaluator.compute()["auroc"] <= 1.0
 
-    again = _fit(name, smoke_dataset, tmp_path / "b")
-    for first, second in zip(maps, again.predict(test_images), strict=True):
-        np.testing.assert_allclose(first, second, rtol=1e-5, atol=1e-6, err_msg=f"{name}: same seed, other maps")
+    if name in _REFIT:
+        again = _fit(name, smoke_dataset, tmp_path / "b")
+        for first, second in zip(maps, again.predict(test_images), strict=True):
+            np.testing.assert_allclose(first, second, rtol=1e-5, atol=1e-6, err_msg=f"{name}: same seed, other maps")
 
     method.save(tmp_path / "saved")
     assert_holds_no_pickle(tmp_path / "saved")

@@ -27,6 +27,8 @@ class LearningType(str, Enum):
     ZERO_SHOT = "zero_shot"
     FEW_SHOT = "few_shot"
     SUPERVISED = "supervised"
+    #: Trained on normal images only (anomalib's one-class models; docs/protocols.md).
+    ONE_CLASS = "one_class"
 
 
 class WeightsError(FileNotFoundError):

@@ -100,7 +100,7 @@ def resolve_preset(preset: str, cli_settings: list[str] | None = None) -> Resolv
     name = preset if preset in PRESET_NAMES else _read_preset_file(Path(preset), preset, overrides)
     for setting in cli_settings or []:
         key, sep, raw = setting.partition("=")
-        method, dot, field_name = key.partition(".")
+        method, dot, field_name = key.rpartition(".")  # method names may hold dots: anomalib.padim
         if not sep or not dot or not method or not field_name:
             raise ValueError(f"--set {setting!r}: expected METHOD.FIELD=VALUE, e.g. ours.epochs=3")
         where = f"--set {method}.{field_name}"

@@ -23,6 +23,7 @@ TABLE2 = "table2"
 ABLATION = "ablation"
 #: The suite of sweep variants (``method[field=value]``): reported in the sweep tables, not in Table 2 / 3.
 SWEEP = "sweep"
+ZOO = "zoo"  # anomalib's image models that run offline (opt-in, never part of `all`)
 
 
 @dataclass(frozen=True)
@@ -178,8 +179,9 @@ def variant_base(name: str) -> str:
 
 
 def resolve_method_names(names: Iterable[str]) -> list[str]:
-    """Expand ``all`` (the paper's Table 2 set) and ``ablation`` (Table 3); keep order, no repeats. Sweep
-    variants (``method[field=value]``) are resolved to their canonical names."""
+    """Expand ``all`` (the paper's Table 2 set), ``ablation`` (Table 3) and ``zoo`` (anomalib's models that run
+    offline); keep order, no repeats. Sweep variants (``method[field=value]``) are resolved to their canonical
+    names."""
     from scrapbench.core.variants import split_top_level
 
     out: list[str] = []
@@ -188,7 +190,7 @@ def resolve_method_names(names: Iterable[str]) -> list[str]:
             if not name:
                 continue
             expanded = [s.name for s in list_methods(TABLE2 if name == "all" else name)] \
-                if name in ("all", ABLATION) else [get_spec(name).name]
+                if name in ("all", ABLATION, ZOO) else [get_spec(name).name]
             out.extend(n for n in expanded if n not in out)
     return out
 

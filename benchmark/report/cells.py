@@ -87,6 +87,8 @@ ROW_MARKS = (
                                      "numbers."),
     RowMark("seed_reused", "°", "° zero-shot with fixed weights: its maps do not depend on the seed, so one run was "
                                 "computed and its record reused for the other seeds (± 0 over one distinct run)."),
+    RowMark("one_class", "¶", "¶ one-class: trained on the normal training images only (empty masks), as anomalib "
+                              "trains it; the other rows learn as the paper's protocol says (docs/protocols.md)."),
     RowMark("train_test_overlap", "‡", "‡ trained (--train-on) on data that overlaps the evaluated test images "
                                        "(run.json: dataset.training): its numbers score images it was trained on."),
 )

@@ -119,6 +119,7 @@ def _run_columns(folder: Path, record: dict[str, Any]) -> dict[str, Any]:
         "random_init": bool(record.get("weights", {}).get("random_init", False)),
         "nondeterministic": (record.get("determinism") or {}).get("deterministic") is False,
         "seed_reused": bool(record.get("reused_from")),
+        "one_class": record.get("learning_type") == "one_class",
         "train_test_overlap": shares_test_files(dataset),
         "fit_s": timings.get("fit_s"),
         "predict_images_per_s": timings.get("predict_images_per_s"),
@@ -356,11 +357,11 @@ def cost_means(runs: pd.DataFrame) -> dict[str, float]:
 
 
 def suite_methods(tidy: pd.DataFrame, suite: str) -> list[str]:
-    """Methods of Table 2 (``table2``: also methods in no suite) or Table 3 (``ablation``)."""
+    """Methods of Table 2 (``table2``, ``zoo`` beside them, and methods in no suite) or Table 3 (``ablation``)."""
     runs = tidy.drop_duplicates("method")
     if suite == "ablation":
         chosen = [m for m, s in zip(runs["method"], runs["suites"], strict=True) if "ablation" in s.split(",")]
     else:
         chosen = [m for m, s in zip(runs["method"], runs["suites"], strict=True)
-                  if "table2" in s.split(",") or not s]
+                  if {"table2", "zoo"} & set(s.split(",")) or not s]
     return method_order(chosen)

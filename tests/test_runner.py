@@ -385,6 +385,9 @@ def test_cli_user_text_is_printed_literally(tmp_path):
 def test_cli_list_prints_descriptions_literally(monkeypatch):
     monkeypatch.setitem(registry._REGISTRY, "toy", registry.MethodSpec(
         "toy", ColourDistance, "[bold]brackets[/] stay :smile:", ("table2",)))
+    from scrapbench.cli.console import console
+
+    monkeypatch.setattr(console, "width", 250)  # the table's columns wide enough not to wrap the description
     result = _cli("list")
     assert result.exit_code == 0 and "[bold]brackets[/] stay :smile:" in result.output
 

@@ -122,7 +122,8 @@ def build_report(
     all_methods = method_order(list(tidy["method"].unique()))
     accuracy = summary_table(tidy, all_methods, metrics=(primary_metric,)).numbers
     cost = efficiency_section(tidy, all_methods, out_dir, accuracy.rename(
-        columns={f"{primary_metric}_mean": "mean", f"{primary_metric}_std": "std"}), primary_metric, figures, notes)
+        columns={f"{primary_metric}_mean": "mean", f"{primary_metric}_std": "std"}), primary_metric, figures, notes,
+        figure_methods=table2_methods or None)  # the Table 3 variants share Ours' cost: their labels would pile up
     sections += [cost] if cost else []
     if n_boot > 0 and len(table2_methods) > 1:
         sections.append(_bootstrap_section(tidy, table2, records, out_dir, primary_metric, n_boot, ci,

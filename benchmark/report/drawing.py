@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter, NullLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 
 DPI = 120
 _FONT = {"title": 11, "label": 10, "tick": 9, "legend": 9}
@@ -260,8 +260,10 @@ def accuracy_cost_figure(points: Sequence[Mapping[str, float | str]], path: str 
     palette = colormaps["tab10"].colors
     panels = (("gflops", None, "GFLOPs per test image (log scale)", "better: up and to the left"),
               ("images_per_s", "images_per_s_std", "Test images per second (log scale)", "better: up and to the right"))
+    ys = [float(p["accuracy"]) for p in points if np.isfinite(float(p["accuracy"]))]
+    y_span = (max(ys) - min(ys)) if len(ys) > 1 and max(ys) > min(ys) else 1.0
     for ax, (key, spread, xlabel, better) in zip(axes, panels, strict=True):
-        missing, shown = [], []
+        missing, shown, labelled = [], [], []
         for i, point in enumerate(points):
             x, y = float(point[key]), float(point["accuracy"])
             if not (np.isfinite(x) and x > 0 and np.isfinite(y)):
@@ -273,13 +275,16 @@ def accuracy_cost_figure(points: Sequence[Mapping[str, float | str]], path: str 
             ax.errorbar([x], [y], yerr=[yerr] if np.isfinite(yerr) else None,
                         xerr=[xerr] if np.isfinite(xerr) else None, fmt="o", ms=7, capsize=3,
                         color=palette[i % 10], elinewidth=1.0)
-            ax.annotate(str(point["label"]), (x, y), xytext=(6, 5), textcoords="offset points",
+            # A label whose point sits next to an earlier one goes below it, so the two stay readable.
+            near = any(abs(math.log10(x / px)) < 0.15 and abs(y - py) < 0.06 * y_span for px, py in labelled)
+            labelled.append((x, y))
+            ax.annotate(str(point["label"]), (x, y), xytext=(6, -12 if near else 5), textcoords="offset points",
                         fontsize=_FONT["tick"], color=palette[i % 10])
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
         ax.xaxis.set_minor_formatter(NullFormatter())
-        if shown and max(shown) / min(shown) < 30:  # within about a decade: evenly spaced round ticks
-            ax.xaxis.set_major_locator(MaxNLocator(6))
+        if shown and max(shown) / min(shown) < 30:  # within about a decade: ticks at 1, 2 and 5 × 10^k too
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xlabel(xlabel, fontsize=_FONT["label"])
         ax.set_title(better, fontsize=_FONT["label"], style="italic")

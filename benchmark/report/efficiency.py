@@ -67,9 +67,10 @@ def efficiency_table(numbers: pd.DataFrame) -> pd.DataFrame:
 
 
 def efficiency_section(tidy: pd.DataFrame, methods: Sequence[str], out_dir: Path, accuracy: pd.DataFrame | None,
-                       accuracy_metric: str = "ap", figures: bool = True, notes: list[str] | None = None) -> str:
-    """Write ``efficiency.csv`` / ``.md`` (and, with ``figures`` and ``accuracy``, the accuracy-vs-cost figure);
-    returns the report's section."""
+                       accuracy_metric: str = "ap", figures: bool = True, notes: list[str] | None = None,
+                       figure_methods: Sequence[str] | None = None) -> str:
+    """Write ``efficiency.csv`` / ``.md`` (and, with ``figures`` and ``accuracy``, the accuracy-vs-cost figure of
+    ``figure_methods``, default all); returns the report's section."""
     numbers = efficiency_numbers(tidy, methods, accuracy)
     if numbers.empty:
         return ""
@@ -90,7 +91,8 @@ def efficiency_section(tidy: pd.DataFrame, methods: Sequence[str], out_dir: Path
     if figures and accuracy is not None:
         points = [{"label": row["label"], "accuracy": row["accuracy_mean_pct"], "accuracy_std": row["accuracy_std_pct"],
                    "gflops": row["flops_per_image"] / 1e9, "images_per_s": row["images_per_s"],
-                   "images_per_s_std": row["images_per_s_std"]} for _, row in numbers.iterrows()]
+                   "images_per_s_std": row["images_per_s_std"]} for method, row in numbers.iterrows()
+                  if figure_methods is None or method in figure_methods]
         accuracy_cost_figure(points, out_dir / FIGURE, name, f"{name} against cost: one point per method, "
                                                              f"bars = std over seeds")
         section += f"\n![{name} against FLOPs per image and images/s]({FIGURE})\n"

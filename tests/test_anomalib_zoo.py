@@ -158,7 +158,7 @@ def test_a_zoo_run_is_evaluated_and_reported_beside_the_papers_methods(smoke_dat
     build_report(tmp_path / "runs", tmp_path / "report", n_boot=20)
     assert list(pd.read_csv(tmp_path / "report" / "table2.csv")["method"]) == ["anomalib.padim"]
     markdown = (tmp_path / "report" / "table2.md").read_text()
-    assert "| anomalib.padim †¶ |" in markdown and "¶ one-class: trained on the normal training images" in markdown
+    assert "| PaDiM (anomalib) †¶ |" in markdown and "¶ one-class: trained on the normal training images" in markdown
 
 
 def test_list_shows_the_zoo_with_learning_types(monkeypatch):

@@ -340,6 +340,7 @@ def _method_class(row: ZooModel) -> type[AnomalibAdapter]:
         "__module__": __name__, "__doc__": row.description, "Config": config, "zoo": row,
         "presets": {"smoke": dict(row.smoke), "cpu": dict(row.cpu)},
         "learning_type": LearningType(row.learning_type),
+        "display_name": row.description.split(":")[0],  # the report's row label, e.g. "PaDiM (anomalib)"
     })
     return cls
 

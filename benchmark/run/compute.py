@@ -269,10 +269,7 @@ def finish_run(directory: Path, dataset: Dataset, plan: RunPlan, options: RunOpt
         "timings": {"fit_s": round(fitted.fit_s, 3), "predict_s": round(predict_s, 3),
                     "predict_images_per_s": round(len(dataset.test) / predict_s, 3) if predict_s else None,
                     "peak_rss_mb": round(max([fitted.peak_rss_mb, *(part.peak_rss_mb for part in parts)]), 1)},
-        # FLOPs from the part that counted them (the first), peaks: fit's, and the largest part's
-        "cost": cost_record(fitted.parameters, next((p.flops_per_image for p in parts if p.flops_per_image is not None),
-                                                    None),
-                            fitted, parts, next((p.flops_error for p in parts if p.flops_error), None)),
+        "cost": cost_record(fitted, parts),
         "execution": {**(options.execution or {"executor": "local"}), "shards": len(parts)},
         "versions": environment["versions"],
         "git": environment["git"],

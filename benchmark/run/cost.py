@@ -67,26 +67,27 @@ def flops_per_image(method: Any, image: np.ndarray, device: str) -> int | None:
         return count_flops(lambda: method.predict_with_scores([image]))
 
 
-def cost_record(parameters: tuple[int, int] | None, flops: int | None, fit_peak: Any, predict_peaks: Sequence[Any],
-                flops_error: str | None = None) -> dict[str, Any]:
-    """run.json's ``cost``: parameters (total, trained), FLOPs per test image, and the peak memory of fit and of
-    predict (resident MB; allocated CUDA MB on a GPU, else null). ``fit_peak`` and ``predict_peaks`` carry
-    ``peak_rss_mb`` and ``peak_cuda_mb``; a run predicted in parts reports its largest part's peak (the memory
-    one worker needs)."""
+def cost_record(fitted: Any, parts: Sequence[Any]) -> dict[str, Any]:
+    """run.json's ``cost`` from the fit record and the prediction parts (``scrapbench.run.compute``): parameters
+    (total, trained) as fitted, FLOPs per test image from the part that counted them (the first; its error if the
+    count failed), and the peak memory of fit and of predict (resident MB; allocated CUDA MB on a GPU, else null).
+    A run predicted in parts reports its largest part's peak (the memory one worker needs)."""
 
     def largest(values: Sequence[float | None]) -> float | None:
         known = [v for v in values if v is not None]
         return round(max(known), 1) if known else None
 
+    parameters = fitted.parameters
     record: dict[str, Any] = {
         "params_total": None if parameters is None else int(parameters[0]),
         "params_trained": None if parameters is None else int(parameters[1]),
-        "flops_per_image": flops,
-        "fit_peak_rss_mb": largest([fit_peak.peak_rss_mb]),
-        "predict_peak_rss_mb": largest([part.peak_rss_mb for part in predict_peaks]),
-        "fit_peak_cuda_mb": largest([fit_peak.peak_cuda_mb]),
-        "predict_peak_cuda_mb": largest([part.peak_cuda_mb for part in predict_peaks]),
+        "flops_per_image": next((part.flops_per_image for part in parts if part.flops_per_image is not None), None),
+        "fit_peak_rss_mb": largest([fitted.peak_rss_mb]),
+        "predict_peak_rss_mb": largest([part.peak_rss_mb for part in parts]),
+        "fit_peak_cuda_mb": largest([fitted.peak_cuda_mb]),
+        "predict_peak_cuda_mb": largest([part.peak_cuda_mb for part in parts]),
     }
+    flops_error = next((part.flops_error for part in parts if part.flops_error), None)
     if flops_error:
         record["flops_error"] = flops_error
     return record

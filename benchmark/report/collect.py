@@ -328,17 +328,21 @@ def summary_table(tidy: pd.DataFrame, methods: Sequence[str], label_column: str 
                                "n_seeds": runs["seed"].nunique()}
         pooled: dict[str, Any] = {"method": method}
         for metric in metrics:
-            part = runs[runs["metric"] == metric]
-            values = part["value"] * 100.0
-            row[f"{metric}_mean"] = values.mean() if len(values) else math.nan
-            row[f"{metric}_std"] = values.std(ddof=1) if len(values) > 1 else math.nan
-            pooled[metric] = part["seed"].nunique()
+            row[f"{metric}_mean"], row[f"{metric}_std"], _ = seed_stats(runs, metric)
+            pooled[metric] = runs.loc[runs["metric"] == metric, "seed"].nunique()
         row.update(cost_means(runs))
         rows.append(row)
         seeds.append(pooled)
     numbers = pd.DataFrame(rows).set_index("method") if rows else pd.DataFrame()
     metric_seeds = pd.DataFrame(seeds, columns=["method", *metrics]).set_index("method")
     return SummaryTable(numbers, tuple(metrics), row_title, metric_seeds)
+
+
+def seed_stats(runs: pd.DataFrame, metric: str) -> tuple[float, float, int]:
+    """Mean ± sample std over the seeds of one method's ``runs`` (one dataset), in %, and how many values."""
+    values = runs.loc[runs["metric"] == metric, "value"] * 100.0
+    std = values.std(ddof=1) if len(values) > 1 else math.nan
+    return (values.mean() if len(values) else math.nan), std, len(values)
 
 
 def cost_means(runs: pd.DataFrame) -> dict[str, float]:

@@ -36,6 +36,7 @@ from scrapbench.report.collect import (
     collect,
     is_benchmark,
     method_order,
+    seed_stats,
     select_group,
     suite_methods,
     summary_table,
@@ -116,7 +117,7 @@ def build_report(
         write_summary(table3, out_dir, "table3", "Effect of the MSM scale sizes (mean ± std over seeds).")
         sections.append(_table_section("Table 3 — multi-scale mechanism ablation", table3, "table3"))
 
-    from scrapbench.report.sweep_report import seed_stats, write_sweeps
+    from scrapbench.report.sweep_report import write_sweeps
 
     sections += write_sweeps(tidy, PIXEL_METRICS, seed_stats, out_dir, figures, "mean ± std over seeds")
     all_methods = method_order(list(tidy["method"].unique()))

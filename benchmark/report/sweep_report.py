@@ -137,9 +137,3 @@ def write_sweeps(tidy: pd.DataFrame, metrics: Sequence[str], stats: CellStats, o
                         f"[{stem}.csv]({stem}.csv) · [{stem}.md]({stem}.md)\n\n{markdown}\n" + "\n".join(pictures))
     return sections
 
-
-def seed_stats(runs: pd.DataFrame, metric: str) -> tuple[float, float, int]:
-    """Mean ± sample std over the seeds of one method on one dataset, in %."""
-    values = runs.loc[runs["metric"] == metric, "value"] * 100.0
-    std = values.std(ddof=1) if len(values) > 1 else float("nan")
-    return (values.mean() if len(values) else float("nan")), std, len(values)

@@ -67,7 +67,11 @@ def split_row(line: str) -> list[str]:
 
 
 def markdown_blocks(text: str) -> list[Block]:
-    """Paragraphs and tables of a Markdown file as the report writes them (GitHub tables, text lines)."""
+    """Paragraphs and tables of a Markdown file as the report writes them (GitHub tables, text lines).
+
+    Read by hand rather than with a Markdown library (markdown-it-py is installed with rich): the files are the
+    fixed subset ``scrapbench.report.render.to_markdown`` writes, and the page needs each cell's raw text, to
+    escape it itself and to sort by it, not a library's HTML."""
     blocks: list[Block] = []
     paragraph: list[str] = []
     table: list[str] = []
